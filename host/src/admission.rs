@@ -1,0 +1,405 @@
+//! Kubernetes' side of the boundary: an `AdmissionReview` (or bare
+//! `AdmissionRequest`) in, an `AdmissionResponse` out.
+//!
+//! Objects are never re-serialized on the way in: their JSON text is handed to
+//! the policy as the API server wrote it.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::bindings::{
+    AdmissionRequest, GroupVersionKind, GroupVersionResource, Operation, UserInfo,
+    ValidationResponse,
+};
+
+/// The `apiVersion` of the reviews this host speaks.
+pub const ADMISSION_API_VERSION: &str = "admission.k8s.io/v1";
+
+/// Why a request body is not a usable admission request.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmissionError {
+    /// Not JSON, or JSON of the wrong shape.
+    #[error("malformed admission request: {0}")]
+    Malformed(String),
+    /// An `AdmissionReview` without its `request`.
+    #[error("the AdmissionReview has no `request`")]
+    MissingRequest,
+    /// An object that is not an `admission.k8s.io/v1` `AdmissionReview`.
+    #[error(
+        "expected apiVersion `{ADMISSION_API_VERSION}` and kind `AdmissionReview`, \
+         got apiVersion `{api_version}` and kind `{kind}`"
+    )]
+    WrongType {
+        /// The apiVersion found.
+        api_version: String,
+        /// The kind found.
+        kind: String,
+    },
+}
+
+/// Parses an `admission.k8s.io/v1` `AdmissionReview`, as the API server sends it.
+pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest, AdmissionError> {
+    let review: ReviewEnvelope<'_> = from_json(body)?;
+    let api_version = review.api_version.unwrap_or_default();
+    let kind = review
+        .kind
+        .as_ref()
+        .and_then(|k| k.as_str())
+        .unwrap_or_default();
+    if api_version != ADMISSION_API_VERSION || kind != "AdmissionReview" {
+        return Err(AdmissionError::WrongType {
+            api_version,
+            kind: kind.to_owned(),
+        });
+    }
+    let request = review.request.ok_or(AdmissionError::MissingRequest)?;
+    parse_request(request.get().as_bytes())
+}
+
+/// Parses either a full `AdmissionReview` or a bare `AdmissionRequest`, the
+/// way `kwctl run` does: convenient for fixtures and the command line.
+pub fn parse_review_or_request(body: &[u8]) -> Result<AdmissionRequest, AdmissionError> {
+    let review: ReviewEnvelope<'_> = from_json(body)?;
+    let is_review = review.request.is_some()
+        || review.kind.as_ref().and_then(|k| k.as_str()) == Some("AdmissionReview");
+    if is_review {
+        parse_review(body)
+    } else {
+        parse_request(body)
+    }
+}
+
+/// Parses a bare `AdmissionRequest`.
+pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest, AdmissionError> {
+    let request: KubeRequest<'_> = from_json(body)?;
+    Ok(request.into())
+}
+
+fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, AdmissionError> {
+    serde_json::from_slice(body).map_err(|e| AdmissionError::Malformed(e.to_string()))
+}
+
+/// Just enough of an `AdmissionReview` to tell it from a bare request.
+/// (`kind` is a string in a review but an object in a request.)
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewEnvelope<'a> {
+    api_version: Option<String>,
+    kind: Option<serde_json::Value>,
+    #[serde(borrow)]
+    request: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KubeRequest<'a> {
+    uid: String,
+    kind: KubeGvk,
+    resource: KubeGvr,
+    sub_resource: Option<String>,
+    request_kind: Option<KubeGvk>,
+    request_resource: Option<KubeGvr>,
+    request_sub_resource: Option<String>,
+    name: Option<String>,
+    namespace: Option<String>,
+    operation: KubeOperation,
+    #[serde(default)]
+    user_info: KubeUserInfo,
+    #[serde(borrow)]
+    object: Option<&'a RawValue>,
+    #[serde(borrow)]
+    old_object: Option<&'a RawValue>,
+    dry_run: Option<bool>,
+    #[serde(borrow)]
+    options: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct KubeGvk {
+    #[serde(default)]
+    group: String,
+    version: String,
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct KubeGvr {
+    #[serde(default)]
+    group: String,
+    version: String,
+    resource: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+enum KubeOperation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct KubeUserInfo {
+    username: String,
+    uid: String,
+    groups: Vec<String>,
+    extra: BTreeMap<String, Vec<String>>,
+}
+
+impl From<KubeRequest<'_>> for AdmissionRequest {
+    fn from(r: KubeRequest<'_>) -> Self {
+        Self {
+            uid: r.uid,
+            kind: r.kind.into(),
+            resource: r.resource.into(),
+            sub_resource: non_empty(r.sub_resource),
+            request_kind: r.request_kind.map(Into::into),
+            request_resource: r.request_resource.map(Into::into),
+            request_sub_resource: non_empty(r.request_sub_resource),
+            name: non_empty(r.name),
+            namespace: non_empty(r.namespace),
+            operation: match r.operation {
+                KubeOperation::Create => Operation::Create,
+                KubeOperation::Update => Operation::Update,
+                KubeOperation::Delete => Operation::Delete,
+                KubeOperation::Connect => Operation::Connect,
+            },
+            user_info: UserInfo {
+                username: r.user_info.username,
+                uid: r.user_info.uid,
+                groups: r.user_info.groups,
+                extra: r.user_info.extra.into_iter().collect(),
+            },
+            object: json_text(r.object),
+            old_object: json_text(r.old_object),
+            dry_run: r.dry_run.unwrap_or(false),
+            options: json_text(r.options),
+        }
+    }
+}
+
+impl From<KubeGvk> for GroupVersionKind {
+    fn from(g: KubeGvk) -> Self {
+        Self {
+            group: g.group,
+            version: g.version,
+            kind: g.kind,
+        }
+    }
+}
+
+impl From<KubeGvr> for GroupVersionResource {
+    fn from(g: KubeGvr) -> Self {
+        Self {
+            group: g.group,
+            version: g.version,
+            resource: g.resource,
+        }
+    }
+}
+
+/// Kubernetes omits or empties optional strings interchangeably.
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.is_empty())
+}
+
+/// `null` and absent both mean "no object".
+fn json_text(raw: Option<&RawValue>) -> Option<String> {
+    raw.map(RawValue::get)
+        .filter(|text| *text != "null")
+        .map(str::to_owned)
+}
+
+/// An `admission.k8s.io/v1` `AdmissionResponse`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionResponse {
+    /// The request's uid, echoed.
+    pub uid: String,
+    /// Whether the request is admitted.
+    pub allowed: bool,
+    /// Why it was rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// `JSONPatch` when `patch` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<String>,
+    /// An RFC 6902 JSON patch, base64-encoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    /// Warnings for the client.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Annotations for the API server's audit log.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub audit_annotations: BTreeMap<String, String>,
+}
+
+/// The `status` of a rejected `AdmissionResponse`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// A message for the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// An HTTP status code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+}
+
+/// A policy returned a mutated object that cannot be turned into a patch.
+#[derive(Debug, thiserror::Error)]
+#[error("the policy returned a mutated object that is not valid JSON: {0}")]
+pub struct MutationError(String);
+
+impl AdmissionResponse {
+    /// A rejection with `message` and `code`.
+    pub fn reject(uid: impl Into<String>, message: impl Into<String>, code: u16) -> Self {
+        Self {
+            uid: uid.into(),
+            allowed: false,
+            status: Some(Status {
+                message: Some(message.into()),
+                code: Some(code),
+            }),
+            patch_type: None,
+            patch: None,
+            warnings: Vec::new(),
+            audit_annotations: BTreeMap::new(),
+        }
+    }
+
+    /// An admission without remarks.
+    pub fn allow(uid: impl Into<String>) -> Self {
+        Self {
+            uid: uid.into(),
+            allowed: true,
+            status: None,
+            patch_type: None,
+            patch: None,
+            warnings: Vec::new(),
+            audit_annotations: BTreeMap::new(),
+        }
+    }
+
+    /// Turns a policy's verdict into a response. A mutated object becomes a
+    /// JSON patch against `original` (the submitted object's JSON).
+    pub fn from_verdict(
+        uid: impl Into<String>,
+        verdict: ValidationResponse,
+        original: Option<&str>,
+    ) -> Result<Self, MutationError> {
+        let patch = match &verdict.mutated_object {
+            Some(mutated) => Some(json_patch_between(original, mutated)?),
+            None => None,
+        };
+        let status = (verdict.message.is_some() || verdict.code.is_some()).then_some(Status {
+            message: verdict.message,
+            code: verdict.code,
+        });
+        Ok(Self {
+            uid: uid.into(),
+            allowed: verdict.allowed,
+            status,
+            patch_type: patch.as_ref().map(|_| "JSONPatch".to_owned()),
+            patch,
+            warnings: verdict.warnings,
+            audit_annotations: verdict.audit_annotations.into_iter().collect(),
+        })
+    }
+}
+
+/// The base64 of the RFC 6902 patch that turns `original` into `mutated`.
+fn json_patch_between(original: Option<&str>, mutated: &str) -> Result<String, MutationError> {
+    let parse = |text: &str| {
+        serde_json::from_str::<serde_json::Value>(text).map_err(|e| MutationError(e.to_string()))
+    };
+    let original = original
+        .map(parse)
+        .transpose()?
+        .unwrap_or(serde_json::Value::Null);
+    let patch = json_patch::diff(&original, &parse(mutated)?);
+    let bytes = serde_json::to_vec(&patch).expect("a JSON patch always serializes");
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQUEST: &str = r#"{"uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},
+        "resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE",
+        "namespace":"","object":{"metadata":{"name":"p"}},"oldObject":null}"#;
+
+    #[test]
+    fn bare_request_keeps_object_text_and_drops_empty_fields() {
+        let request = parse_review_or_request(REQUEST.as_bytes()).unwrap();
+        assert_eq!(request.uid, "u1");
+        assert_eq!(
+            request.object.as_deref(),
+            Some(r#"{"metadata":{"name":"p"}}"#)
+        );
+        assert_eq!(request.old_object, None);
+        assert_eq!(request.namespace, None);
+        assert!(matches!(request.operation, Operation::Create));
+    }
+
+    #[test]
+    fn review_is_unwrapped_and_checked() {
+        let review = format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{REQUEST}}}"#
+        );
+        assert_eq!(parse_review(review.as_bytes()).unwrap().uid, "u1");
+        let wrong = review.replace("admission.k8s.io/v1", "admission.k8s.io/v1beta1");
+        let err = parse_review(wrong.as_bytes()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("got apiVersion `admission.k8s.io/v1beta1`"),
+            "{err}"
+        );
+        let missing = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#;
+        assert!(matches!(
+            parse_review(missing.as_bytes()),
+            Err(AdmissionError::MissingRequest)
+        ));
+    }
+
+    #[test]
+    fn malformed_json_is_reported() {
+        let err = parse_review_or_request(b"{\"uid\": ").unwrap_err();
+        assert!(
+            err.to_string().starts_with("malformed admission request: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn mutation_becomes_a_patch_that_reproduces_it() {
+        let original = r#"{"metadata":{"name":"p"}}"#;
+        let mutated = r#"{"metadata":{"name":"p","annotations":{"a":"b"}}}"#;
+        let verdict = ValidationResponse {
+            allowed: true,
+            message: None,
+            code: None,
+            warnings: vec![],
+            audit_annotations: vec![],
+            mutated_object: Some(mutated.into()),
+        };
+        let response = AdmissionResponse::from_verdict("u", verdict, Some(original)).unwrap();
+        assert_eq!(response.patch_type.as_deref(), Some("JSONPatch"));
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(response.patch.unwrap())
+            .unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+        let mut doc: serde_json::Value = serde_json::from_str(original).unwrap();
+        json_patch::patch(&mut doc, &patch).unwrap();
+        assert_eq!(
+            doc,
+            serde_json::from_str::<serde_json::Value>(mutated).unwrap()
+        );
+    }
+}

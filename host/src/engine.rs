@@ -1,0 +1,117 @@
+//! The one `wasmtime::Engine` of the process, configured for admission control:
+//! many short evaluations of a few components, each in a fresh instance.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use wasmtime::component::Linker;
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::limits::Limits;
+use crate::store::EvaluationState;
+
+/// How often the epoch advances. Running wasm yields to the async executor at
+/// every tick, which is what lets a wall-clock timeout interrupt a loop.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// A configured engine plus the linker every component is pre-linked with.
+///
+/// Cheap to clone; every clone shares the same compiled code and pools.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    wasmtime: wasmtime::Engine,
+    linker: Linker<EvaluationState>,
+    limits: Limits,
+}
+
+impl Engine {
+    /// Builds the engine with `limits`, and starts its epoch ticker.
+    pub fn new(limits: Limits) -> wasmtime::Result<Self> {
+        let wasmtime = wasmtime::Engine::new(&config(&limits))?;
+        let mut linker = Linker::new(&wasmtime);
+        // Only standard WASI is linked: a policy that imports anything else is
+        // refused at load time, naming the missing import.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        spawn_epoch_ticker(&wasmtime);
+        Ok(Self {
+            inner: Arc::new(EngineInner {
+                wasmtime,
+                linker,
+                limits,
+            }),
+        })
+    }
+
+    /// The underlying wasmtime engine.
+    pub fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner.wasmtime
+    }
+
+    /// The linker that satisfies a policy's imports (standard WASI only).
+    pub fn linker(&self) -> &Linker<EvaluationState> {
+        &self.inner.linker
+    }
+
+    /// The limits this engine was built with.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+}
+
+fn config(limits: &Limits) -> Config {
+    let mut pool = PoolingAllocationConfig::new();
+    // One evaluation = one component instance. Its core instances, memories
+    // and tables are what a Rust policy (1 each) or a componentize-py policy
+    // (a handful) needs; the totals bound how many evaluations can be alive.
+    let max_instances = limits.max_instances;
+    pool.total_component_instances(max_instances);
+    pool.max_core_instances_per_component(32);
+    pool.max_memories_per_component(8);
+    pool.max_tables_per_component(16);
+    pool.total_core_instances(max_instances * 8);
+    pool.total_memories(max_instances * 2);
+    pool.total_tables(max_instances * 4);
+    pool.total_stacks(max_instances);
+    // Hard ceiling of any linear memory; the per-evaluation limiter enforces
+    // the (possibly smaller) configured limit below it.
+    pool.max_memory_size(limits.memory_bytes);
+    pool.table_elements(limits.table_elements);
+    // Keep a few warm slots per component so reuse hits the CoW image.
+    pool.max_unused_warm_slots(max_instances / 4);
+
+    let mut config = Config::new();
+    config
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        // Instantiation maps the initial heap copy-on-write instead of copying it.
+        .memory_init_cow(true)
+        // Timeouts: wasm yields at every epoch tick so the caller's deadline
+        // can drop the evaluation, wherever it is.
+        .epoch_interruption(true)
+        .max_wasm_stack(limits.stack_bytes)
+        // The fiber stack must hold the wasm stack plus host frames below it.
+        .async_stack_size(limits.stack_bytes + (1 << 20))
+        .wasm_component_model(true);
+    config
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
+///
+/// The thread holds only a weak handle, so it never keeps an engine alive.
+fn spawn_epoch_ticker(engine: &wasmtime::Engine) {
+    let weak = engine.weak();
+    thread::Builder::new()
+        .name("portcullis-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch ticker thread");
+}

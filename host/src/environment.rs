@@ -1,0 +1,346 @@
+//! The evaluation environment: every configured policy, loaded once, backed
+//! by one compiled and pre-linked component per unique digest.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bindings::{AdmissionRequest, PolicyMetadata, ValidationResponse};
+use crate::cache::CompiledCache;
+use crate::component::{CompileOrigin, ComponentError, Digest, PolicyComponent};
+use crate::engine::Engine;
+use crate::evaluation::{Call, EvaluationError, Returned, evaluate};
+use crate::policy::PolicySpec;
+
+/// A policy ready to evaluate requests.
+#[derive(Debug)]
+pub struct Policy {
+    spec: PolicySpec,
+    settings_json: String,
+    timeout: Duration,
+    component: Arc<PolicyComponent>,
+    metadata: Arc<PolicyMetadata>,
+}
+
+impl Policy {
+    /// Its id.
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    /// How the operator declared it.
+    pub fn spec(&self) -> &PolicySpec {
+        &self.spec
+    }
+
+    /// The component it runs.
+    pub fn component(&self) -> &Arc<PolicyComponent> {
+        &self.component
+    }
+
+    /// What the component says about itself.
+    pub fn metadata(&self) -> &PolicyMetadata {
+        &self.metadata
+    }
+
+    /// The evaluation deadline in force for it.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// Counts that show what loading did; deduplication is visible here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadStats {
+    /// Policies loaded.
+    pub policies: usize,
+    /// Distinct components (by digest) behind them; also the number of
+    /// `InstancePre`s created.
+    pub unique_components: usize,
+    /// Components compiled from wasm.
+    pub compiled: usize,
+    /// Components loaded from the compiled cache.
+    pub from_cache: usize,
+}
+
+/// Why a policy could not be loaded. Names the policy and its module.
+#[derive(Debug, thiserror::Error)]
+#[error("policy `{policy}` ({}): {reason}", module.display())]
+pub struct LoadError {
+    /// The policy's id.
+    pub policy: String,
+    /// Its component file.
+    pub module: PathBuf,
+    /// What went wrong.
+    pub reason: LoadFailure,
+}
+
+/// What went wrong loading a policy.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadFailure {
+    /// Another policy already has this id.
+    #[error("duplicate policy id")]
+    DuplicateId,
+    /// The component is unusable.
+    #[error(transparent)]
+    Component(#[from] ComponentError),
+    /// The policy's `validate-settings` refused the settings.
+    #[error("settings rejected: {0}")]
+    SettingsRejected(String),
+    /// Calling the policy at load time failed.
+    #[error("{what} failed: {error}")]
+    Call {
+        /// Which call (`metadata`, `validate-settings`).
+        what: &'static str,
+        /// How it failed.
+        error: EvaluationError,
+    },
+}
+
+/// Why a request could not be evaluated.
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluateError {
+    /// No policy has this id.
+    #[error("unknown policy `{0}`")]
+    UnknownPolicy(String),
+    /// The policy produced no verdict.
+    #[error(transparent)]
+    Evaluation(#[from] EvaluationError),
+}
+
+/// A verdict and how long it took.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// The policy's response.
+    pub response: ValidationResponse,
+    /// Time spent creating the instance.
+    pub instantiation: Duration,
+    /// Instantiation plus the call.
+    pub total: Duration,
+}
+
+/// Every loaded policy, sharing the engine and the pre-linked components.
+pub struct Environment {
+    engine: Engine,
+    policies: BTreeMap<String, Arc<Policy>>,
+    stats: LoadStats,
+}
+
+impl Environment {
+    /// Loads `specs`: reads each component file once, compiles (or loads from
+    /// `cache`) and pre-links each unique digest once, reads each component's
+    /// metadata, and validates every policy's settings through the policy.
+    pub async fn load(
+        engine: &Engine,
+        specs: impl IntoIterator<Item = PolicySpec>,
+        cache: Option<&CompiledCache>,
+    ) -> Result<Self, LoadError> {
+        let mut loader = Loader {
+            engine,
+            cache,
+            digests_by_path: HashMap::new(),
+            components: HashMap::new(),
+            stats: LoadStats::default(),
+        };
+        let mut policies = BTreeMap::new();
+        for spec in specs {
+            let fail = |reason: LoadFailure| LoadError {
+                policy: spec.id.clone(),
+                module: spec.module.clone(),
+                reason,
+            };
+            if policies.contains_key(&spec.id) {
+                return Err(fail(LoadFailure::DuplicateId));
+            }
+            let policy = loader.load(&spec).await.map_err(fail)?;
+            policies.insert(spec.id.clone(), Arc::new(policy));
+        }
+        let mut stats = loader.stats;
+        stats.policies = policies.len();
+        stats.unique_components = loader.components.len();
+        tracing::info!(
+            policies = stats.policies,
+            unique_components = stats.unique_components,
+            compiled = stats.compiled,
+            from_cache = stats.from_cache,
+            "policies loaded"
+        );
+        Ok(Self {
+            engine: engine.clone(),
+            policies,
+            stats,
+        })
+    }
+
+    /// The policy with this id.
+    pub fn policy(&self, id: &str) -> Option<&Arc<Policy>> {
+        self.policies.get(id)
+    }
+
+    /// Every policy, by id.
+    pub fn policies(&self) -> impl ExactSizeIterator<Item = &Arc<Policy>> {
+        self.policies.values()
+    }
+
+    /// What loading did.
+    pub fn stats(&self) -> LoadStats {
+        self.stats
+    }
+
+    /// The engine behind this environment.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Evaluates an admission request with the policy `id`.
+    pub async fn validate(
+        &self,
+        id: &str,
+        request: &AdmissionRequest,
+    ) -> Result<Verdict, EvaluateError> {
+        let policy = self.lookup(id)?;
+        let call = Call::Validate {
+            request,
+            settings: &policy.settings_json,
+        };
+        Ok(self.verdict(policy, call).await?)
+    }
+
+    /// Evaluates a raw JSON document with the policy `id`.
+    pub async fn validate_raw(&self, id: &str, document: &str) -> Result<Verdict, EvaluateError> {
+        let policy = self.lookup(id)?;
+        let call = Call::ValidateRaw {
+            document,
+            settings: &policy.settings_json,
+        };
+        Ok(self.verdict(policy, call).await?)
+    }
+
+    fn lookup(&self, id: &str) -> Result<&Policy, EvaluateError> {
+        self.policies
+            .get(id)
+            .map(|p| p.as_ref())
+            .ok_or_else(|| EvaluateError::UnknownPolicy(id.to_owned()))
+    }
+
+    async fn verdict(&self, policy: &Policy, call: Call<'_>) -> Result<Verdict, EvaluationError> {
+        let limits = self.engine.limits();
+        let evaluation = evaluate(
+            &self.engine,
+            &policy.component,
+            policy.id(),
+            limits,
+            policy.timeout,
+            call,
+        )
+        .await?;
+        match evaluation.returned {
+            Returned::Verdict(response) => Ok(Verdict {
+                response,
+                instantiation: evaluation.instantiation,
+                total: evaluation.total,
+            }),
+            other => unreachable!("validate returned {other:?}"),
+        }
+    }
+}
+
+/// State of one [`Environment::load`].
+struct Loader<'a> {
+    engine: &'a Engine,
+    cache: Option<&'a CompiledCache>,
+    digests_by_path: HashMap<PathBuf, Digest>,
+    components: HashMap<Digest, (Arc<PolicyComponent>, Arc<PolicyMetadata>)>,
+    stats: LoadStats,
+}
+
+impl Loader<'_> {
+    async fn load(&mut self, spec: &PolicySpec) -> Result<Policy, LoadFailure> {
+        let (component, metadata) = self.component(&spec.module).await?;
+        let timeout = spec.timeout.unwrap_or(self.engine.limits().timeout);
+        let settings_json = spec.settings.to_string();
+        let call = Call::ValidateSettings {
+            settings: &settings_json,
+        };
+        let limits = self.engine.limits();
+        let evaluation = evaluate(self.engine, &component, &spec.id, limits, timeout, call)
+            .await
+            .map_err(|error| LoadFailure::Call {
+                what: "validate-settings",
+                error,
+            })?;
+        match evaluation.returned {
+            Returned::Settings(Ok(())) => {}
+            Returned::Settings(Err(message)) => return Err(LoadFailure::SettingsRejected(message)),
+            other => unreachable!("validate-settings returned {other:?}"),
+        }
+        Ok(Policy {
+            spec: spec.clone(),
+            settings_json,
+            timeout,
+            component,
+            metadata,
+        })
+    }
+
+    /// The prepared component in `path`, prepared at most once per digest.
+    async fn component(
+        &mut self,
+        path: &Path,
+    ) -> Result<(Arc<PolicyComponent>, Arc<PolicyMetadata>), LoadFailure> {
+        let digest = match self.digests_by_path.get(path) {
+            Some(digest) => *digest,
+            None => {
+                let bytes = std::fs::read(path).map_err(ComponentError::Read)?;
+                let digest = Digest::of(&bytes);
+                self.digests_by_path.insert(path.to_owned(), digest);
+                if !self.components.contains_key(&digest) {
+                    let prepared = self.prepare(path, &bytes, digest).await?;
+                    self.components.insert(digest, prepared);
+                }
+                digest
+            }
+        };
+        Ok(self.components[&digest].clone())
+    }
+
+    async fn prepare(
+        &mut self,
+        path: &Path,
+        bytes: &[u8],
+        digest: Digest,
+    ) -> Result<(Arc<PolicyComponent>, Arc<PolicyMetadata>), LoadFailure> {
+        let component = PolicyComponent::prepare(self.engine, path, bytes, digest, self.cache)?;
+        match component.origin() {
+            CompileOrigin::Compiled => self.stats.compiled += 1,
+            CompileOrigin::Cache => self.stats.from_cache += 1,
+        }
+        tracing::info!(
+            %digest,
+            path = %path.display(),
+            size = component.size(),
+            origin = ?component.origin(),
+            ms = component.compile_time().as_millis() as u64,
+            "component prepared"
+        );
+        let limits = self.engine.limits();
+        let evaluation = evaluate(
+            self.engine,
+            &component,
+            "(metadata)",
+            limits,
+            limits.timeout,
+            Call::Metadata,
+        )
+        .await
+        .map_err(|error| LoadFailure::Call {
+            what: "metadata",
+            error,
+        })?;
+        let Returned::Metadata(metadata) = evaluation.returned else {
+            unreachable!("metadata returned {:?}", evaluation.returned)
+        };
+        Ok((component, Arc::new(metadata)))
+    }
+}

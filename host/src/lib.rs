@@ -1,0 +1,39 @@
+//! Portcullis: a Kubernetes admission policy engine that runs policies as
+//! WebAssembly components.
+//!
+//! A request flows one way through the modules:
+//! [`policy`] (what the operator declared) → [`environment`] (one compiled,
+//! pre-linked component per unique digest) → [`evaluation`] (a fresh store
+//! and instance per call, under [`limits`]) → [`admission`] (AdmissionReview
+//! in, AdmissionResponse out).
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use portcullis::{Engine, Environment, Limits, PolicySpec};
+//!
+//! let engine = Engine::new(Limits::default())?;
+//! let spec = PolicySpec::new("privileged", "pod_privileged.wasm");
+//! let env = Environment::load(&engine, [spec], None).await?;
+//! let request = portcullis::admission::parse_review_or_request(&std::fs::read("request.json")?)?;
+//! let verdict = env.validate("privileged", &request).await?;
+//! println!("allowed: {}", verdict.response.allowed);
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub mod admission;
+pub mod bindings;
+pub mod cache;
+pub mod component;
+pub mod engine;
+pub mod environment;
+pub mod evaluation;
+pub mod limits;
+pub mod policy;
+pub mod store;
+
+pub use cache::CompiledCache;
+pub use engine::Engine;
+pub use environment::{Environment, EvaluateError, LoadError, LoadStats, Policy, Verdict};
+pub use limits::Limits;
+pub use policy::{PolicyMode, PolicySpec};

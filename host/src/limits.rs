@@ -1,0 +1,91 @@
+//! Resource limits: what one evaluation may use, and how many may run at once.
+//!
+//! The numbers here bound a policy's memory, stack, output and time. The pool
+//! sizes bound how many instances can exist at the same time; they are the
+//! back-pressure point of the whole host.
+
+use std::time::Duration;
+
+use wasmtime::ResourceLimiter;
+
+/// Per-evaluation limits and pool sizing for an [`Engine`](crate::Engine).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wall-clock budget of one evaluation: wasm execution *and* time blocked
+    /// in host calls. A policy may override it with a shorter or longer value.
+    pub timeout: Duration,
+    /// Largest linear memory one instance may grow to, in bytes.
+    pub memory_bytes: usize,
+    /// Largest table one instance may grow to, in elements.
+    pub table_elements: usize,
+    /// Native stack wasm code may use, in bytes; deeper recursion traps.
+    pub stack_bytes: usize,
+    /// Bytes of guest output (stderr and stdout) kept per evaluation for the
+    /// log; the rest is dropped.
+    pub stderr_bytes: usize,
+    /// Instances that may be alive at once across the whole process.
+    /// Instantiating beyond this fails fast instead of allocating more.
+    pub max_instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(2),
+            memory_bytes: 256 << 20,
+            table_elements: 100_000,
+            stack_bytes: 1 << 20,
+            stderr_bytes: 64 << 10,
+            max_instances: 256,
+        }
+    }
+}
+
+/// The [`ResourceLimiter`] of one evaluation's store.
+///
+/// Unlike `wasmtime::StoreLimits`, it remembers that it refused to grow a
+/// memory, so a trap that follows (a Rust guest aborts when allocation fails)
+/// can be reported as "out of memory" instead of a bare `unreachable`.
+#[derive(Debug)]
+pub(crate) struct EvaluationLimiter {
+    memory_bytes: usize,
+    table_elements: usize,
+    memory_refused: bool,
+}
+
+impl EvaluationLimiter {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        Self {
+            memory_bytes: limits.memory_bytes,
+            table_elements: limits.table_elements,
+            memory_refused: false,
+        }
+    }
+
+    /// Whether a `memory.grow` was refused during this evaluation.
+    pub(crate) fn memory_refused(&self) -> bool {
+        self.memory_refused
+    }
+}
+
+impl ResourceLimiter for EvaluationLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.memory_bytes && maximum.is_none_or(|max| desired <= max);
+        self.memory_refused |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= self.table_elements && maximum.is_none_or(|max| desired <= max))
+    }
+}

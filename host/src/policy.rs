@@ -1,0 +1,79 @@
+//! What an operator declares about one policy.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a policy's verdict is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    /// Rejections are enforced.
+    #[default]
+    Protect,
+    /// Every request is admitted; what the verdict would have been is logged
+    /// and counted.
+    Monitor,
+}
+
+impl PolicyMode {
+    /// The lower-case name used in configuration, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Protect => "protect",
+            Self::Monitor => "monitor",
+        }
+    }
+}
+
+/// One policy to load: an id, the component that implements it, and how it is
+/// configured.
+#[derive(Debug, Clone)]
+pub struct PolicySpec {
+    /// The id requests address it by (`/validate/{id}`).
+    pub id: String,
+    /// The component file.
+    pub module: PathBuf,
+    /// The policy's settings, handed to it as JSON (`{}` when none).
+    pub settings: serde_json::Value,
+    /// Whether rejections are enforced.
+    pub mode: PolicyMode,
+    /// Whether the policy may change the object it admits.
+    pub allowed_to_mutate: bool,
+    /// A per-policy evaluation timeout; the engine's default when `None`.
+    pub timeout: Option<Duration>,
+    /// A rejection message that replaces the policy's own.
+    pub message: Option<String>,
+}
+
+impl PolicySpec {
+    /// A protect-mode, non-mutating policy with empty settings.
+    pub fn new(id: impl Into<String>, module: impl Into<PathBuf>) -> Self {
+        Self {
+            id: id.into(),
+            module: module.into(),
+            settings: serde_json::Value::Object(Default::default()),
+            mode: PolicyMode::default(),
+            allowed_to_mutate: false,
+            timeout: None,
+            message: None,
+        }
+    }
+
+    /// The same spec with `settings`.
+    pub fn with_settings(mut self, settings: serde_json::Value) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// The same spec with `mode`.
+    pub fn with_mode(mut self, mode: PolicyMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The same spec, allowed (or not) to mutate.
+    pub fn allowed_to_mutate(mut self, allowed: bool) -> Self {
+        self.allowed_to_mutate = allowed;
+        self
+    }
+}

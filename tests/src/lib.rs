@@ -1,0 +1,54 @@
+//! Helpers shared by the end-to-end tests: where the real components and
+//! fixtures are, and an engine to load them with.
+
+use std::path::{Path, PathBuf};
+
+use portcullis::{Engine, Limits};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the repository root")
+        .to_owned()
+}
+
+/// The cargo target directory the components were built into.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
+/// The component built from the crate `crate_name` (underscores, as cargo
+/// names the artifact) by `scripts/build-components`.
+pub fn component(crate_name: &str) -> PathBuf {
+    let path = target_dir()
+        .join("wasm32-wasip2/policy")
+        .join(format!("{crate_name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the components first with `scripts/build-components` \
+         (scripts/test does it for you)",
+        path.display()
+    );
+    path
+}
+
+/// A file under the repository root.
+pub fn repo_file(relative: impl AsRef<Path>) -> PathBuf {
+    repo_root().join(relative)
+}
+
+/// Reads and parses a JSON file under the repository root.
+pub fn json_file(relative: impl AsRef<Path>) -> serde_json::Value {
+    let path = repo_file(relative);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// An engine with the default limits.
+pub fn engine() -> Engine {
+    Engine::new(Limits::default()).expect("building the engine")
+}

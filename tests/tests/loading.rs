@@ -1,0 +1,206 @@
+//! Loading policies: one compilation and one `InstancePre` per unique
+//! component, the compiled cache, fresh instances, and every bad input a
+//! loader can meet.
+
+use std::fs;
+
+use portcullis::admission::parse_review_or_request;
+use portcullis::environment::LoadFailure;
+use portcullis::{CompiledCache, Environment, LoadError, LoadStats, PolicySpec};
+use portcullis_tests::{component, engine, repo_file};
+use serde_json::json;
+
+fn privileged_request() -> portcullis::bindings::AdmissionRequest {
+    let body = fs::read(repo_file("examples/pod-privileged/test_data/privileged_container.json")).unwrap();
+    parse_review_or_request(&body).unwrap()
+}
+
+async fn load_error(spec: PolicySpec) -> LoadError {
+    match Environment::load(&engine(), [spec], None).await {
+        Ok(_) => panic!("the load should have failed"),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test]
+async fn policies_sharing_a_component_compile_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("same-bytes-other-path.wasm");
+    fs::copy(component("pod_privileged"), &copy).unwrap();
+    let specs = [
+        PolicySpec::new("a", component("pod_privileged")),
+        PolicySpec::new("b", component("pod_privileged")).with_settings(json!({"skip_init_containers": true})),
+        PolicySpec::new("c", component("pod_privileged")),
+        PolicySpec::new("d", &copy),
+        PolicySpec::new("counter", component("counter_policy")),
+    ];
+    let env = Environment::load(&engine(), specs, None).await.unwrap();
+    assert_eq!(
+        env.stats(),
+        LoadStats {
+            policies: 5,
+            unique_components: 2,
+            compiled: 2,
+            from_cache: 0
+        }
+    );
+    let shared = env.policy("a").unwrap().component();
+    for id in ["b", "c", "d"] {
+        assert!(std::sync::Arc::ptr_eq(shared, env.policy(id).unwrap().component()), "{id}");
+    }
+    // Same component, different settings: each policy keeps its own.
+    let request = privileged_request();
+    for id in ["a", "b", "c", "d"] {
+        assert!(!env.validate(id, &request).await.unwrap().response.allowed, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn every_request_gets_a_fresh_instance() {
+    let spec = PolicySpec::new("counter", component("counter_policy"));
+    let env = Environment::load(&engine(), [spec], None).await.unwrap();
+    let request = privileged_request();
+    for _ in 0..5 {
+        let verdict = env.validate("counter", &request).await.unwrap();
+        assert_eq!(
+            verdict.response.audit_annotations,
+            vec![("counter".to_owned(), "1".to_owned())],
+            "state leaked from an earlier evaluation"
+        );
+    }
+}
+
+#[tokio::test]
+async fn second_load_reads_the_compiled_cache_and_a_damaged_entry_is_recompiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CompiledCache::new(dir.path());
+    let engine = engine();
+    let spec = || PolicySpec::new("privileged", component("pod_privileged"));
+
+    let first = Environment::load(&engine, [spec()], Some(&cache)).await.unwrap();
+    assert_eq!((first.stats().compiled, first.stats().from_cache), (1, 0));
+    let second = Environment::load(&engine, [spec()], Some(&cache)).await.unwrap();
+    assert_eq!((second.stats().compiled, second.stats().from_cache), (0, 1));
+    assert!(!second.validate("privileged", &privileged_request()).await.unwrap().response.allowed);
+
+    // Truncate the one entry: the next load notices and recompiles.
+    let entries: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let bytes = fs::read(&entries[0]).unwrap();
+    fs::write(&entries[0], &bytes[..bytes.len() / 2]).unwrap();
+    let third = Environment::load(&engine, [spec()], Some(&cache)).await.unwrap();
+    assert_eq!((third.stats().compiled, third.stats().from_cache), (1, 0));
+    assert!(!third.validate("privileged", &privileged_request()).await.unwrap().response.allowed);
+
+    // The recompiled entry replaced the damaged one.
+    let fourth = Environment::load(&engine, [spec()], Some(&cache)).await.unwrap();
+    assert_eq!((fourth.stats().compiled, fourth.stats().from_cache), (0, 1));
+
+    // Same length, one flipped byte: also caught before wasmtime sees it.
+    let mut bytes = fs::read(&entries[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&entries[0], &bytes).unwrap();
+    let fifth = Environment::load(&engine, [spec()], Some(&cache)).await.unwrap();
+    assert_eq!((fifth.stats().compiled, fifth.stats().from_cache), (1, 0));
+}
+
+#[tokio::test]
+async fn settings_the_policy_rejects_fail_the_load_with_its_message() {
+    let spec = PolicySpec::new("privileged", component("pod_privileged"))
+        .with_settings(json!({"skip_init_containers": "yes"}));
+    let error = load_error(spec).await;
+    assert!(matches!(error.reason, LoadFailure::SettingsRejected(_)), "{error:?}");
+    let message = error.to_string();
+    assert!(message.starts_with("policy `privileged` ("), "{message}");
+    assert!(message.contains("settings rejected: "), "{message}");
+    assert!(message.contains("skip_init_containers"), "{message}");
+
+    let unknown = PolicySpec::new("privileged", component("pod_privileged"))
+        .with_settings(json!({"no_such_setting": true}));
+    let message = load_error(unknown).await.to_string();
+    assert!(message.contains("no_such_setting"), "{message}");
+}
+
+#[tokio::test]
+async fn duplicate_ids_are_refused() {
+    let specs = [
+        PolicySpec::new("twice", component("pod_privileged")),
+        PolicySpec::new("twice", component("pod_privileged")),
+    ];
+    let error = match Environment::load(&engine(), specs, None).await {
+        Ok(_) => panic!("duplicate ids must not load"),
+        Err(e) => e,
+    };
+    assert!(error.to_string().contains("policy `twice`"), "{error}");
+    assert!(matches!(error.reason, LoadFailure::DuplicateId), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_missing_file_names_the_file() {
+    let error = load_error(PolicySpec::new("gone", "/nonexistent/policy.wasm")).await;
+    assert_eq!(
+        error.to_string(),
+        "policy `gone` (/nonexistent/policy.wasm): cannot read the component: \
+         No such file or directory (os error 2)"
+    );
+}
+
+#[tokio::test]
+async fn bytes_that_are_not_wasm_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.wasm");
+    fs::write(&path, "#!/bin/sh\necho not wasm\n").unwrap();
+    let message = load_error(PolicySpec::new("text", &path)).await.to_string();
+    assert!(message.ends_with("not a WebAssembly file (it does not start with the `\\0asm` magic bytes)"), "{message}");
+}
+
+#[tokio::test]
+async fn a_core_module_is_not_a_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("core.wasm");
+    // The smallest valid core module: magic and version 1, no sections.
+    fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
+    let message = load_error(PolicySpec::new("core", &path)).await.to_string();
+    assert!(message.contains("a core WebAssembly module, not a component"), "{message}");
+    assert!(message.contains("wasm32-wasip2"), "{message}");
+}
+
+#[tokio::test]
+async fn a_truncated_component_does_not_compile() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("truncated.wasm");
+    let bytes = fs::read(component("pod_privileged")).unwrap();
+    fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
+    let message = load_error(PolicySpec::new("truncated", &path)).await.to_string();
+    assert!(message.contains("cannot compile the component: "), "{message}");
+}
+
+#[tokio::test]
+async fn a_component_of_another_world_says_what_is_missing() {
+    let message = load_error(PolicySpec::new("cli", component("not-a-policy"))).await.to_string();
+    assert!(
+        message.ends_with(
+            "does not implement `portcullis:policy/policy@0.1.0`: missing exports \
+             `metadata`, `validate-settings`, `validate`, `validate-raw`"
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn metadata_is_read_once_at_load() {
+    let spec = PolicySpec::new("privileged", component("pod_privileged"));
+    let env = Environment::load(&engine(), [spec], None).await.unwrap();
+    let metadata = env.policy("privileged").unwrap().metadata();
+    assert!(!metadata.mutating);
+    assert!(!metadata.description.is_empty());
+    let resources: Vec<&str> = metadata
+        .rules
+        .iter()
+        .flat_map(|rule| rule.resources.iter().map(String::as_str))
+        .collect();
+    for resource in ["pods", "deployments", "cronjobs"] {
+        assert!(resources.contains(&resource), "{resources:?}");
+    }
+}
