@@ -133,7 +133,8 @@ pub fn pod_spec<'a>(source: impl Into<ObjectSource<'a>>) -> Result<Option<PodSpe
     })
 }
 
-fn json_type(value: &Value) -> &'static str {
+/// How an error message names the JSON type of `value` ("a string", "an object", ...).
+pub fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

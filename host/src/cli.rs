@@ -1,5 +1,6 @@
 //! Command-line arguments.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -17,14 +18,10 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing directive).
-    #[arg(
-        long,
-        global = true,
-        env = "PORTCULLIS_LOG_LEVEL",
-        default_value = "warn,portcullis::guest=info"
-    )]
-    pub log_level: String,
+    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing directive)
+    /// [default: `info` for serve; warnings and guest output otherwise].
+    #[arg(long, global = true, env = "PORTCULLIS_LOG_LEVEL")]
+    pub log_level: Option<String>,
     /// Log format.
     #[arg(long, global = true, env = "PORTCULLIS_LOG_FMT", value_enum, default_value_t = LogFormat::Text)]
     pub log_fmt: LogFormat,
@@ -41,8 +38,72 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve the admission webhook.
+    Serve(ServeArgs),
     /// Evaluate one request with one policy and print the AdmissionResponse (like `kwctl run`).
     Run(RunArgs),
+}
+
+impl Command {
+    fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Serve(_) => "info",
+            Command::Run(_) => "warn,portcullis::guest=info",
+        }
+    }
+}
+
+/// Arguments of `portcullis serve`; names follow Kubewarden's policy-server.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The policies file (Kubewarden's policies.yml format) [default: the embedded example policies].
+    #[arg(long, env = "PORTCULLIS_POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// Where relative module paths of the embedded default policies are found.
+    #[arg(
+        long,
+        env = "PORTCULLIS_COMPONENTS_DIR",
+        default_value = "target/wasm32-wasip2/policy"
+    )]
+    pub components_dir: PathBuf,
+    /// Address both listeners bind to.
+    #[arg(long, env = "PORTCULLIS_ADDR", default_value = "0.0.0.0")]
+    pub addr: IpAddr,
+    /// Port of the webhook API.
+    #[arg(long, env = "PORTCULLIS_PORT", default_value_t = 3000)]
+    pub port: u16,
+    /// Port of /readiness, /livez and /metrics (plain HTTP).
+    #[arg(long, env = "PORTCULLIS_READINESS_PROBE_PORT", default_value_t = 8081)]
+    pub readiness_probe_port: u16,
+    /// Evaluations that run at once (and runtime threads) [default: number of CPUs].
+    #[arg(long, env = "PORTCULLIS_WORKERS")]
+    pub workers: Option<usize>,
+    /// Requests that may wait for a free worker; beyond, requests get 503 at once [default: 64 per worker].
+    #[arg(long, env = "PORTCULLIS_QUEUE_SIZE")]
+    pub queue_size: Option<usize>,
+    /// Default evaluation timeout, in seconds (a policy's `timeoutEvalSeconds` overrides it).
+    #[arg(long, env = "PORTCULLIS_POLICY_TIMEOUT", default_value_t = 2)]
+    pub policy_timeout: u64,
+    /// Largest accepted request body, in bytes; larger bodies get 413.
+    #[arg(long, env = "PORTCULLIS_MAX_REQUEST_BODY", default_value_t = 8 << 20)]
+    pub max_request_body: usize,
+    /// TLS certificate chain (PEM); with --key-file, the API is served over HTTPS.
+    #[arg(long, env = "PORTCULLIS_CERT_FILE", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "PORTCULLIS_KEY_FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+    /// CA bundle (PEM); when given, clients must present a certificate it signed (mTLS).
+    #[arg(long, env = "PORTCULLIS_CLIENT_CA_FILE", requires = "cert_file")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Admit every request in this namespace without evaluating it (the webhook's own namespace).
+    #[arg(long, env = "PORTCULLIS_ALWAYS_ACCEPT_ADMISSION_REVIEWS_ON_NAMESPACE")]
+    pub always_accept_admission_reviews_on_namespace: Option<String>,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "PORTCULLIS_SHUTDOWN_GRACE", default_value_t = 30)]
+    pub shutdown_grace: u64,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 /// Arguments of `portcullis run`.
@@ -75,17 +136,20 @@ pub struct CacheArgs {
     pub no_cache: bool,
 }
 
-pub fn init_tracing(args: &GlobalArgs) {
+/// Logs to stderr with the requested filter and format.
+pub fn init_tracing(args: &GlobalArgs, command: &Command) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|e| {
-        eprintln!(
-            "warning: invalid --log-level `{}` ({e}); using `warn`",
-            args.log_level
-        );
-        EnvFilter::new("warn")
+    let level = args
+        .log_level
+        .as_deref()
+        .unwrap_or(command.default_log_level());
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|e| {
+        eprintln!("warning: invalid --log-level `{level}` ({e}); using `info`");
+        EnvFilter::new("info")
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match args.log_fmt {
         LogFormat::Text => builder.init(),

@@ -5,7 +5,8 @@
 //! [`policy`] (what the operator declared) → [`environment`] (one compiled,
 //! pre-linked component per unique digest) → [`evaluation`] (a fresh store
 //! and instance per call, under [`limits`]) → [`admission`] (AdmissionReview
-//! in, AdmissionResponse out).
+//! in, AdmissionResponse out), with [`enforcement`] applying the declared
+//! mode and mutation permission, and [`server`] serving it all over HTTP(S).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -25,11 +26,14 @@ pub mod admission;
 pub mod bindings;
 pub mod cache;
 pub mod component;
+pub mod config;
+pub mod enforcement;
 pub mod engine;
 pub mod environment;
 pub mod evaluation;
 pub mod limits;
 pub mod policy;
+pub mod server;
 pub mod store;
 
 pub use cache::CompiledCache;

@@ -9,7 +9,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    cli::init_tracing(&cli.global);
+    cli::init_tracing(&cli.global, &cli.command);
     match commands::dispatch(cli.command) {
         Ok(code) => code,
         Err(error) => {

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use portcullis::{Engine, Limits};
 
+pub mod pki;
+pub mod server;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -48,7 +51,43 @@ pub fn json_file(relative: impl AsRef<Path>) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
 
+/// A plain HTTP client. (reqwest is built without a default TLS provider;
+/// ring, the one the server uses, is installed once for the process.)
+pub fn http_client() -> reqwest::Client {
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::new()
+}
+
+/// GETs `url` and returns the response body as text.
+pub async fn get_text(url: &str) -> String {
+    http_client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// An engine with the default limits.
 pub fn engine() -> Engine {
-    Engine::new(Limits::default()).expect("building the engine")
+    engine_with(Limits::default())
+}
+
+/// An engine with `limits`.
+pub fn engine_with(limits: Limits) -> Engine {
+    Engine::new(limits).expect("building the engine")
+}
+
+/// An `AdmissionReview` (admission.k8s.io/v1) wrapping `request`.
+pub fn review(request: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": request,
+    })
 }

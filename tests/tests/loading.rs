@@ -11,7 +11,10 @@ use portcullis_tests::{component, engine, repo_file};
 use serde_json::json;
 
 fn privileged_request() -> portcullis::bindings::AdmissionRequest {
-    let body = fs::read(repo_file("examples/pod-privileged/test_data/privileged_container.json")).unwrap();
+    let body = fs::read(repo_file(
+        "examples/pod-privileged/test_data/privileged_container.json",
+    ))
+    .unwrap();
     parse_review_or_request(&body).unwrap()
 }
 
@@ -29,7 +32,8 @@ async fn policies_sharing_a_component_compile_it_once() {
     fs::copy(component("pod_privileged"), &copy).unwrap();
     let specs = [
         PolicySpec::new("a", component("pod_privileged")),
-        PolicySpec::new("b", component("pod_privileged")).with_settings(json!({"skip_init_containers": true})),
+        PolicySpec::new("b", component("pod_privileged"))
+            .with_settings(json!({"skip_init_containers": true})),
         PolicySpec::new("c", component("pod_privileged")),
         PolicySpec::new("d", &copy),
         PolicySpec::new("counter", component("counter_policy")),
@@ -46,12 +50,18 @@ async fn policies_sharing_a_component_compile_it_once() {
     );
     let shared = env.policy("a").unwrap().component();
     for id in ["b", "c", "d"] {
-        assert!(std::sync::Arc::ptr_eq(shared, env.policy(id).unwrap().component()), "{id}");
+        assert!(
+            std::sync::Arc::ptr_eq(shared, env.policy(id).unwrap().component()),
+            "{id}"
+        );
     }
     // Same component, different settings: each policy keeps its own.
     let request = privileged_request();
     for id in ["a", "b", "c", "d"] {
-        assert!(!env.validate(id, &request).await.unwrap().response.allowed, "{id}");
+        assert!(
+            !env.validate(id, &request).await.unwrap().response.allowed,
+            "{id}"
+        );
     }
 }
 
@@ -77,23 +87,48 @@ async fn second_load_reads_the_compiled_cache_and_a_damaged_entry_is_recompiled(
     let engine = engine();
     let spec = || PolicySpec::new("privileged", component("pod_privileged"));
 
-    let first = Environment::load(&engine, [spec()], Some(&cache)).await.unwrap();
+    let first = Environment::load(&engine, [spec()], Some(&cache))
+        .await
+        .unwrap();
     assert_eq!((first.stats().compiled, first.stats().from_cache), (1, 0));
-    let second = Environment::load(&engine, [spec()], Some(&cache)).await.unwrap();
+    let second = Environment::load(&engine, [spec()], Some(&cache))
+        .await
+        .unwrap();
     assert_eq!((second.stats().compiled, second.stats().from_cache), (0, 1));
-    assert!(!second.validate("privileged", &privileged_request()).await.unwrap().response.allowed);
+    assert!(
+        !second
+            .validate("privileged", &privileged_request())
+            .await
+            .unwrap()
+            .response
+            .allowed
+    );
 
     // Truncate the one entry: the next load notices and recompiles.
-    let entries: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let entries: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
     let bytes = fs::read(&entries[0]).unwrap();
     fs::write(&entries[0], &bytes[..bytes.len() / 2]).unwrap();
-    let third = Environment::load(&engine, [spec()], Some(&cache)).await.unwrap();
+    let third = Environment::load(&engine, [spec()], Some(&cache))
+        .await
+        .unwrap();
     assert_eq!((third.stats().compiled, third.stats().from_cache), (1, 0));
-    assert!(!third.validate("privileged", &privileged_request()).await.unwrap().response.allowed);
+    assert!(
+        !third
+            .validate("privileged", &privileged_request())
+            .await
+            .unwrap()
+            .response
+            .allowed
+    );
 
     // The recompiled entry replaced the damaged one.
-    let fourth = Environment::load(&engine, [spec()], Some(&cache)).await.unwrap();
+    let fourth = Environment::load(&engine, [spec()], Some(&cache))
+        .await
+        .unwrap();
     assert_eq!((fourth.stats().compiled, fourth.stats().from_cache), (0, 1));
 
     // Same length, one flipped byte: also caught before wasmtime sees it.
@@ -101,7 +136,9 @@ async fn second_load_reads_the_compiled_cache_and_a_damaged_entry_is_recompiled(
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     fs::write(&entries[0], &bytes).unwrap();
-    let fifth = Environment::load(&engine, [spec()], Some(&cache)).await.unwrap();
+    let fifth = Environment::load(&engine, [spec()], Some(&cache))
+        .await
+        .unwrap();
     assert_eq!((fifth.stats().compiled, fifth.stats().from_cache), (1, 0));
 }
 
@@ -110,7 +147,10 @@ async fn settings_the_policy_rejects_fail_the_load_with_its_message() {
     let spec = PolicySpec::new("privileged", component("pod_privileged"))
         .with_settings(json!({"skip_init_containers": "yes"}));
     let error = load_error(spec).await;
-    assert!(matches!(error.reason, LoadFailure::SettingsRejected(_)), "{error:?}");
+    assert!(
+        matches!(error.reason, LoadFailure::SettingsRejected(_)),
+        "{error:?}"
+    );
     let message = error.to_string();
     assert!(message.starts_with("policy `privileged` ("), "{message}");
     assert!(message.contains("settings rejected: "), "{message}");
@@ -133,7 +173,10 @@ async fn duplicate_ids_are_refused() {
         Err(e) => e,
     };
     assert!(error.to_string().contains("policy `twice`"), "{error}");
-    assert!(matches!(error.reason, LoadFailure::DuplicateId), "{error:?}");
+    assert!(
+        matches!(error.reason, LoadFailure::DuplicateId),
+        "{error:?}"
+    );
 }
 
 #[tokio::test]
@@ -152,7 +195,11 @@ async fn bytes_that_are_not_wasm_are_refused() {
     let path = dir.path().join("policy.wasm");
     fs::write(&path, "#!/bin/sh\necho not wasm\n").unwrap();
     let message = load_error(PolicySpec::new("text", &path)).await.to_string();
-    assert!(message.ends_with("not a WebAssembly file (it does not start with the `\\0asm` magic bytes)"), "{message}");
+    assert!(
+        message
+            .ends_with("not a WebAssembly file (it does not start with the `\\0asm` magic bytes)"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -162,7 +209,10 @@ async fn a_core_module_is_not_a_component() {
     // The smallest valid core module: magic and version 1, no sections.
     fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
     let message = load_error(PolicySpec::new("core", &path)).await.to_string();
-    assert!(message.contains("a core WebAssembly module, not a component"), "{message}");
+    assert!(
+        message.contains("a core WebAssembly module, not a component"),
+        "{message}"
+    );
     assert!(message.contains("wasm32-wasip2"), "{message}");
 }
 
@@ -172,13 +222,20 @@ async fn a_truncated_component_does_not_compile() {
     let path = dir.path().join("truncated.wasm");
     let bytes = fs::read(component("pod_privileged")).unwrap();
     fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
-    let message = load_error(PolicySpec::new("truncated", &path)).await.to_string();
-    assert!(message.contains("cannot compile the component: "), "{message}");
+    let message = load_error(PolicySpec::new("truncated", &path))
+        .await
+        .to_string();
+    assert!(
+        message.contains("cannot compile the component: "),
+        "{message}"
+    );
 }
 
 #[tokio::test]
 async fn a_component_of_another_world_says_what_is_missing() {
-    let message = load_error(PolicySpec::new("cli", component("not-a-policy"))).await.to_string();
+    let message = load_error(PolicySpec::new("cli", component("not-a-policy")))
+        .await
+        .to_string();
     assert!(
         message.ends_with(
             "does not implement `portcullis:policy/policy@0.1.0`: missing exports \

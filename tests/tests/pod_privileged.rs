@@ -26,8 +26,14 @@ const ACCEPTED: (bool, Option<String>) = (true, None);
 #[tokio::test]
 async fn kubewarden_fixtures_with_default_settings() {
     let cases = [
-        ("privileged_container.json", rejected("Privileged container is not allowed")),
-        ("privileged_init_container.json", rejected("Privileged init container is not allowed")),
+        (
+            "privileged_container.json",
+            rejected("Privileged container is not allowed"),
+        ),
+        (
+            "privileged_init_container.json",
+            rejected("Privileged init container is not allowed"),
+        ),
         (
             "privileged_ephemeral_container.json",
             rejected("Privileged ephemeral container is not allowed"),
@@ -41,7 +47,10 @@ async fn kubewarden_fixtures_with_default_settings() {
             "statefulset_with_privileged_container.json",
             rejected("Privileged container is not allowed"),
         ),
-        ("privileged_pod_review.json", rejected("Privileged container is not allowed")),
+        (
+            "privileged_pod_review.json",
+            rejected("Privileged container is not allowed"),
+        ),
     ];
     for (fixture, expected) in cases {
         assert_eq!(verdict(json!({}), fixture).await, expected, "{fixture}");
@@ -50,15 +59,24 @@ async fn kubewarden_fixtures_with_default_settings() {
 
 #[tokio::test]
 async fn kubewarden_fixtures_skipping_init_and_ephemeral_containers() {
-    let settings = json_file(format!("{TEST_DATA}/settings_skip_init_and_ephemeral_containers.json"));
+    let settings = json_file(format!(
+        "{TEST_DATA}/settings_skip_init_and_ephemeral_containers.json"
+    ));
     let cases = [
-        ("privileged_container.json", rejected("Privileged container is not allowed")),
+        (
+            "privileged_container.json",
+            rejected("Privileged container is not allowed"),
+        ),
         ("privileged_init_container.json", ACCEPTED),
         ("privileged_ephemeral_container.json", ACCEPTED),
         ("no_privileged_containers.json", ACCEPTED),
     ];
     for (fixture, expected) in cases {
-        assert_eq!(verdict(settings.clone(), fixture).await, expected, "{fixture}");
+        assert_eq!(
+            verdict(settings.clone(), fixture).await,
+            expected,
+            "{fixture}"
+        );
     }
 }
 
@@ -68,12 +86,20 @@ async fn object_without_pod_spec_is_accepted_and_garbage_is_rejected() {
     let env = Environment::load(&engine(), [spec], None).await.unwrap();
     let mut request = json_file("examples/pod-privileged/test_data/privileged_container.json");
     request["kind"] = json!({"group": "", "version": "v1", "kind": "Service"});
-    request["object"] = json!({"apiVersion": "v1", "kind": "Service", "spec": {"type": "ClusterIP"}});
+    request["object"] =
+        json!({"apiVersion": "v1", "kind": "Service", "spec": {"type": "ClusterIP"}});
     let service = parse_review_or_request(request.to_string().as_bytes()).unwrap();
-    assert!(env.validate("privileged", &service).await.unwrap().response.allowed);
+    assert!(
+        env.validate("privileged", &service)
+            .await
+            .unwrap()
+            .response
+            .allowed
+    );
 
     request["kind"] = json!({"group": "", "version": "v1", "kind": "Pod"});
-    request["object"] = json!({"apiVersion": "v1", "kind": "Pod", "spec": {"containers": "not a list"}});
+    request["object"] =
+        json!({"apiVersion": "v1", "kind": "Pod", "spec": {"containers": "not a list"}});
     let garbage = parse_review_or_request(request.to_string().as_bytes()).unwrap();
     let verdict = env.validate("privileged", &garbage).await.unwrap().response;
     assert!(!verdict.allowed);

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -9,12 +10,19 @@ use portcullis::CompiledCache;
 use crate::cli::{CacheArgs, Command};
 
 pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     match command {
-        Command::Run(args) => runtime.block_on(run::run(args)),
+        Command::Serve(args) => serve::serve(args),
+        Command::Run(args) => runtime(None)?.block_on(run::run(args)),
     }
+}
+
+/// A multi-threaded runtime with `threads` workers (default: one per CPU).
+fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        builder.worker_threads(threads);
+    }
+    builder.enable_all().build()
 }
 
 /// The cache the user asked for: a given dir, the default dir, or none.

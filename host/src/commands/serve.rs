@@ -1,0 +1,77 @@
+//! `portcullis serve`: load the policies, serve the webhook until SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use portcullis::server::{ServerConfig, TlsFiles};
+use portcullis::{Engine, Limits, PolicySpec, config};
+
+use crate::cli::ServeArgs;
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let specs = policies(&args)?;
+    let limits = Limits {
+        timeout: Duration::from_secs(args.policy_timeout.max(1)),
+        // Every worker's instance plus headroom for loading; the gate, not the
+        // pool, is what bounds concurrency.
+        max_instances: u32::try_from(workers * 2 + 16).unwrap_or(u32::MAX),
+        ..Limits::default()
+    };
+    let config = ServerConfig {
+        api_addr: SocketAddr::new(args.addr, args.port),
+        readiness_addr: SocketAddr::new(args.addr, args.readiness_probe_port),
+        workers,
+        queue_capacity: args.queue_size.unwrap_or(workers * 64),
+        body_limit: args.max_request_body,
+        tls: match (&args.cert_file, &args.key_file) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.client_ca_file.clone(),
+            }),
+            _ => None,
+        },
+        always_accept_namespace: args.always_accept_admission_reviews_on_namespace.clone(),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+    };
+    let cache = super::cache(&args.cache);
+    super::runtime(Some(workers))?.block_on(async move {
+        let engine = Engine::new(limits)?;
+        let mut server = portcullis::server::start(config, engine, specs, cache).await?;
+        tokio::select! {
+            result = server.wait() => result.context("server stopped")?,
+            signal = shutdown_signal() => {
+                tracing::info!("{signal}: finishing in-flight requests");
+                server.shutdown().await?;
+                tracing::info!("stopped");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn policies(args: &ServeArgs) -> anyhow::Result<Vec<PolicySpec>> {
+    Ok(match &args.policies {
+        Some(path) => config::load(path)?,
+        None => config::parse(
+            config::EMBEDDED_DEFAULT,
+            &args.components_dir,
+            "embedded default policies",
+        )?,
+    })
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}

@@ -1,0 +1,323 @@
+//! `portcullis serve`: the admission webhook.
+//!
+//! Two listeners: the API (`/validate`, `/validate_raw`, `/audit`), over TLS
+//! when certificates are given, and the probes (`/readiness`, `/livez`,
+//! `/metrics`) over plain HTTP, like Kubewarden's policy-server.
+
+mod error;
+mod gate;
+mod metrics;
+mod routes;
+mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum_server::Handle;
+
+use self::error::ApiError;
+pub use self::gate::{Gate, Overloaded};
+pub use self::metrics::Metrics;
+use crate::bindings::AdmissionRequest;
+use crate::cache::CompiledCache;
+use crate::enforcement::{Decision, Outcome, Purpose, decide};
+use crate::engine::Engine;
+use crate::environment::{EvaluateError, Policy};
+use crate::policy::PolicySpec;
+use crate::{Environment, LoadError};
+
+/// Everything `serve` needs, already parsed.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The API's address.
+    pub api_addr: SocketAddr,
+    /// The probes' address.
+    pub readiness_addr: SocketAddr,
+    /// Evaluations that may run at once.
+    pub workers: usize,
+    /// Requests that may wait for a worker before new ones are refused.
+    pub queue_capacity: usize,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// Serve the API over TLS with these files.
+    pub tls: Option<TlsFiles>,
+    /// Admit every request in this namespace without evaluating it.
+    pub always_accept_namespace: Option<String>,
+    /// How long in-flight requests may take to finish at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Certificate files, re-read when they change on disk.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The server private key (PEM).
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by one of these CAs.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A policy could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A listener could not be bound or failed.
+    #[error("{what} {addr}: {source}")]
+    Listen {
+        /// Which listener.
+        what: &'static str,
+        /// Its address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TLS files are unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// State shared by every handler.
+pub struct AppState {
+    environment: OnceLock<Environment>,
+    ready: AtomicBool,
+    gate: Gate,
+    metrics: Metrics,
+    always_accept_namespace: Option<String>,
+}
+
+impl AppState {
+    fn environment(&self) -> Option<&Environment> {
+        self.environment.get()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    async fn evaluate(
+        &self,
+        policy: &Policy,
+        request: &AdmissionRequest,
+        purpose: Purpose,
+    ) -> Result<Decision, ApiError> {
+        let env = self.loaded();
+        let result = self.gated(env.validate(policy.id(), request)).await?;
+        let object = request.object.as_deref();
+        Ok(self.record(policy, &request.uid, object, result, purpose))
+    }
+
+    async fn evaluate_raw(
+        &self,
+        policy: &Policy,
+        uid: &str,
+        document: &str,
+    ) -> Result<Decision, ApiError> {
+        let result = self
+            .gated(self.loaded().validate_raw(policy.id(), document))
+            .await?;
+        Ok(self.record(policy, uid, Some(document), result, Purpose::Admission))
+    }
+
+    fn loaded(&self) -> &Environment {
+        self.environment()
+            .expect("the API is served only once policies are loaded")
+    }
+
+    /// Runs `evaluation` on a worker, counted as in flight.
+    async fn gated<F: std::future::Future>(&self, evaluation: F) -> Result<F::Output, ApiError> {
+        let _permit = self.enter().await?;
+        let _in_flight = self.metrics.in_flight();
+        Ok(evaluation.await)
+    }
+
+    async fn enter(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        self.gate.enter().await.map_err(|overloaded| {
+            self.metrics.overloaded();
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, overloaded.to_string())
+        })
+    }
+
+    fn record(
+        &self,
+        policy: &Policy,
+        uid: &str,
+        object: Option<&str>,
+        result: Result<crate::Verdict, EvaluateError>,
+        purpose: Purpose,
+    ) -> Decision {
+        let result = match result {
+            Ok(verdict) => {
+                self.metrics
+                    .timings(policy.id(), verdict.instantiation, verdict.total);
+                Ok(verdict.response)
+            }
+            Err(EvaluateError::Evaluation(error)) => {
+                tracing::warn!(policy = policy.id(), %uid, %error, "evaluation failed");
+                Err(error)
+            }
+            Err(EvaluateError::UnknownPolicy(id)) => unreachable!("policy `{id}` was looked up"),
+        };
+        let decision = decide(policy, uid, object, result, purpose);
+        let mode = match purpose {
+            Purpose::Admission => policy.spec().mode.as_str(),
+            Purpose::Audit => "audit",
+        };
+        self.metrics.evaluation(policy.id(), mode, decision.outcome);
+        if decision.outcome != Outcome::Error {
+            tracing::debug!(policy = policy.id(), %uid, outcome = decision.outcome.as_str(), "evaluated");
+        }
+        decision
+    }
+}
+
+/// A running server: its bound addresses, and the handle that stops it.
+pub struct RunningServer {
+    /// Where the API listens.
+    pub api_addr: SocketAddr,
+    /// Where the probes listen.
+    pub readiness_addr: SocketAddr,
+    api: Handle<SocketAddr>,
+    probes: Handle<SocketAddr>,
+    grace: Duration,
+    tasks: tokio::task::JoinSet<Result<(), ServeError>>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting connections, lets in-flight requests finish (up to the
+    /// grace period), and returns when both listeners are closed.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(watcher) = self.watcher.take() {
+            watcher.abort();
+        }
+        self.api.graceful_shutdown(Some(self.grace));
+        self.probes.graceful_shutdown(Some(self.grace));
+        while let Some(joined) = self.tasks.join_next().await {
+            joined.expect("a server task panicked")?;
+        }
+        Ok(())
+    }
+
+    /// Waits until a listener fails (normally never).
+    pub async fn wait(&mut self) -> Result<(), ServeError> {
+        match self.tasks.join_next().await {
+            Some(joined) => joined.expect("a server task panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Starts the probes, loads `specs`, then serves the API. Returns once both
+/// listeners accept connections and every policy is loaded (readiness = 200).
+pub async fn start(
+    config: ServerConfig,
+    engine: Engine,
+    specs: Vec<PolicySpec>,
+    cache: Option<CompiledCache>,
+) -> Result<RunningServer, ServeError> {
+    let state = Arc::new(AppState {
+        environment: OnceLock::new(),
+        ready: AtomicBool::new(false),
+        gate: Gate::new(config.workers, config.queue_capacity),
+        metrics: Metrics::new(),
+        always_accept_namespace: config.always_accept_namespace.clone(),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+
+    // Probes first, so the orchestrator sees "not ready" while policies load.
+    let probes = Handle::new();
+    let listener = bind("probe listener", config.readiness_addr)?;
+    let readiness_addr = local_addr("probe listener", &listener)?;
+    let server =
+        axum_server::from_tcp(listener).map_err(listen_error("probe listener", readiness_addr))?;
+    let router = routes::probes(state.clone());
+    let handle = probes.clone();
+    tasks.spawn(async move {
+        server
+            .handle(handle)
+            .serve(router.into_make_service())
+            .await
+            .map_err(listen_error("probe listener", readiness_addr))
+    });
+
+    let environment = Environment::load(&engine, specs, cache.as_ref()).await?;
+    let _ = state.environment.set(environment);
+
+    let api = Handle::new();
+    let mut watcher = None;
+    let listener = bind("API listener", config.api_addr)?;
+    let api_addr = local_addr("API listener", &listener)?;
+    let router = routes::api(state.clone(), config.body_limit);
+    let handle = api.clone();
+    match &config.tls {
+        None => {
+            let server =
+                axum_server::from_tcp(listener).map_err(listen_error("API listener", api_addr))?;
+            tasks.spawn(async move {
+                server
+                    .handle(handle)
+                    .serve(router.into_make_service())
+                    .await
+                    .map_err(listen_error("API listener", api_addr))
+            });
+        }
+        Some(files) => {
+            let rustls = tls::ReloadingConfig::load(files.clone()).map_err(ServeError::Tls)?;
+            let server = axum_server::from_tcp_rustls(listener, rustls.axum_config())
+                .map_err(listen_error("API listener", api_addr))?;
+            tasks.spawn(async move {
+                server
+                    .handle(handle)
+                    .serve(router.into_make_service())
+                    .await
+                    .map_err(listen_error("API listener", api_addr))
+            });
+            watcher = Some(tokio::spawn(async move { rustls.watch().await }));
+        }
+    }
+    state.ready.store(true, Ordering::Release);
+    tracing::info!(%api_addr, %readiness_addr, tls = config.tls.is_some(), "serving");
+    Ok(RunningServer {
+        api_addr,
+        readiness_addr,
+        api,
+        probes,
+        grace: config.shutdown_grace,
+        tasks,
+        watcher,
+    })
+}
+
+fn bind(what: &'static str, addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+    let listener = std::net::TcpListener::bind(addr).map_err(listen_error(what, addr))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(listen_error(what, addr))?;
+    Ok(listener)
+}
+
+fn local_addr(
+    what: &'static str,
+    listener: &std::net::TcpListener,
+) -> Result<SocketAddr, ServeError> {
+    listener.local_addr().map_err(|source| ServeError::Listen {
+        what,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
+}
+
+fn listen_error(what: &'static str, addr: SocketAddr) -> impl Fn(std::io::Error) -> ServeError {
+    move |source| ServeError::Listen { what, addr, source }
+}

@@ -1,0 +1,221 @@
+//! `portcullis serve` as a process: the embedded default configuration,
+//! configuration errors, environment variables, and SIGTERM with a request in
+//! flight.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn components_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"));
+    target.join("wasm32-wasip2/policy")
+}
+
+/// A `portcullis serve` child process, killed when dropped.
+struct Served {
+    child: Child,
+    api: SocketAddr,
+    probes: SocketAddr,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn portcullis() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
+        .arg("serve")
+        .args([
+            "--addr",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--readiness-probe-port",
+            "0",
+        ])
+        .args(["--log-fmt", "json", "--no-cache"])
+        .arg("--components-dir")
+        .arg(components_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Starts the server and waits for its "serving" log line (JSON), which
+/// carries the bound addresses.
+fn serve(mut command: Command) -> Served {
+    let unbound = SocketAddr::from(([0, 0, 0, 0], 0));
+    // Owned by `Served` from the start, so a failed start is killed and reaped.
+    let mut served = Served {
+        child: command.spawn().expect("starting portcullis serve"),
+        api: unbound,
+        probes: unbound,
+    };
+    let mut lines = BufReader::new(served.child.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while served.api == unbound {
+        assert!(
+            Instant::now() < deadline,
+            "portcullis serve did not start in time"
+        );
+        let line = lines
+            .next()
+            .expect("portcullis serve exited before serving")
+            .unwrap();
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if event["fields"]["message"] == "serving" {
+            let addr = |key: &str| event["fields"][key].as_str().unwrap().parse().unwrap();
+            served.api = addr("api_addr");
+            served.probes = addr("readiness_addr");
+        }
+    }
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    served
+}
+
+/// One HTTP/1.1 exchange; returns the status code and the body.
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn privileged_review() -> String {
+    std::fs::read_to_string(
+        repo().join("examples/pod-privileged/test_data/privileged_pod_review.json"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_embedded_default_serves_the_example_policies() {
+    let served = serve(portcullis());
+    assert_eq!(http(served.probes, "GET", "/readiness", "").0, 200);
+    let (status, body) = http(
+        served.api,
+        "POST",
+        "/validate/privileged-pods",
+        &privileged_review(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let review: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(review["response"]["allowed"], false);
+    assert_eq!(
+        review["response"]["status"]["message"],
+        "Privileged container is not allowed"
+    );
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies.yml");
+    let module = components_dir().join("sleeping.wasm");
+    std::fs::write(
+        &policies,
+        format!(
+            "nap:\n  module: {}\n  settings: {{ sleepMilliseconds: 1000 }}\n",
+            module.display()
+        ),
+    )
+    .unwrap();
+    let mut command = portcullis();
+    command.env("PORTCULLIS_POLICIES", &policies);
+    let mut served = serve(command);
+    let api = served.api;
+    let in_flight =
+        std::thread::spawn(move || http(api, "POST", "/validate/nap", &privileged_review()));
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = served.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (status, body) = in_flight.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""allowed":true"#), "{body}");
+    let exit = served.child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
+fn a_bad_policies_file_stops_startup_naming_policy_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies.yml");
+    std::fs::write(
+        &policies,
+        "privileged:\n  module: pod_privileged.wasm\n  allowedToMutate: sometimes\n",
+    )
+    .unwrap();
+    let output = portcullis()
+        .arg("--policies")
+        .arg(&policies)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("policy `privileged`: key `allowedToMutate`: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_policy_whose_settings_are_rejected_stops_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies.yml");
+    let module = components_dir().join("sleeping.wasm");
+    std::fs::write(
+        &policies,
+        format!("nap:\n  module: {}\n  settings: {{}}\n", module.display()),
+    )
+    .unwrap();
+    let output = portcullis()
+        .arg("--policies")
+        .arg(&policies)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("error: policy `nap` ("), "{stderr}");
+    assert!(stderr.contains("settings rejected: "), "{stderr}");
+}

@@ -1,0 +1,66 @@
+//! A real `portcullis` server on 127.0.0.1 (ephemeral ports), loaded with
+//! real components, for tests that speak HTTP(S) to it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use portcullis::server::{RunningServer, ServerConfig};
+use portcullis::{Limits, config};
+
+use crate::{engine_with, target_dir};
+
+/// The configuration tests start from: loopback, ephemeral ports, 4 workers.
+pub fn test_config() -> ServerConfig {
+    ServerConfig {
+        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        readiness_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        workers: 4,
+        queue_capacity: 256,
+        body_limit: 1 << 20,
+        tls: None,
+        always_accept_namespace: None,
+        shutdown_grace: Duration::from_secs(10),
+    }
+}
+
+/// A server started for one test.
+pub struct TestServer {
+    /// The running server; `shutdown` consumes it.
+    pub server: RunningServer,
+    /// Base URL of the API, e.g. `http://127.0.0.1:40123`.
+    pub api: String,
+    /// Base URL of the probes.
+    pub probes: String,
+}
+
+impl TestServer {
+    /// Starts a server for `policies` (policies.yml text whose relative modules
+    /// are the built components), with `config` and `limits`.
+    pub async fn start_with(policies: &str, config: ServerConfig, limits: Limits) -> Self {
+        let components = target_dir().join("wasm32-wasip2/policy");
+        let specs = config::parse(policies, &components, "test policies").unwrap();
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let server = portcullis::server::start(config, engine_with(limits), specs, None)
+            .await
+            .unwrap();
+        Self {
+            api: format!("{scheme}://{}", server.api_addr),
+            probes: format!("http://{}", server.readiness_addr),
+            server,
+        }
+    }
+
+    /// Starts a plain-HTTP server for `policies` with the test defaults.
+    pub async fn start(policies: &str) -> Self {
+        Self::start_with(policies, test_config(), Limits::default()).await
+    }
+
+    /// The URL of `path` on the API.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api)
+    }
+}
