@@ -184,3 +184,21 @@ fn a_file_that_is_not_a_component_is_an_error() {
     ]);
     assert!(stderr(&output).contains("a core WebAssembly module, not a component"));
 }
+
+#[test]
+fn guest_stderr_is_logged_under_the_policy_id() {
+    let output = portcullis(&[
+        &"--policy",
+        &component("counter_policy"),
+        &"--request",
+        &fixture("privileged_container.json"),
+    ]);
+    assert_eq!(stdout_json(&output)["allowed"], true);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("counter: validation number 1"))
+        .unwrap_or_else(|| panic!("guest output not logged: {stderr}"));
+    assert!(line.contains("portcullis::guest"), "{line}");
+    assert!(line.contains(r#"policy="counter_policy""#), "{line}");
+}

@@ -21,6 +21,7 @@ annotations:
 annotations-no-mutation:
   module: required_annotations.wasm
   settings: { requiredAnnotations: { "fluxcd.io/cat": felix } }
+counter: { module: counter_policy.wasm }
 sleepy:
   module: sleeping.wasm
   timeoutEvalSeconds: 1
@@ -146,6 +147,18 @@ async fn audit_reports_the_verdict_and_never_mutates() {
     let response = post_review(&server, "/audit/annotations", pod_without_annotations()).await;
     assert_eq!(response["allowed"], true);
     assert!(response.get("patch").is_none(), "{response}");
+}
+
+#[tokio::test]
+async fn warnings_and_audit_annotations_pass_through() {
+    let server = TestServer::start(POLICIES).await;
+    let response = post_review(&server, "/validate/counter", privileged_pod()).await;
+    assert_eq!(response["allowed"], true);
+    assert_eq!(response["auditAnnotations"], json!({"counter": "1"}));
+    assert_eq!(
+        response["warnings"],
+        json!(["this instance has validated 1 request(s)"])
+    );
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! A test-only policy that counts its `validate` calls in a `static`.
 //!
 //! Every call increments the counter and accepts with the audit annotation
-//! `("counter", "<value after the increment>")`. The host creates a fresh
+//! `("counter", "<value after the increment>")`, a warning saying the same,
+//! and a line on stderr. The host creates a fresh
 //! component instance for every request, so it must always report `1`; the
 //! host's isolation test checks exactly that.
 
@@ -38,7 +39,11 @@ impl Policy for Counter {
 
     fn validate(_request: &AdmissionRequest, _settings: &NoSettings) -> Verdict {
         let count = VALIDATIONS.fetch_add(1, Ordering::SeqCst) + 1;
-        accept().with_audit_annotation("counter", count.to_string())
+        // Guest logging is plain stderr; the host re-emits it under the policy id.
+        eprintln!("counter: validation number {count}");
+        accept()
+            .with_audit_annotation("counter", count.to_string())
+            .with_warning(format!("this instance has validated {count} request(s)"))
     }
 }
 
