@@ -3,9 +3,10 @@
 //!
 //! ```text
 //! scripts/build-components
-//! cargo bench -p portcullis --bench instantiate [-- COMPONENT.wasm REQUEST.json]
+//! cargo bench -p portcullis --bench instantiate [-- COMPONENT.wasm REQUEST.json [SETTINGS]]
 //! ```
-//! Prints a Markdown table: median µs per evaluation over several runs.
+//! Prints a Markdown table: median µs per evaluation over several runs, for
+//! every example component (or the one given).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,73 +19,124 @@ use wasmtime::{Config, InstanceAllocationStrategy, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 const RUNS: usize = 7;
-const ITERATIONS: usize = 2_000;
-const WARM_UP: usize = 200;
+/// Each run lasts about this long; the iteration count adapts to the component.
+const RUN_SECONDS: f64 = 0.4;
+
+/// Component (in the build's policy dir), request (repo-relative), settings.
+const CASES: &[(&str, &str, &str)] = &[
+    ("pod_privileged", "bench/requests/privileged-pod.json", "{}"),
+    (
+        "disallow_service_loadbalancer",
+        "bench/requests/loadbalancer-service.json",
+        "{}",
+    ),
+    (
+        "trusted_images",
+        "bench/requests/untrusted-image-pod.json",
+        r#"{"allowedRegistries":["docker.io"]}"#,
+    ),
+    (
+        "required_annotations",
+        "bench/requests/privileged-pod.json",
+        r#"{"requiredAnnotations":{"team":"platform"}}"#,
+    ),
+    (
+        "deny_labels_py",
+        "bench/requests/labelled-pod.json",
+        r#"{"deniedLabels":["owner"]}"#,
+    ),
+];
 
 fn main() -> anyhow::Result<()> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .to_owned();
+    let components = repo.join("target/wasm32-wasip2/policy");
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
-    let component = args
-        .next()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join("target/wasm32-wasip2/policy/pod_privileged.wasm"));
-    let request = args.next().map(PathBuf::from).unwrap_or_else(|| {
-        repo.join("examples/pod-privileged/test_data/privileged_container.json")
-    });
-    let request = parse_review_or_request(&std::fs::read(&request)?)?;
+    let cases: Vec<(PathBuf, PathBuf, String)> = match (args.next(), args.next()) {
+        (Some(component), Some(request)) => {
+            let settings = args.next().unwrap_or_else(|| "{}".into());
+            vec![(component.into(), request.into(), settings)]
+        }
+        _ => CASES
+            .iter()
+            .map(|(name, request, settings)| {
+                (
+                    components.join(format!("{name}.wasm")),
+                    repo.join(request),
+                    settings.to_string(),
+                )
+            })
+            .collect(),
+    };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let host = runtime.block_on(measure_host(&component, &request))?;
-    let bare = runtime.block_on(measure_bare(&component, &request))?;
-
     println!(
-        "component: {} ({} bytes)",
-        component.display(),
-        std::fs::metadata(&component)?.len()
+        "{RUNS} runs of ~{RUN_SECONDS} s each after a warm-up, sequential, one thread; medians\n"
     );
-    println!("{RUNS} runs x {ITERATIONS} evaluations, sequential, one thread\n");
-    println!("| path | median µs/eval | min | max |");
-    println!("|---|---:|---:|---:|");
-    for (name, runs) in [
-        ("bare wasmtime (baseline)", &bare),
-        ("portcullis host", &host),
-    ] {
+    println!("| component | size (KB) | bare wasmtime µs/eval | portcullis µs/eval | ratio |");
+    println!("|---|---:|---:|---:|---:|");
+    for (component, request, settings) in cases {
+        let request = parse_review_or_request(&std::fs::read(&request)?)?;
+        let settings: serde_json::Value = serde_json::from_str(&settings)?;
+        let host = runtime.block_on(measure_host(&component, &request, &settings))?;
+        let bare = runtime.block_on(measure_bare(&component, &request, &settings.to_string()))?;
         println!(
-            "| {name} | {:.1} | {:.1} | {:.1} |",
-            median(runs),
-            runs.iter().cloned().fold(f64::INFINITY, f64::min),
-            runs.iter().cloned().fold(0.0, f64::max)
+            "| {} | {} | {:.1} | {:.1} | {:.2} |",
+            component.file_name().unwrap().to_string_lossy(),
+            std::fs::metadata(&component)?.len() / 1024,
+            median(&bare),
+            median(&host),
+            median(&host) / median(&bare)
         );
     }
-    println!(
-        "\nratio host / baseline (medians): {:.2}",
-        median(&host) / median(&bare)
-    );
     Ok(())
+}
+
+/// Runs `evaluate` repeatedly: one warm-up run that also sizes the
+/// iteration count, then `RUNS` timed runs; µs per evaluation for each.
+async fn runs<F, Fut>(mut evaluate: F) -> anyhow::Result<Vec<f64>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let started = Instant::now();
+    let mut warm_up = 0usize;
+    while started.elapsed().as_secs_f64() < RUN_SECONDS / 2.0 || warm_up < 10 {
+        evaluate().await?;
+        warm_up += 1;
+    }
+    let per_eval = started.elapsed().as_secs_f64() / warm_up as f64;
+    let iterations = ((RUN_SECONDS / per_eval) as usize).max(10);
+    let mut results = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        for _ in 0..iterations {
+            evaluate().await?;
+        }
+        results.push(started.elapsed().as_secs_f64() * 1e6 / iterations as f64);
+    }
+    Ok(results)
 }
 
 /// The whole host path: `Environment::validate` (fresh store with limiter,
 /// WASI context, output capture, deadline, instance, call).
-async fn measure_host(component: &Path, request: &AdmissionRequest) -> anyhow::Result<Vec<f64>> {
+async fn measure_host(
+    component: &Path,
+    request: &AdmissionRequest,
+    settings: &serde_json::Value,
+) -> anyhow::Result<Vec<f64>> {
     let engine = Engine::new(Limits::default())?;
-    let env = Environment::load(&engine, [PolicySpec::new("bench", component)], None).await?;
-    let mut runs = Vec::new();
-    for run in 0..=RUNS {
-        let n = if run == 0 { WARM_UP } else { ITERATIONS };
-        let started = Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(env.validate("bench", request).await?);
-        }
-        if run > 0 {
-            runs.push(started.elapsed().as_secs_f64() * 1e6 / n as f64);
-        }
-    }
-    Ok(runs)
+    let spec = PolicySpec::new("bench", component).with_settings(settings.clone());
+    let env = Environment::load(&engine, [spec], None).await?;
+    runs(|| async {
+        std::hint::black_box(env.validate("bench", request).await?);
+        Ok(())
+    })
+    .await
 }
 
 struct Bare {
@@ -103,7 +155,11 @@ impl WasiView for Bare {
 
 /// Plain wasmtime with the pooling allocator: `InstancePre` once, then a
 /// default-WASI store, instance and call per evaluation, nothing else.
-async fn measure_bare(component: &Path, request: &AdmissionRequest) -> anyhow::Result<Vec<f64>> {
+async fn measure_bare(
+    component: &Path,
+    request: &AdmissionRequest,
+    settings: &str,
+) -> anyhow::Result<Vec<f64>> {
     let mut config = Config::new();
     config.allocation_strategy(InstanceAllocationStrategy::pooling());
     let engine = wasmtime::Engine::new(&config)?;
@@ -111,24 +167,17 @@ async fn measure_bare(component: &Path, request: &AdmissionRequest) -> anyhow::R
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     let component = Component::from_file(&engine, component)?;
     let pre = PolicyPre::new(linker.instantiate_pre(&component)?)?;
-    let mut runs = Vec::new();
-    for run in 0..=RUNS {
-        let n = if run == 0 { WARM_UP } else { ITERATIONS };
-        let started = Instant::now();
-        for _ in 0..n {
-            let state = Bare {
-                wasi: WasiCtx::builder().build(),
-                table: ResourceTable::new(),
-            };
-            let mut store = Store::new(&engine, state);
-            let policy = pre.instantiate_async(&mut store).await?;
-            std::hint::black_box(policy.call_validate(&mut store, request, "{}").await?);
-        }
-        if run > 0 {
-            runs.push(started.elapsed().as_secs_f64() * 1e6 / n as f64);
-        }
-    }
-    Ok(runs)
+    runs(|| async {
+        let state = Bare {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+        };
+        let mut store = Store::new(&engine, state);
+        let policy = pre.instantiate_async(&mut store).await?;
+        std::hint::black_box(policy.call_validate(&mut store, request, settings).await?);
+        Ok(())
+    })
+    .await
 }
 
 fn median(values: &[f64]) -> f64 {

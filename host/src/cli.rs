@@ -84,6 +84,20 @@ pub struct ServeArgs {
     /// Default evaluation timeout, in seconds (a policy's `timeoutEvalSeconds` overrides it).
     #[arg(long, env = "PORTCULLIS_POLICY_TIMEOUT", default_value_t = 2)]
     pub policy_timeout: u64,
+    /// Largest linear memory a policy instance may grow to, in bytes (a policy's
+    /// `memoryLimitBytes` may lower it).
+    #[arg(long, env = "PORTCULLIS_POLICY_MEMORY_LIMIT", default_value_t = 256 << 20)]
+    pub policy_memory_limit: usize,
+    /// Native stack a policy's wasm code may use, in bytes; deeper recursion traps.
+    #[arg(long, env = "PORTCULLIS_POLICY_STACK_SIZE", default_value_t = 1 << 20)]
+    pub policy_stack_size: usize,
+    /// Largest response a policy may return (message, warnings, annotations and
+    /// mutated object), in bytes; more answers the request with an error.
+    #[arg(long, env = "PORTCULLIS_MAX_POLICY_RESPONSE", default_value_t = 8 << 20)]
+    pub max_policy_response: usize,
+    /// Bytes of a policy's stderr/stdout kept per evaluation for the log.
+    #[arg(long, env = "PORTCULLIS_MAX_POLICY_LOG", default_value_t = 64 << 10)]
+    pub max_policy_log: usize,
     /// Largest accepted request body, in bytes; larger bodies get 413.
     #[arg(long, env = "PORTCULLIS_MAX_REQUEST_BODY", default_value_t = 8 << 20)]
     pub max_request_body: usize,

@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
 
+use crate::limits::LimitOverrides;
 use crate::policy::{PolicyMode, PolicySpec};
 
 /// The example policies' configuration, compiled into the binary: what
@@ -52,6 +53,11 @@ struct Entry {
     settings: Option<serde_json::Value>,
     timeout_eval_seconds: Option<u64>,
     message: Option<String>,
+    /// Portcullis' own per-policy limits (see `Limits`).
+    memory_limit_bytes: Option<usize>,
+    table_elements: Option<usize>,
+    max_response_bytes: Option<usize>,
+    max_log_bytes: Option<usize>,
     /// Accepted for compatibility when empty; context-aware policies (that
     /// read other cluster resources) need a host capability Portcullis does not
     /// offer yet.
@@ -120,7 +126,13 @@ pub fn parse(text: &str, base_dir: &Path, origin: &str) -> Result<Vec<PolicySpec
             },
             mode: entry.policy_mode,
             allowed_to_mutate: entry.allowed_to_mutate,
-            timeout: entry.timeout_eval_seconds.map(Duration::from_secs),
+            limits: LimitOverrides {
+                timeout: entry.timeout_eval_seconds.map(Duration::from_secs),
+                memory_bytes: entry.memory_limit_bytes,
+                table_elements: entry.table_elements,
+                response_bytes: entry.max_response_bytes,
+                log_bytes: entry.max_log_bytes,
+            },
             message: entry.message,
         });
     }
@@ -209,7 +221,7 @@ mod tests {
         assert_eq!(a.module, Path::new("/etc/portcullis/a.wasm"));
         assert_eq!(a.mode, PolicyMode::Monitor);
         assert!(a.allowed_to_mutate);
-        assert_eq!(a.timeout, Some(Duration::from_secs(3)));
+        assert_eq!(a.limits.timeout, Some(Duration::from_secs(3)));
         assert_eq!(a.message.as_deref(), Some("nope"));
         assert_eq!(a.settings, serde_json::json!({"x": [1, 2]}));
         let b = &specs[1];

@@ -11,6 +11,7 @@ use crate::cache::CompiledCache;
 use crate::component::{CompileOrigin, ComponentError, Digest, PolicyComponent};
 use crate::engine::Engine;
 use crate::evaluation::{Call, EvaluationError, Returned, evaluate};
+use crate::limits::Limits;
 use crate::policy::PolicySpec;
 
 /// A policy ready to evaluate requests.
@@ -18,7 +19,7 @@ use crate::policy::PolicySpec;
 pub struct Policy {
     spec: PolicySpec,
     settings_json: String,
-    timeout: Duration,
+    limits: Limits,
     component: Arc<PolicyComponent>,
     metadata: Arc<PolicyMetadata>,
 }
@@ -46,7 +47,12 @@ impl Policy {
 
     /// The evaluation deadline in force for it.
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.limits.timeout
+    }
+
+    /// Every limit in force for it (the engine's, with its overrides).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 }
 
@@ -88,6 +94,9 @@ pub enum LoadFailure {
     /// The policy's `validate-settings` refused the settings.
     #[error("settings rejected: {0}")]
     SettingsRejected(String),
+    /// The policy's limits are not acceptable.
+    #[error("invalid limits: {0}")]
+    Limits(String),
     /// Calling the policy at load time failed.
     #[error("{what} failed: {error}")]
     Call {
@@ -225,13 +234,11 @@ impl Environment {
     }
 
     async fn verdict(&self, policy: &Policy, call: Call<'_>) -> Result<Verdict, EvaluationError> {
-        let limits = self.engine.limits();
         let evaluation = evaluate(
             &self.engine,
             &policy.component,
             policy.id(),
-            limits,
-            policy.timeout,
+            &policy.limits,
             call,
         )
         .await?;
@@ -257,14 +264,17 @@ struct Loader<'a> {
 
 impl Loader<'_> {
     async fn load(&mut self, spec: &PolicySpec) -> Result<Policy, LoadFailure> {
+        let limits = self
+            .engine
+            .limits()
+            .with_overrides(&spec.limits)
+            .map_err(LoadFailure::Limits)?;
         let (component, metadata) = self.component(&spec.module).await?;
-        let timeout = spec.timeout.unwrap_or(self.engine.limits().timeout);
         let settings_json = spec.settings.to_string();
         let call = Call::ValidateSettings {
             settings: &settings_json,
         };
-        let limits = self.engine.limits();
-        let evaluation = evaluate(self.engine, &component, &spec.id, limits, timeout, call)
+        let evaluation = evaluate(self.engine, &component, &spec.id, &limits, call)
             .await
             .map_err(|error| LoadFailure::Call {
                 what: "validate-settings",
@@ -278,7 +288,7 @@ impl Loader<'_> {
         Ok(Policy {
             spec: spec.clone(),
             settings_json,
-            timeout,
+            limits,
             component,
             metadata,
         })
@@ -330,7 +340,6 @@ impl Loader<'_> {
             &component,
             "(metadata)",
             limits,
-            limits.timeout,
             Call::Metadata,
         )
         .await

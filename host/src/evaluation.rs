@@ -48,6 +48,39 @@ pub enum Returned {
     Verdict(ValidationResponse),
 }
 
+impl Returned {
+    /// Bytes of text the policy returned: what the response limit bounds.
+    fn size(&self) -> usize {
+        match self {
+            Returned::Metadata(metadata) => {
+                metadata.description.len()
+                    + metadata
+                        .rules
+                        .iter()
+                        .flat_map(|r| {
+                            r.api_groups
+                                .iter()
+                                .chain(&r.api_versions)
+                                .chain(&r.resources)
+                        })
+                        .map(String::len)
+                        .sum::<usize>()
+            }
+            Returned::Settings(result) => result.as_ref().err().map_or(0, String::len),
+            Returned::Verdict(verdict) => {
+                verdict.message.as_ref().map_or(0, String::len)
+                    + verdict.mutated_object.as_ref().map_or(0, String::len)
+                    + verdict.warnings.iter().map(String::len).sum::<usize>()
+                    + verdict
+                        .audit_annotations
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len())
+                        .sum::<usize>()
+            }
+        }
+    }
+}
+
 /// A finished evaluation.
 #[derive(Debug)]
 pub struct Evaluation {
@@ -74,6 +107,14 @@ pub enum EvaluationError {
     /// The policy trapped (a panic, `unreachable`, stack overflow, ...).
     #[error("policy trapped: {0}")]
     Trap(String),
+    /// The policy returned more than the response limit allows.
+    #[error("policy output too large: {size} bytes (limit: {limit} bytes)")]
+    OutputTooLarge {
+        /// Bytes returned.
+        size: usize,
+        /// The limit in force.
+        limit: usize,
+    },
     /// Every instance slot is in use: the host is overloaded.
     #[error("no free instance slot: too many concurrent evaluations ({0})")]
     Overloaded(String),
@@ -82,19 +123,19 @@ pub enum EvaluationError {
     Instantiation(String),
 }
 
-/// Runs `call` in a fresh instance of `component`, with `limits` and a
-/// deadline of `timeout`. Guest output is re-emitted as `tracing` events
-/// tagged with `policy_id`.
+/// Runs `call` in a fresh instance of `component` under `limits` (memory,
+/// output, and the deadline `limits.timeout`). Guest output is re-emitted as
+/// `tracing` events tagged with `policy_id`.
 pub async fn evaluate(
     engine: &Engine,
     component: &PolicyComponent,
     policy_id: &str,
     limits: &Limits,
-    timeout: Duration,
     call: Call<'_>,
 ) -> Result<Evaluation, EvaluationError> {
-    let mut store = new_store(engine, limits);
+    let timeout = limits.timeout;
     let started = Instant::now();
+    let mut store = new_store(engine, limits, started + timeout);
     let outcome = tokio::time::timeout(timeout, async {
         let policy = component
             .pre()
@@ -128,11 +169,20 @@ pub async fn evaluate(
     let state = store.data();
     emit_guest_output(policy_id, state);
     match outcome {
-        Ok(Ok((returned, instantiation))) => Ok(Evaluation {
-            returned,
-            instantiation,
-            total,
-        }),
+        Ok(Ok((returned, instantiation))) => {
+            let size = returned.size();
+            if size > limits.response_bytes {
+                return Err(EvaluationError::OutputTooLarge {
+                    size,
+                    limit: limits.response_bytes,
+                });
+            }
+            Ok(Evaluation {
+                returned,
+                instantiation,
+                total,
+            })
+        }
         Ok(Err(failure)) => Err(classify(failure, state, limits)),
         Err(_elapsed) => Err(EvaluationError::Timeout(timeout)),
     }
@@ -144,17 +194,21 @@ enum Failure {
 }
 
 fn classify(failure: Failure, state: &EvaluationState, limits: &Limits) -> EvaluationError {
+    let (Failure::Instantiate(error) | Failure::Call(error)) = &failure;
+    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return EvaluationError::Timeout(limits.timeout);
+    }
+    if state.memory_refused() {
+        return EvaluationError::OutOfMemory {
+            limit: limits.memory_bytes,
+        };
+    }
     match failure {
         Failure::Instantiate(e)
             if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
                 .is_some() =>
         {
             EvaluationError::Overloaded(e.to_string())
-        }
-        Failure::Instantiate(_) | Failure::Call(_) if state.memory_refused() => {
-            EvaluationError::OutOfMemory {
-                limit: limits.memory_bytes,
-            }
         }
         Failure::Instantiate(e) => EvaluationError::Instantiation(format!("{e:#}")),
         Failure::Call(e) => {
@@ -163,20 +217,27 @@ fn classify(failure: Failure, state: &EvaluationState, limits: &Limits) -> Evalu
                 Some(trap) => trap.to_string(),
                 None => e.root_cause().to_string(),
             };
-            // A Rust guest prints its panic message to stderr before trapping:
-            // that line says far more than "unreachable executed".
-            match state
-                .output()
-                .lines()
-                .into_iter()
-                .rev()
-                .find(|l| l.contains("panicked at"))
-            {
+            // A Rust guest prints its panic to stderr before trapping: a line
+            // "thread '…' panicked at FILE:LINE:COL:" and the message on the
+            // next one. That says far more than "unreachable executed".
+            match panic_message(&state.output().lines()) {
                 Some(panic) => EvaluationError::Trap(format!("{what} ({panic})")),
                 None => EvaluationError::Trap(what),
             }
         }
     }
+}
+
+/// `panicked at FILE:LINE:COL: MESSAGE` from the last Rust panic in `lines`.
+fn panic_message(lines: &[String]) -> Option<String> {
+    let at = lines
+        .iter()
+        .rposition(|line| line.contains("panicked at"))?;
+    let location = lines[at][lines[at].find("panicked at")?..].trim_end();
+    Some(match lines.get(at + 1) {
+        Some(message) => format!("{location} {}", message.trim()),
+        None => location.to_owned(),
+    })
 }
 
 fn emit_guest_output(policy_id: &str, state: &EvaluationState) {
@@ -186,5 +247,24 @@ fn emit_guest_output(policy_id: &str, state: &EvaluationState) {
     }
     if output.truncated() {
         tracing::warn!(target: "portcullis::guest", policy = policy_id, "guest output truncated");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_message;
+
+    #[test]
+    fn a_rust_panic_is_location_and_message() {
+        let lines = [
+            "starting".to_owned(),
+            "thread '<unnamed>' (1) panicked at src/lib.rs:240:26:".to_owned(),
+            "hostile policy panicked on purpose".to_owned(),
+        ];
+        assert_eq!(
+            panic_message(&lines).as_deref(),
+            Some("panicked at src/lib.rs:240:26: hostile policy panicked on purpose")
+        );
+        assert_eq!(panic_message(&lines[..1]), None);
     }
 }

@@ -39,5 +39,5 @@ pub mod store;
 pub use cache::CompiledCache;
 pub use engine::Engine;
 pub use environment::{Environment, EvaluateError, LoadError, LoadStats, Policy, Verdict};
-pub use limits::Limits;
+pub use limits::{LimitOverrides, Limits};
 pub use policy::{PolicyMode, PolicySpec};

@@ -22,7 +22,10 @@ pub struct Limits {
     pub stack_bytes: usize,
     /// Bytes of guest output (stderr and stdout) kept per evaluation for the
     /// log; the rest is dropped.
-    pub stderr_bytes: usize,
+    pub log_bytes: usize,
+    /// Largest response a policy may return (message, warnings, annotations
+    /// and mutated object together), in bytes; more is an evaluation error.
+    pub response_bytes: usize,
     /// Instances that may be alive at once across the whole process.
     /// Instantiating beyond this fails fast instead of allocating more.
     pub max_instances: u32,
@@ -35,10 +38,63 @@ impl Default for Limits {
             memory_bytes: 256 << 20,
             table_elements: 100_000,
             stack_bytes: 1 << 20,
-            stderr_bytes: 64 << 10,
+            log_bytes: 64 << 10,
+            response_bytes: 8 << 20,
             max_instances: 256,
         }
     }
+}
+
+impl Limits {
+    /// These limits with a policy's `overrides` applied. A policy may lower
+    /// any limit, and raise all but memory and table size beyond the engine's,
+    /// which are ceilings of the instance pool.
+    pub fn with_overrides(&self, overrides: &LimitOverrides) -> Result<Limits, String> {
+        let mut limits = self.clone();
+        if let Some(timeout) = overrides.timeout {
+            limits.timeout = timeout;
+        }
+        if let Some(memory) = overrides.memory_bytes {
+            if memory > self.memory_bytes {
+                return Err(format!(
+                    "memoryLimitBytes {memory} is above the server's limit of {} bytes",
+                    self.memory_bytes
+                ));
+            }
+            limits.memory_bytes = memory;
+        }
+        if let Some(elements) = overrides.table_elements {
+            if elements > self.table_elements {
+                return Err(format!(
+                    "tableElements {elements} is above the server's limit of {}",
+                    self.table_elements
+                ));
+            }
+            limits.table_elements = elements;
+        }
+        if let Some(bytes) = overrides.response_bytes {
+            limits.response_bytes = bytes;
+        }
+        if let Some(bytes) = overrides.log_bytes {
+            limits.log_bytes = bytes;
+        }
+        Ok(limits)
+    }
+}
+
+/// Per-policy replacements for some [`Limits`]; `None` keeps the engine's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitOverrides {
+    /// Replaces [`Limits::timeout`].
+    pub timeout: Option<Duration>,
+    /// Replaces [`Limits::memory_bytes`] (at most the engine's).
+    pub memory_bytes: Option<usize>,
+    /// Replaces [`Limits::table_elements`] (at most the engine's).
+    pub table_elements: Option<usize>,
+    /// Replaces [`Limits::response_bytes`].
+    pub response_bytes: Option<usize>,
+    /// Replaces [`Limits::log_bytes`].
+    pub log_bytes: Option<usize>,
 }
 
 /// The [`ResourceLimiter`] of one evaluation's store.

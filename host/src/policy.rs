@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::limits::LimitOverrides;
+
 /// How a policy's verdict is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -39,8 +41,8 @@ pub struct PolicySpec {
     pub mode: PolicyMode,
     /// Whether the policy may change the object it admits.
     pub allowed_to_mutate: bool,
-    /// A per-policy evaluation timeout; the engine's default when `None`.
-    pub timeout: Option<Duration>,
+    /// Per-policy limits (timeout, memory, output); the engine's otherwise.
+    pub limits: LimitOverrides,
     /// A rejection message that replaces the policy's own.
     pub message: Option<String>,
 }
@@ -54,7 +56,7 @@ impl PolicySpec {
             settings: serde_json::Value::Object(Default::default()),
             mode: PolicyMode::default(),
             allowed_to_mutate: false,
-            timeout: None,
+            limits: LimitOverrides::default(),
             message: None,
         }
     }
@@ -68,6 +70,12 @@ impl PolicySpec {
     /// The same spec with `mode`.
     pub fn with_mode(mut self, mode: PolicyMode) -> Self {
         self.mode = mode;
+        self
+    }
+
+    /// The same spec with an evaluation timeout of its own.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.timeout = Some(timeout);
         self
     }
 

@@ -6,9 +6,11 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use std::time::Instant;
 use tokio::io::AsyncWrite;
-use wasmtime::Store;
+
 use wasmtime::component::ResourceTable;
+use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -49,8 +51,12 @@ impl EvaluationState {
 /// The WASI context is the empty default: no preopened directories, no
 /// environment, no arguments, no address the sockets API may reach, no stdin.
 /// stdout and stderr go to one bounded in-memory buffer.
-pub(crate) fn new_store(engine: &Engine, limits: &Limits) -> Store<EvaluationState> {
-    let output = GuestOutput::new(limits.stderr_bytes);
+pub(crate) fn new_store(
+    engine: &Engine,
+    limits: &Limits,
+    deadline: Instant,
+) -> Store<EvaluationState> {
+    let output = GuestOutput::new(limits.log_bytes);
     let wasi = WasiCtx::builder()
         .stdout(output.clone())
         .stderr(output.clone())
@@ -66,9 +72,18 @@ pub(crate) fn new_store(engine: &Engine, limits: &Limits) -> Store<EvaluationSta
     };
     let mut store = Store::new(engine.wasmtime(), state);
     store.limiter(|state| &mut state.limiter);
-    // Yield to the executor at every epoch tick: the caller's deadline (a
-    // tokio timeout) can then drop an evaluation that never returns.
-    store.epoch_deadline_async_yield_and_update(1);
+    // At every epoch tick running wasm checks the deadline itself (so a
+    // spinning policy stops on time even on a busy executor), then yields so
+    // other tasks run. Time blocked in host calls is bounded by the caller's
+    // tokio timeout, which drops the evaluation.
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
+    });
+    store.set_epoch_deadline(1);
     store
 }
 

@@ -21,6 +21,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // Every worker's instance plus headroom for loading; the gate, not the
         // pool, is what bounds concurrency.
         max_instances: u32::try_from(workers * 2 + 16).unwrap_or(u32::MAX),
+        memory_bytes: args.policy_memory_limit,
+        stack_bytes: args.policy_stack_size,
+        response_bytes: args.max_policy_response,
+        log_bytes: args.max_policy_log,
         ..Limits::default()
     };
     let config = ServerConfig {

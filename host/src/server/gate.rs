@@ -6,12 +6,14 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The admission gate of evaluations.
 #[derive(Debug)]
 pub struct Gate {
-    workers: Semaphore,
+    workers: Arc<Semaphore>,
     worker_count: usize,
     queue_capacity: usize,
     queued: AtomicUsize,
@@ -29,16 +31,17 @@ impl Gate {
     /// `workers` evaluations at once, and at most `queue_capacity` waiting.
     pub fn new(workers: usize, queue_capacity: usize) -> Self {
         Self {
-            workers: Semaphore::new(workers),
+            workers: Arc::new(Semaphore::new(workers)),
             worker_count: workers,
             queue_capacity,
             queued: AtomicUsize::new(0),
         }
     }
 
-    /// Waits for a worker, or fails at once when the queue is full.
-    pub async fn enter(&self) -> Result<SemaphorePermit<'_>, Overloaded> {
-        if let Ok(permit) = self.workers.try_acquire() {
+    /// Waits for a worker, or fails at once when the queue is full. The
+    /// permit is owned, so it can travel with the evaluation it admits.
+    pub async fn enter(&self) -> Result<OwnedSemaphorePermit, Overloaded> {
+        if let Ok(permit) = self.workers.clone().try_acquire_owned() {
             return Ok(permit);
         }
         let queued = self.queued.fetch_add(1, Ordering::AcqRel);
@@ -52,7 +55,8 @@ impl Gate {
         }
         Ok(self
             .workers
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .expect("the semaphore is never closed"))
     }

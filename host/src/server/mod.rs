@@ -27,6 +27,7 @@ use crate::cache::CompiledCache;
 use crate::enforcement::{Decision, Outcome, Purpose, decide};
 use crate::engine::Engine;
 use crate::environment::{EvaluateError, Policy};
+use crate::evaluation::EvaluationError;
 use crate::policy::PolicySpec;
 use crate::{Environment, LoadError};
 
@@ -83,8 +84,15 @@ pub enum ServeError {
     Tls(String),
 }
 
+/// What an evaluation task is asked to do; it comes back with the result.
+enum Job {
+    Validate(AdmissionRequest),
+    Raw(String),
+}
+
 /// State shared by every handler.
 pub struct AppState {
+    evaluator: tokio::runtime::Handle,
     environment: OnceLock<Environment>,
     ready: AtomicBool,
     gate: Gate,
@@ -105,28 +113,78 @@ impl AppState {
         &self.metrics
     }
 
+    /// Evaluates `request` with `policy` and applies its declared semantics.
     async fn evaluate(
-        &self,
+        self: &Arc<Self>,
         policy: &Policy,
-        request: &AdmissionRequest,
+        request: AdmissionRequest,
         purpose: Purpose,
     ) -> Result<Decision, ApiError> {
-        let env = self.loaded();
-        let result = self.gated(env.validate(policy.id(), request)).await?;
+        let (result, job) = self.run(policy, Job::Validate(request)).await?;
+        let Job::Validate(request) = job else {
+            unreachable!("the job comes back as it went")
+        };
         let object = request.object.as_deref();
         Ok(self.record(policy, &request.uid, object, result, purpose))
     }
 
+    /// Evaluates a raw `document` with `policy`.
     async fn evaluate_raw(
-        &self,
+        self: &Arc<Self>,
         policy: &Policy,
         uid: &str,
-        document: &str,
+        document: String,
     ) -> Result<Decision, ApiError> {
-        let result = self
-            .gated(self.loaded().validate_raw(policy.id(), document))
-            .await?;
-        Ok(self.record(policy, uid, Some(document), result, Purpose::Admission))
+        let (result, job) = self.run(policy, Job::Raw(document)).await?;
+        let Job::Raw(document) = job else {
+            unreachable!("the job comes back as it went")
+        };
+        Ok(self.record(policy, uid, Some(&document), result, Purpose::Admission))
+    }
+
+    /// Runs `job` on the evaluation runtime, once the gate lets it in.
+    ///
+    /// Policies run on their own threads, never on the ones serving HTTP: a
+    /// policy spinning until its deadline slows other evaluations a little,
+    /// but cannot delay accepting, parsing or answering requests.
+    async fn run(
+        self: &Arc<Self>,
+        policy: &Policy,
+        job: Job,
+    ) -> Result<(Result<crate::Verdict, EvaluateError>, Job), ApiError> {
+        let permit = self.enter().await?;
+        let state = Arc::clone(self);
+        let id = policy.id().to_owned();
+        let task = self.evaluator.spawn(async move {
+            // The permit and the gauge follow the evaluation, not the HTTP
+            // request: a client that hangs up does not free a busy worker.
+            let _permit = permit;
+            let _in_flight = state.metrics.in_flight();
+            let env = state.loaded();
+            let result = match &job {
+                Job::Validate(request) => env.validate(&id, request).await,
+                Job::Raw(document) => env.validate_raw(&id, document).await,
+            };
+            (result, job)
+        });
+        let (result, job) = task.await.map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("evaluation task failed: {e}"),
+            )
+        })?;
+        match result {
+            // An instance pool with no free slot is overload too: answer it
+            // like a full queue, not like a policy failure.
+            Err(EvaluateError::Evaluation(EvaluationError::Overloaded(message))) => {
+                self.metrics.overloaded();
+                Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("server overloaded: {message}"),
+                ))
+            }
+            result => Ok((result, job)),
+        }
     }
 
     fn loaded(&self) -> &Environment {
@@ -134,14 +192,7 @@ impl AppState {
             .expect("the API is served only once policies are loaded")
     }
 
-    /// Runs `evaluation` on a worker, counted as in flight.
-    async fn gated<F: std::future::Future>(&self, evaluation: F) -> Result<F::Output, ApiError> {
-        let _permit = self.enter().await?;
-        let _in_flight = self.metrics.in_flight();
-        Ok(evaluation.await)
-    }
-
-    async fn enter(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    async fn enter(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
         self.gate.enter().await.map_err(|overloaded| {
             self.metrics.overloaded();
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, overloaded.to_string())
@@ -192,6 +243,20 @@ pub struct RunningServer {
     grace: Duration,
     tasks: tokio::task::JoinSet<Result<(), ServeError>>,
     watcher: Option<tokio::task::JoinHandle<()>>,
+    _evaluator: Evaluator,
+}
+
+/// The runtime policies run on. Dropping a runtime blocks, which is not
+/// allowed inside another one, so it is shut down in the background: its
+/// threads finish their current evaluations (bounded by deadlines) and exit.
+struct Evaluator(Option<tokio::runtime::Runtime>);
+
+impl Drop for Evaluator {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl RunningServer {
@@ -226,7 +291,21 @@ pub async fn start(
     specs: Vec<PolicySpec>,
     cache: Option<CompiledCache>,
 ) -> Result<RunningServer, ServeError> {
+    // Policies run on a runtime of their own, one thread per worker.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.workers.max(1))
+        .thread_name("portcullis-eval")
+        .enable_time()
+        .build()
+        .map_err(|source| ServeError::Listen {
+            what: "evaluation runtime",
+            addr: config.api_addr,
+            source,
+        })?;
+    let handle = runtime.handle().clone();
+    let evaluator = Evaluator(Some(runtime));
     let state = Arc::new(AppState {
+        evaluator: handle,
         environment: OnceLock::new(),
         ready: AtomicBool::new(false),
         gate: Gate::new(config.workers, config.queue_capacity),
@@ -241,6 +320,7 @@ pub async fn start(
     let readiness_addr = local_addr("probe listener", &listener)?;
     let server =
         axum_server::from_tcp(listener).map_err(listen_error("probe listener", readiness_addr))?;
+    tracing::info!(%readiness_addr, "probes listening; loading policies");
     let router = routes::probes(state.clone());
     let handle = probes.clone();
     tasks.spawn(async move {
@@ -296,6 +376,7 @@ pub async fn start(
         grace: config.shutdown_grace,
         tasks,
         watcher,
+        _evaluator: evaluator,
     })
 }
 

@@ -97,7 +97,7 @@ async fn review(
     if purpose == Purpose::Admission && state.always_accepted(&request) {
         return Ok(ReviewOut::new(AdmissionResponse::allow(&request.uid)));
     }
-    let decision = state.evaluate(&policy, &request, purpose).await?;
+    let decision = state.evaluate(&policy, request, purpose).await?;
     Ok(ReviewOut::new(decision.response))
 }
 
@@ -126,7 +126,7 @@ async fn validate_raw(
         .and_then(|u| u.as_str())
         .unwrap_or_default()
         .to_owned();
-    let text = std::str::from_utf8(&body).expect("valid JSON is valid UTF-8");
+    let text = String::from_utf8(body.to_vec()).expect("valid JSON is valid UTF-8");
     let Decision { response, .. } = state.evaluate_raw(&policy, &uid, text).await?;
     Ok(Json(RawOut { response }))
 }

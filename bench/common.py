@@ -1,0 +1,136 @@
+"""Shared by the benchmarks: build, start `portcullis serve`, talk to it, read its memory.
+
+Every server binds to 127.0.0.1 only, and every loop here is bounded.
+"""
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BINARY = ROOT / "target" / "release" / "portcullis"
+COMPONENTS = ROOT / "target" / "wasm32-wasip2" / "policy"
+REQUESTS = ROOT / "bench" / "requests"
+POLICIES = ROOT / "examples" / "policies.yml"
+
+# Which request exercises which policy of examples/policies.yml.
+REQUEST_FOR = {
+    "privileged-pods": "privileged-pod",
+    "privileged-pods-2": "privileged-pod",
+    "privileged-pods-3": "privileged-pod",
+    "privileged-pods-4": "privileged-pod",
+    "privileged-pods-monitor": "privileged-pod",
+    "sleep": "short-nap-pod",
+    "disallow-service-loadbalancer": "loadbalancer-service",
+    "trusted-images-docker-hub": "untrusted-image-pod",
+    "trusted-images-internal": "untrusted-image-pod",
+    "trusted-images-pinned": "untrusted-image-pod",
+    "trusted-images-monitor": "untrusted-image-pod",
+    "deny-labels": "labelled-pod",
+    "deny-labels-monitor": "labelled-pod",
+}
+
+
+def build():
+    """Builds the components and the release host, like scripts/demo does."""
+    subprocess.run([ROOT / "scripts" / "build-components"], check=True)
+    subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "portcullis"], cwd=ROOT, check=True)
+
+
+def request_body(name):
+    return (REQUESTS / f"{name}.json").read_bytes()
+
+
+class Server:
+    """A `portcullis serve` process on ephemeral loopback ports."""
+
+    def __init__(self, workers, policies=POLICIES, cache_dir=None, extra_args=()):
+        args = [
+            str(BINARY), "serve",
+            "--addr", "127.0.0.1", "--port", "0", "--readiness-probe-port", "0",
+            "--workers", str(workers),
+            "--components-dir", str(COMPONENTS),
+            "--log-fmt", "json", "--log-level", "warn,portcullis::server=info",
+        ]
+        if policies is not None:
+            args += ["--policies", str(policies)]
+        args += ["--cache-dir", str(cache_dir)] if cache_dir else ["--no-cache"]
+        args += list(extra_args)
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True)
+        self.api = self.probes = None
+        deadline = time.monotonic() + 300
+        for line in self.process.stderr:
+            if time.monotonic() > deadline:
+                break
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            fields = event.get("fields", {})
+            if fields.get("message") == "serving":
+                self.api, self.probes = fields["api_addr"], fields["readiness_addr"]
+                break
+        if self.api is None:
+            self.stop()
+            sys.exit("portcullis serve did not start")
+        # Drain stderr so the server never blocks on a full pipe.
+        threading.Thread(target=lambda: [None for _ in self.process.stderr], daemon=True).start()
+
+    def post(self, policy, body):
+        request = urllib.request.Request(f"http://{self.api}/validate/{policy}", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    def memory_kib(self):
+        """(VmRSS, VmHWM) of the server process, in KiB."""
+        fields = {}
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+        return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def warm_up(server, workers, policies=REQUEST_FOR, rounds=3):
+    """Reaches every policy on every worker: `workers` concurrent requests per
+    policy, a few rounds."""
+    for _ in range(rounds):
+        for policy, request in policies.items():
+            body = request_body(request)
+            threads = [threading.Thread(target=server.post, args=(policy, body)) for _ in range(workers)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+
+
+def mean_std(values):
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    return f"{os.cpu_count()} cores, {cpu}"
+
+
+def scratch_dir():
+    return tempfile.mkdtemp(prefix="portcullis-bench-")
