@@ -4,6 +4,7 @@ Every server binds to 127.0.0.1 only, and every loop here is bounded.
 """
 
 import json
+import re
 import os
 import signal
 import statistics
@@ -20,6 +21,15 @@ BINARY = ROOT / "target" / "release" / "portcullis"
 COMPONENTS = ROOT / "target" / "wasm32-wasip2" / "policy"
 REQUESTS = ROOT / "bench" / "requests"
 POLICIES = ROOT / "examples" / "policies.yml"
+
+
+def write_policies(text):
+    """Writes policies.yml `text` to a temporary file, its relative modules
+    made absolute (they name components of the build); returns the path."""
+    text = re.sub(r"(module:\s*)([\w.-]+\.wasm)", lambda m: f"{m.group(1)}{COMPONENTS / m.group(2)}", text)
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
+        f.write(text)
+    return f.name
 
 # Which request exercises which policy of examples/policies.yml.
 REQUEST_FOR = {
@@ -52,7 +62,9 @@ def request_body(name):
 class Server:
     """A `portcullis serve` process on ephemeral loopback ports."""
 
-    def __init__(self, workers, policies=POLICIES, cache_dir=None, extra_args=()):
+    def __init__(self, workers, policies=None, cache_dir=None, extra_args=()):
+        """`policies`: a policies.yml path; None serves the embedded default
+        (examples/policies.yml, the 13-policy set) from the build's components."""
         args = [
             str(BINARY), "serve",
             "--addr", "127.0.0.1", "--port", "0", "--readiness-probe-port", "0",

@@ -9,12 +9,11 @@ normal policy answered meanwhile, and the server's RSS before and after.
 import argparse
 import json
 import statistics
-import tempfile
 import threading
 import time
 import urllib.request
 
-from common import REQUESTS, Server, build, machine, scratch_dir
+from common import REQUESTS, Server, build, machine, scratch_dir, write_policies
 
 TIMEOUT_S = 1
 ATTACKS = ["loop", "sleep", "grow", "recurse", "panic", "unreachable", "huge-response",
@@ -48,9 +47,7 @@ def main():
     if not args.no_build:
         build()
     body = (REQUESTS / "privileged-pod.json").read_bytes()
-    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
-        f.write(policies())
-    server = Server(2, policies=f.name, cache_dir=scratch_dir())
+    server = Server(2, policies=write_policies(policies()), cache_dir=scratch_dir())
     for _ in range(300):
         post(server, "privileged", body)
     baseline = server.memory_kib()[0] / 1024

@@ -12,18 +12,19 @@ unique component.
 """
 
 import argparse
+import os
 import shutil
 import sys
 
-from common import (COMPONENTS, POLICIES, REQUEST_FOR, ROOT, Server, build, machine, mean_std,
-                    scratch_dir, warm_up)
+from common import (POLICIES, REQUEST_FOR, ROOT, Server, build, machine, mean_std, scratch_dir, warm_up,
+                    write_policies)
 
 # Kubewarden policy-server, PR #596 (same 13-policy shape): mean RSS in MB.
 KUBEWARDEN_BEFORE = [621.00, 807.35, 983.33, 1172.28, 1358.67, 1535.16, 1694.57, 1897.01]
 KUBEWARDEN_AFTER = [530.38, 586.15, 649.17, 752.59, 831.02, 914.64, 980.81, 1054.93]
 
 
-def sample(workers, cache_dir, policies=POLICIES, requests=REQUEST_FOR):
+def sample(workers, cache_dir, policies=None, requests=REQUEST_FOR):
     server = Server(workers, policies=policies, cache_dir=cache_dir)
     try:
         warm_up(server, workers, requests)
@@ -73,14 +74,11 @@ def extra_policy_cost(cache_dir, samples):
             {**REQUEST_FOR, "annotations-extra": "privileged-pod"}),
     }
     results = {}
-    directory = scratch_dir()
     for name, (text, requests) in variants.items():
-        path = f"{directory}/policies.yml"
-        with open(path, "w") as f:
-            f.write(text)
+        path = write_policies(text)
         rss = [sample(2, cache_dir, path, requests)[0] / 1024 for _ in range(samples)]
         results[name] = mean_std(rss)
-    shutil.rmtree(directory, ignore_errors=True)
+        os.unlink(path)
     return results
 
 

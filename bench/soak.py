@@ -12,11 +12,10 @@ import http.client
 import json
 import os
 import statistics
-import tempfile
 import threading
 import time
 
-from common import REQUESTS, ROOT, Server, build, machine, scratch_dir
+from common import REQUESTS, Server, build, machine, scratch_dir, write_policies
 
 POLICIES = """
 privileged: { module: pod_privileged.wasm }
@@ -63,9 +62,7 @@ def main():
         build()
     order = schedule()
     bodies = {name: (REQUESTS / f"{name}.json").read_bytes() for _, name, _, _ in CYCLE}
-    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
-        f.write(POLICIES)
-        policies = f.name
+    policies = write_policies(POLICIES)
     cache_dir = scratch_dir()
     server = Server(args.workers, policies=policies, cache_dir=cache_dir)
     host, port = server.api.rsplit(":", 1)

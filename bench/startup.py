@@ -14,13 +14,14 @@ import time
 import urllib.error
 import urllib.request
 
-from common import BINARY, COMPONENTS, POLICIES, build, machine, scratch_dir
+from common import BINARY, COMPONENTS, build, machine, scratch_dir
 
 
 def time_to_ready(cache_dir):
     """Seconds from spawn to the first 200 from /readiness."""
+    # No --policies: the embedded default is the 13-policy set.
     args = [str(BINARY), "serve", "--addr", "127.0.0.1", "--port", "0", "--readiness-probe-port", "0",
-            "--policies", str(POLICIES), "--components-dir", str(COMPONENTS), "--log-fmt", "json",
+            "--components-dir", str(COMPONENTS), "--log-fmt", "json",
             "--log-level", "warn,portcullis::server=info", "--cache-dir", str(cache_dir)]
     started = time.perf_counter()
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -36,6 +37,8 @@ def time_to_ready(cache_dir):
             raise SystemExit("portcullis serve did not start")
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise SystemExit(f"portcullis serve exited with {process.returncode} before it was ready")
             try:
                 with urllib.request.urlopen(f"http://{probes}/readiness", timeout=5) as response:
                     if response.status == 200:

@@ -78,14 +78,56 @@ pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest, AdmissionError> {
     Ok(request.into())
 }
 
+/// Parses `body` as a JSON object of type `T`.
+///
+/// The whole body must be UTF-8 (RFC 8259), including strings in fields the
+/// parser skips, and every struct must be written as a JSON object: serde
+/// would otherwise also accept an array of its fields in order.
 fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, AdmissionError> {
-    serde_json::from_slice(body).map_err(|e| AdmissionError::Malformed(e.to_string()))
+    let text = std::str::from_utf8(body)
+        .map_err(|e| AdmissionError::Malformed(format!("the body is not UTF-8: {e}")))?;
+    serde_json::from_str::<ObjectOnly<T>>(text)
+        .map(|object| object.0)
+        .map_err(|e| AdmissionError::Malformed(e.to_string()))
+}
+
+/// A `T` that must be written as a JSON object (never as an array).
+struct ObjectOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(ObjectVisitor(std::marker::PhantomData))
+            .map(ObjectOnly)
+    }
+}
+
+fn object<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<T, D::Error> {
+    ObjectOnly::deserialize(deserializer).map(|object| object.0)
+}
+
+fn optional_object<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    Option::<ObjectOnly<T>>::deserialize(deserializer).map(|object| object.map(|o| o.0))
 }
 
 /// Just enough of an `AdmissionReview` to tell it from a bare request.
 /// (`kind` is a string in a review but an object in a request.)
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", expecting = "an AdmissionReview object")]
 struct ReviewEnvelope<'a> {
     api_version: Option<String>,
     kind: Option<serde_json::Value>,
@@ -94,19 +136,23 @@ struct ReviewEnvelope<'a> {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", expecting = "an AdmissionRequest object")]
 struct KubeRequest<'a> {
     uid: String,
+    #[serde(deserialize_with = "object")]
     kind: KubeGvk,
+    #[serde(deserialize_with = "object")]
     resource: KubeGvr,
     sub_resource: Option<String>,
+    #[serde(default, deserialize_with = "optional_object")]
     request_kind: Option<KubeGvk>,
+    #[serde(default, deserialize_with = "optional_object")]
     request_resource: Option<KubeGvr>,
     request_sub_resource: Option<String>,
     name: Option<String>,
     namespace: Option<String>,
     operation: KubeOperation,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     user_info: KubeUserInfo,
     #[serde(borrow)]
     object: Option<&'a RawValue>,
@@ -148,6 +194,7 @@ struct KubeUserInfo {
     username: String,
     uid: String,
     groups: Vec<String>,
+    #[serde(deserialize_with = "object")]
     extra: BTreeMap<String, Vec<String>>,
 }
 
@@ -251,10 +298,17 @@ pub struct Status {
     pub code: Option<u16>,
 }
 
-/// A policy returned a mutated object that cannot be turned into a patch.
+/// A mutation that cannot be turned into a patch.
 #[derive(Debug, thiserror::Error)]
-#[error("the policy returned a mutated object that is not valid JSON: {0}")]
-pub struct MutationError(String);
+pub enum MutationError {
+    /// The policy's mutated object is not JSON.
+    #[error("the policy returned a mutated object that is not valid JSON: {0}")]
+    Mutated(String),
+    /// The submitted object is not JSON the host can read (e.g. a number out
+    /// of range), so no patch against it can be computed.
+    #[error("the submitted object cannot be patched: it is not valid JSON: {0}")]
+    Original(String),
+}
 
 impl AdmissionResponse {
     /// A rejection with `message` and `code`.
@@ -315,14 +369,15 @@ impl AdmissionResponse {
 
 /// The base64 of the RFC 6902 patch that turns `original` into `mutated`.
 fn json_patch_between(original: Option<&str>, mutated: &str) -> Result<String, MutationError> {
-    let parse = |text: &str| {
-        serde_json::from_str::<serde_json::Value>(text).map_err(|e| MutationError(e.to_string()))
+    let original = match original {
+        Some(text) => {
+            serde_json::from_str(text).map_err(|e| MutationError::Original(e.to_string()))?
+        }
+        None => serde_json::Value::Null,
     };
-    let original = original
-        .map(parse)
-        .transpose()?
-        .unwrap_or(serde_json::Value::Null);
-    let patch = json_patch::diff(&original, &parse(mutated)?);
+    let mutated =
+        serde_json::from_str(mutated).map_err(|e| MutationError::Mutated(e.to_string()))?;
+    let patch = json_patch::diff(&original, &mutated);
     let bytes = serde_json::to_vec(&patch).expect("a JSON patch always serializes");
     Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
 }

@@ -73,7 +73,13 @@ fn config(limits: &Limits) -> Config {
     pool.max_core_instances_per_component(32);
     pool.max_memories_per_component(8);
     pool.max_tables_per_component(16);
-    pool.total_core_instances(max_instances * 8);
+    // A componentize-py 0.25 policy (examples/deny-labels-py) instantiates 14
+    // core modules per evaluation (CPython, libc and its other shared
+    // libraries, the WASI adapter, shims); with 8 per evaluation only
+    // max_instances * 8 / 14 of them could be alive at once, the rest failing
+    // as overloaded. This is a count, not a reservation: wasmtime allocates
+    // instance metadata on demand.
+    pool.total_core_instances(max_instances * 16);
     pool.total_memories(max_instances * 2);
     pool.total_tables(max_instances * 4);
     pool.total_stacks(max_instances);

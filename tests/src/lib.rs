@@ -73,6 +73,13 @@ pub async fn get_text(url: &str) -> String {
         .unwrap()
 }
 
+/// A compiled-component cache shared by the tests of every process, so each
+/// component is compiled once per build rather than once per test. (Tests of
+/// the cache itself use their own directories.)
+pub fn shared_cache() -> portcullis::CompiledCache {
+    portcullis::CompiledCache::new(target_dir().join("portcullis-test-cache"))
+}
+
 /// An engine with the default limits.
 pub fn engine() -> Engine {
     engine_with(Limits::default())

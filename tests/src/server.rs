@@ -7,7 +7,7 @@ use std::time::Duration;
 use portcullis::server::{RunningServer, ServerConfig};
 use portcullis::{Limits, config};
 
-use crate::{engine_with, target_dir};
+use crate::{engine_with, shared_cache, target_dir};
 
 /// The configuration tests start from: loopback, ephemeral ports, 4 workers.
 pub fn test_config() -> ServerConfig {
@@ -44,9 +44,10 @@ impl TestServer {
         } else {
             "http"
         };
-        let server = portcullis::server::start(config, engine_with(limits), specs, None)
-            .await
-            .unwrap();
+        let server =
+            portcullis::server::start(config, engine_with(limits), specs, Some(shared_cache()))
+                .await
+                .unwrap();
         Self {
             api: format!("{scheme}://{}", server.api_addr),
             probes: format!("http://{}", server.readiness_addr),

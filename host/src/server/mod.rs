@@ -86,7 +86,8 @@ pub enum ServeError {
 
 /// What an evaluation task is asked to do; it comes back with the result.
 enum Job {
-    Validate(AdmissionRequest),
+    // Boxed: a request is far larger than a raw document's String.
+    Validate(Box<AdmissionRequest>),
     Raw(String),
 }
 
@@ -120,7 +121,7 @@ impl AppState {
         request: AdmissionRequest,
         purpose: Purpose,
     ) -> Result<Decision, ApiError> {
-        let (result, job) = self.run(policy, Job::Validate(request)).await?;
+        let (result, job) = self.run(policy, Job::Validate(Box::new(request))).await?;
         let Job::Validate(request) = job else {
             unreachable!("the job comes back as it went")
         };
