@@ -75,7 +75,7 @@ pub struct ServeArgs {
     /// Port of /readiness, /livez and /metrics (plain HTTP).
     #[arg(long, env = "PORTCULLIS_READINESS_PROBE_PORT", default_value_t = 8081)]
     pub readiness_probe_port: u16,
-    /// Evaluations that run at once (and runtime threads) [default: number of CPUs].
+    /// Evaluations that run at once, each on its own evaluation thread [default: number of CPUs].
     #[arg(long, env = "PORTCULLIS_WORKERS")]
     pub workers: Option<usize>,
     /// Requests that may wait for a free worker; beyond, requests get 503 at once [default: 64 per worker].

@@ -45,7 +45,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
     };
     let cache = super::cache(&args.cache);
-    super::runtime(Some(workers))?.block_on(async move {
+    // HTTP threads scale with the CPUs, not with the evaluation workers
+    // (which get a runtime of their own): memory stays flat in --workers.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    super::runtime(Some(workers.min(cpus)))?.block_on(async move {
         let engine = Engine::new(limits)?;
         let mut server = portcullis::server::start(config, engine, specs, cache).await?;
         tokio::select! {
