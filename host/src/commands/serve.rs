@@ -11,6 +11,7 @@ use portcullis::{Engine, Limits, PolicySpec, config};
 use crate::cli::ServeArgs;
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    cap_malloc_arenas();
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -61,6 +62,22 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// glibc gives each thread that allocates an arena of its own, which keeps
+/// freed memory for reuse: with one evaluation thread per worker, RSS grew by
+/// ~0.8 MB per worker. Two arenas keep it flat in `--workers` (BENCHMARKS.md,
+/// memory vs workers). Must run before any thread is started; an explicit
+/// `MALLOC_ARENA_MAX` in the environment wins.
+fn cap_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes allocator tuning; called before the
+        // runtimes start, so no other thread is allocating concurrently.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
 }
 
 fn policies(args: &ServeArgs) -> anyhow::Result<Vec<PolicySpec>> {
