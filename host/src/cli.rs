@@ -91,6 +91,17 @@ pub struct ServeArgs {
     /// Native stack a policy's wasm code may use, in bytes; deeper recursion traps.
     #[arg(long, env = "PORTCULLIS_POLICY_STACK_SIZE", default_value_t = 1 << 20)]
     pub policy_stack_size: usize,
+    /// Largest table a policy instance may grow to, in elements (a policy's
+    /// `tableElements` may lower it).
+    #[arg(
+        long,
+        env = "PORTCULLIS_POLICY_TABLE_ELEMENTS",
+        default_value_t = 100_000
+    )]
+    pub policy_table_elements: usize,
+    /// Core instances one evaluation may create (a policy's `maxInstances` may lower it).
+    #[arg(long, env = "PORTCULLIS_POLICY_MAX_INSTANCES", default_value_t = 32)]
+    pub policy_max_instances: usize,
     /// Largest response a policy may return (message, warnings, annotations and
     /// mutated object), in bytes; more answers the request with an error.
     #[arg(long, env = "PORTCULLIS_MAX_POLICY_RESPONSE", default_value_t = 8 << 20)]

@@ -56,6 +56,8 @@ struct Entry {
     /// Portcullis' own per-policy limits (see `Limits`).
     memory_limit_bytes: Option<usize>,
     table_elements: Option<usize>,
+    stack_bytes: Option<usize>,
+    max_instances: Option<usize>,
     max_response_bytes: Option<usize>,
     max_log_bytes: Option<usize>,
     /// Accepted for compatibility when empty; context-aware policies (that
@@ -130,6 +132,8 @@ pub fn parse(text: &str, base_dir: &Path, origin: &str) -> Result<Vec<PolicySpec
                 timeout: entry.timeout_eval_seconds.map(Duration::from_secs),
                 memory_bytes: entry.memory_limit_bytes,
                 table_elements: entry.table_elements,
+                stack_bytes: entry.stack_bytes,
+                instances: entry.max_instances,
                 response_bytes: entry.max_response_bytes,
                 log_bytes: entry.max_log_bytes,
             },

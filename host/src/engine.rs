@@ -23,6 +23,14 @@ pub struct Engine {
     inner: Arc<EngineInner>,
 }
 
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("limits", &self.inner.limits)
+            .finish_non_exhaustive()
+    }
+}
+
 struct EngineInner {
     wasmtime: wasmtime::Engine,
     linker: Linker<EvaluationState>,
@@ -60,6 +68,17 @@ impl Engine {
     /// The limits this engine was built with.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+
+    /// An engine like this one whose wasm stack is `stack_bytes`.
+    ///
+    /// wasmtime fixes the stack limit per engine, so a policy with a stack
+    /// limit of its own runs on an engine of its own (with its own pool).
+    pub fn with_stack(&self, stack_bytes: usize) -> wasmtime::Result<Self> {
+        Self::new(Limits {
+            stack_bytes,
+            ..self.inner.limits.clone()
+        })
     }
 }
 

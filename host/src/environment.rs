@@ -20,6 +20,7 @@ pub struct Policy {
     spec: PolicySpec,
     settings_json: String,
     limits: Limits,
+    engine: Engine,
     component: Arc<PolicyComponent>,
     metadata: Arc<PolicyMetadata>,
 }
@@ -61,7 +62,8 @@ impl Policy {
 pub struct LoadStats {
     /// Policies loaded.
     pub policies: usize,
-    /// Distinct components (by digest) behind them; also the number of
+    /// Distinct components (by digest) behind them — per engine, for the rare
+    /// policy with a stack limit of its own; also the number of
     /// `InstancePre`s created.
     pub unique_components: usize,
     /// Components compiled from wasm.
@@ -147,6 +149,7 @@ impl Environment {
     ) -> Result<Self, LoadError> {
         let mut loader = Loader {
             engine,
+            engines: HashMap::new(),
             cache,
             digests_by_path: HashMap::new(),
             components: HashMap::new(),
@@ -235,7 +238,7 @@ impl Environment {
 
     async fn verdict(&self, policy: &Policy, call: Call<'_>) -> Result<Verdict, EvaluationError> {
         let evaluation = evaluate(
-            &self.engine,
+            &policy.engine,
             &policy.component,
             policy.id(),
             &policy.limits,
@@ -256,9 +259,12 @@ impl Environment {
 /// State of one [`Environment::load`].
 struct Loader<'a> {
     engine: &'a Engine,
+    /// Engines for policies with a stack limit of their own, by stack size.
+    engines: HashMap<usize, Engine>,
     cache: Option<&'a CompiledCache>,
     digests_by_path: HashMap<PathBuf, Digest>,
-    components: HashMap<Digest, (Arc<PolicyComponent>, Arc<PolicyMetadata>)>,
+    /// Prepared components by digest and the stack size of their engine.
+    components: HashMap<(Digest, usize), (Arc<PolicyComponent>, Arc<PolicyMetadata>)>,
     stats: LoadStats,
 }
 
@@ -269,12 +275,13 @@ impl Loader<'_> {
             .limits()
             .with_overrides(&spec.limits)
             .map_err(LoadFailure::Limits)?;
-        let (component, metadata) = self.component(&spec.module).await?;
+        let engine = self.engine_for(limits.stack_bytes)?;
+        let (component, metadata) = self.component(&spec.module, &engine).await?;
         let settings_json = spec.settings.to_string();
         let call = Call::ValidateSettings {
             settings: &settings_json,
         };
-        let evaluation = evaluate(self.engine, &component, &spec.id, &limits, call)
+        let evaluation = evaluate(&engine, &component, &spec.id, &limits, call)
             .await
             .map_err(|error| LoadFailure::Call {
                 what: "validate-settings",
@@ -289,39 +296,69 @@ impl Loader<'_> {
             spec: spec.clone(),
             settings_json,
             limits,
+            engine,
             component,
             metadata,
         })
     }
 
-    /// The prepared component in `path`, prepared at most once per digest.
+    /// The engine whose wasm stack is `stack_bytes`: the shared one, or one
+    /// made (once) for policies with a stack limit of their own.
+    fn engine_for(&mut self, stack_bytes: usize) -> Result<Engine, LoadFailure> {
+        if stack_bytes == self.engine.limits().stack_bytes {
+            return Ok(self.engine.clone());
+        }
+        if let Some(engine) = self.engines.get(&stack_bytes) {
+            return Ok(engine.clone());
+        }
+        let engine = self.engine.with_stack(stack_bytes).map_err(|e| {
+            LoadFailure::Limits(format!(
+                "cannot make an engine with a {stack_bytes}-byte stack: {e:#}"
+            ))
+        })?;
+        self.engines.insert(stack_bytes, engine.clone());
+        Ok(engine)
+    }
+
+    /// The component in `path` prepared for `engine`: read and hashed once
+    /// per path, compiled and pre-linked once per digest and engine.
     async fn component(
         &mut self,
         path: &Path,
+        engine: &Engine,
     ) -> Result<(Arc<PolicyComponent>, Arc<PolicyMetadata>), LoadFailure> {
+        let mut read = None;
         let digest = match self.digests_by_path.get(path) {
             Some(digest) => *digest,
             None => {
                 let bytes = std::fs::read(path).map_err(ComponentError::Read)?;
                 let digest = Digest::of(&bytes);
                 self.digests_by_path.insert(path.to_owned(), digest);
-                if !self.components.contains_key(&digest) {
-                    let prepared = self.prepare(path, &bytes, digest).await?;
-                    self.components.insert(digest, prepared);
-                }
+                read = Some(bytes);
                 digest
             }
         };
-        Ok(self.components[&digest].clone())
+        let key = (digest, engine.limits().stack_bytes);
+        if !self.components.contains_key(&key) {
+            // Only a second stack size for a known file reads it again.
+            let bytes = match read {
+                Some(bytes) => bytes,
+                None => std::fs::read(path).map_err(ComponentError::Read)?,
+            };
+            let prepared = self.prepare(engine, path, &bytes, digest).await?;
+            self.components.insert(key, prepared);
+        }
+        Ok(self.components[&key].clone())
     }
 
     async fn prepare(
         &mut self,
+        engine: &Engine,
         path: &Path,
         bytes: &[u8],
         digest: Digest,
     ) -> Result<(Arc<PolicyComponent>, Arc<PolicyMetadata>), LoadFailure> {
-        let component = PolicyComponent::prepare(self.engine, path, bytes, digest, self.cache)?;
+        let component = PolicyComponent::prepare(engine, path, bytes, digest, self.cache)?;
         match component.origin() {
             CompileOrigin::Compiled => self.stats.compiled += 1,
             CompileOrigin::Cache => self.stats.from_cache += 1,
@@ -334,19 +371,13 @@ impl Loader<'_> {
             ms = component.compile_time().as_millis() as u64,
             "component prepared"
         );
-        let limits = self.engine.limits();
-        let evaluation = evaluate(
-            self.engine,
-            &component,
-            "(metadata)",
-            limits,
-            Call::Metadata,
-        )
-        .await
-        .map_err(|error| LoadFailure::Call {
-            what: "metadata",
-            error,
-        })?;
+        let limits = engine.limits();
+        let evaluation = evaluate(engine, &component, "(metadata)", limits, Call::Metadata)
+            .await
+            .map_err(|error| LoadFailure::Call {
+                what: "metadata",
+                error,
+            })?;
         let Returned::Metadata(metadata) = evaluation.returned else {
             unreachable!("metadata returned {:?}", evaluation.returned)
         };

@@ -20,6 +20,9 @@ pub struct Limits {
     pub table_elements: usize,
     /// Native stack wasm code may use, in bytes; deeper recursion traps.
     pub stack_bytes: usize,
+    /// Core instances one evaluation may create (a Rust policy needs 1-4, a
+    /// componentize-py one 14); more fails the instantiation.
+    pub instances: usize,
     /// Bytes of guest output (stderr and stdout) kept per evaluation for the
     /// log; the rest is dropped.
     pub log_bytes: usize,
@@ -38,6 +41,7 @@ impl Default for Limits {
             memory_bytes: 256 << 20,
             table_elements: 100_000,
             stack_bytes: 1 << 20,
+            instances: 32,
             log_bytes: 64 << 10,
             response_bytes: 8 << 20,
             max_instances: 256,
@@ -72,6 +76,23 @@ impl Limits {
             }
             limits.table_elements = elements;
         }
+        if let Some(stack) = overrides.stack_bytes {
+            if !(64 << 10..=64 << 20).contains(&stack) {
+                return Err(format!(
+                    "stackBytes {stack} is outside 65536..=67108864 (64 KiB to 64 MiB)"
+                ));
+            }
+            limits.stack_bytes = stack;
+        }
+        if let Some(instances) = overrides.instances {
+            if instances > self.instances {
+                return Err(format!(
+                    "maxInstances {instances} is above the server's limit of {}",
+                    self.instances
+                ));
+            }
+            limits.instances = instances;
+        }
         if let Some(bytes) = overrides.response_bytes {
             limits.response_bytes = bytes;
         }
@@ -91,6 +112,11 @@ pub struct LimitOverrides {
     pub memory_bytes: Option<usize>,
     /// Replaces [`Limits::table_elements`] (at most the engine's).
     pub table_elements: Option<usize>,
+    /// Replaces [`Limits::stack_bytes`] (the policy then runs on an engine
+    /// of its own, see [`Engine::with_stack`](crate::Engine::with_stack)).
+    pub stack_bytes: Option<usize>,
+    /// Replaces [`Limits::instances`] (at most the engine's).
+    pub instances: Option<usize>,
     /// Replaces [`Limits::response_bytes`].
     pub response_bytes: Option<usize>,
     /// Replaces [`Limits::log_bytes`].
@@ -106,6 +132,7 @@ pub struct LimitOverrides {
 pub(crate) struct EvaluationLimiter {
     memory_bytes: usize,
     table_elements: usize,
+    instances: usize,
     memory_refused: bool,
 }
 
@@ -114,6 +141,7 @@ impl EvaluationLimiter {
         Self {
             memory_bytes: limits.memory_bytes,
             table_elements: limits.table_elements,
+            instances: limits.instances,
             memory_refused: false,
         }
     }
@@ -143,5 +171,9 @@ impl ResourceLimiter for EvaluationLimiter {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= self.table_elements && maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn instances(&self) -> usize {
+        self.instances
     }
 }

@@ -261,3 +261,67 @@ async fn instance_pool_exhaustion_is_overload_not_a_crash() {
     );
     assert!(busy.await.unwrap().unwrap().status().is_success());
 }
+
+#[tokio::test]
+async fn a_policy_can_have_a_stack_limit_of_its_own() {
+    // The same bounded recursion fits the server's 1 MiB wasm stack but not a
+    // policy's own 64 KiB: the limit is the policy's, not the server's.
+    let recursion = json!({"attack": "recurse", "depth": 2000});
+    let mut small = PolicySpec::new("small-stack", component("hostile_policy"))
+        .with_settings(recursion.clone());
+    small.limits.stack_bytes = Some(64 << 10);
+    let specs = [
+        PolicySpec::new("server-stack", component("hostile_policy")).with_settings(recursion),
+        small,
+    ];
+    let env = Environment::load(&engine(), specs, None).await.unwrap();
+    // One component, two engines (one per stack size): two `InstancePre`s.
+    assert_eq!(env.stats().unique_components, 2);
+    let request =
+        portcullis::admission::parse_review_or_request(pod().to_string().as_bytes()).unwrap();
+    let fits = env.validate("server-stack", &request).await.unwrap();
+    assert!(fits.response.allowed, "{:?}", fits.response);
+    let overflow = env.validate("small-stack", &request).await;
+    assert!(
+        matches!(&overflow, Err(portcullis::EvaluateError::Evaluation(EvaluationError::Trap(t))) if t == "stack overflow"),
+        "{overflow:?}"
+    );
+    assert_eq!(
+        env.policy("small-stack").unwrap().limits().stack_bytes,
+        64 << 10
+    );
+}
+
+#[tokio::test]
+async fn a_policy_can_have_an_instance_limit_of_its_own() {
+    // A Rust component instantiates a handful of core instances; one is not enough.
+    let mut tight = PolicySpec::new("one-instance", component("hostile_policy"))
+        .with_settings(json!({"attack": "none"}));
+    tight.limits.instances = Some(1);
+    let env = Environment::load(&engine(), [tight], None).await;
+    let error = match env {
+        Ok(_) => panic!("a policy that cannot instantiate must not load"),
+        Err(error) => error,
+    };
+    assert!(
+        matches!(error.reason, LoadFailure::Call { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("cannot instantiate the policy"),
+        "{error}"
+    );
+
+    let mut above = PolicySpec::new("too-many", component("hostile_policy"));
+    above.limits.instances = Some(10_000);
+    let error = match Environment::load(&engine(), [above], None).await {
+        Ok(_) => panic!("a limit above the server's must be refused"),
+        Err(error) => error,
+    };
+    assert!(
+        error
+            .to_string()
+            .contains("maxInstances 10000 is above the server's limit of 32"),
+        "{error}"
+    );
+}

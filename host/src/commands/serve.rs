@@ -24,9 +24,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_instances: u32::try_from(workers * 2 + 16).unwrap_or(u32::MAX),
         memory_bytes: args.policy_memory_limit,
         stack_bytes: args.policy_stack_size,
+        table_elements: args.policy_table_elements,
+        instances: args.policy_max_instances,
         response_bytes: args.max_policy_response,
         log_bytes: args.max_policy_log,
-        ..Limits::default()
     };
     let config = ServerConfig {
         api_addr: SocketAddr::new(args.addr, args.port),

@@ -142,6 +142,9 @@ pub struct HostileSettings {
     /// Port `open-socket` connects to on 127.0.0.1; [`DEFAULT_PORT`] when
     /// omitted. Only allowed with that attack.
     pub port: Option<u16>,
+    /// With `recurse`: stop at this depth and accept, instead of recursing
+    /// without bound (to probe a stack limit from both sides).
+    pub depth: Option<u64>,
 }
 
 impl Settings for HostileSettings {
@@ -157,6 +160,12 @@ impl Settings for HostileSettings {
         {
             return Err(format!(
                 "`bytes` only applies to the huge-response and huge-mutation attacks, not to {}",
+                self.attack
+            ));
+        }
+        if self.depth.is_some() && self.attack != Attack::Recurse {
+            return Err(format!(
+                "`depth` only applies to the recurse attack, not to {}",
                 self.attack
             ));
         }
@@ -234,8 +243,16 @@ pub fn attack(settings: &HostileSettings, object: Option<&Value>) -> Verdict {
         }
         Attack::Grow => grow_forever(),
         Attack::Recurse => {
-            let depth = recurse(0);
-            reject_with_code(format!("recurse: returned at depth {depth}"), 500)
+            let limit = settings.depth.unwrap_or(u64::MAX);
+            let result = recurse(0, limit);
+            if settings.depth.is_some() {
+                Verdict {
+                    message: Some(format!("recurse: returned from depth {limit} ({result})")),
+                    ..accept()
+                }
+            } else {
+                reject_with_code(format!("recurse: returned ({result})"), 500)
+            }
         }
         Attack::Panic => panic!("hostile policy panicked on purpose"),
         Attack::Unreachable => unreachable_instruction(),
@@ -296,7 +313,7 @@ fn grow_forever() -> ! {
 /// stack (an out-of-bounds memory access), unless the host allows wasm
 /// several MiB of native stack.
 #[inline(never)]
-fn recurse(depth: u64) -> u64 {
+fn recurse(depth: u64, limit: u64) -> u64 {
     let mut frame = [0u8; 16];
     frame[(depth % 16) as usize] = depth as u8;
     let frame = black_box(&mut frame);
@@ -322,7 +339,7 @@ fn recurse(depth: u64) -> u64 {
         read(14),
         read(15),
     );
-    if black_box(true) {
+    if black_box(depth < limit) {
         // Mixed in one by one, not through an array: an array would live in
         // linear memory, on the shadow stack.
         macro_rules! mix {
@@ -333,7 +350,7 @@ fn recurse(depth: u64) -> u64 {
             }};
         }
         mix!(
-            recurse(depth + 1),
+            recurse(depth + 1, limit),
             live.0,
             live.1,
             live.2,

@@ -149,7 +149,19 @@ fn settings_default_to_none_and_parse_their_parameters() {
             attack: Attack::OpenSocket,
             bytes: None,
             port: Some(8080),
+            depth: None,
         }
+    );
+    let bounded: HostileSettings =
+        portcullis_sdk::settings::load_settings(r#"{"attack": "recurse", "depth": 10}"#).unwrap();
+    assert_eq!(bounded.depth, Some(10));
+    let misplaced = portcullis_sdk::settings::load_settings::<HostileSettings>(
+        r#"{"attack": "panic", "depth": 10}"#,
+    );
+    assert!(
+        misplaced
+            .unwrap_err()
+            .contains("`depth` only applies to the recurse attack")
     );
     assert_eq!(settings.port(), 8080);
     assert_eq!(HostileSettings::default().port(), DEFAULT_PORT);
