@@ -211,22 +211,12 @@ impl Environment {
         id: &str,
         request: &AdmissionRequest,
     ) -> Result<Verdict, EvaluateError> {
-        let policy = self.lookup(id)?;
-        let call = Call::Validate {
-            request,
-            settings: &policy.settings_json,
-        };
-        Ok(self.verdict(policy, call).await?)
+        Ok(self.lookup(id)?.validate(request).await?)
     }
 
     /// Evaluates a raw JSON document with the policy `id`.
     pub async fn validate_raw(&self, id: &str, document: &str) -> Result<Verdict, EvaluateError> {
-        let policy = self.lookup(id)?;
-        let call = Call::ValidateRaw {
-            document,
-            settings: &policy.settings_json,
-        };
-        Ok(self.verdict(policy, call).await?)
+        Ok(self.lookup(id)?.validate_raw(document).await?)
     }
 
     fn lookup(&self, id: &str) -> Result<&Policy, EvaluateError> {
@@ -235,16 +225,30 @@ impl Environment {
             .map(|p| p.as_ref())
             .ok_or_else(|| EvaluateError::UnknownPolicy(id.to_owned()))
     }
+}
 
-    async fn verdict(&self, policy: &Policy, call: Call<'_>) -> Result<Verdict, EvaluationError> {
-        let evaluation = evaluate(
-            &policy.engine,
-            &policy.component,
-            policy.id(),
-            &policy.limits,
-            call,
-        )
-        .await?;
+impl Policy {
+    /// Evaluates an admission request in a fresh instance.
+    pub async fn validate(&self, request: &AdmissionRequest) -> Result<Verdict, EvaluationError> {
+        let call = Call::Validate {
+            request,
+            settings: &self.settings_json,
+        };
+        self.verdict(call).await
+    }
+
+    /// Evaluates a raw JSON document in a fresh instance.
+    pub async fn validate_raw(&self, document: &str) -> Result<Verdict, EvaluationError> {
+        let call = Call::ValidateRaw {
+            document,
+            settings: &self.settings_json,
+        };
+        self.verdict(call).await
+    }
+
+    async fn verdict(&self, call: Call<'_>) -> Result<Verdict, EvaluationError> {
+        let evaluation =
+            evaluate(&self.engine, &self.component, self.id(), &self.limits, call).await?;
         match evaluation.returned {
             Returned::Verdict(response) => Ok(Verdict {
                 response,

@@ -10,8 +10,10 @@ mod metrics;
 mod routes;
 mod tls;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -26,7 +28,7 @@ use crate::bindings::AdmissionRequest;
 use crate::cache::CompiledCache;
 use crate::enforcement::{Decision, Outcome, Purpose, decide};
 use crate::engine::Engine;
-use crate::environment::{EvaluateError, Policy};
+use crate::environment::Policy;
 use crate::evaluation::EvaluationError;
 use crate::policy::PolicySpec;
 use crate::{Environment, LoadError};
@@ -117,7 +119,7 @@ impl AppState {
     /// Evaluates `request` with `policy` and applies its declared semantics.
     async fn evaluate(
         self: &Arc<Self>,
-        policy: &Policy,
+        policy: &Arc<Policy>,
         request: AdmissionRequest,
         purpose: Purpose,
     ) -> Result<Decision, ApiError> {
@@ -132,7 +134,7 @@ impl AppState {
     /// Evaluates a raw `document` with `policy`.
     async fn evaluate_raw(
         self: &Arc<Self>,
-        policy: &Policy,
+        policy: &Arc<Policy>,
         uid: &str,
         document: String,
     ) -> Result<Decision, ApiError> {
@@ -150,21 +152,20 @@ impl AppState {
     /// but cannot delay accepting, parsing or answering requests.
     async fn run(
         self: &Arc<Self>,
-        policy: &Policy,
+        policy: &Arc<Policy>,
         job: Job,
-    ) -> Result<(Result<crate::Verdict, EvaluateError>, Job), ApiError> {
+    ) -> Result<(Result<crate::Verdict, EvaluationError>, Job), ApiError> {
         let permit = self.enter().await?;
         let state = Arc::clone(self);
-        let id = policy.id().to_owned();
+        let policy = Arc::clone(policy);
         let task = self.evaluator.spawn(async move {
             // The permit and the gauge follow the evaluation, not the HTTP
             // request: a client that hangs up does not free a busy worker.
             let _permit = permit;
             let _in_flight = state.metrics.in_flight();
-            let env = state.loaded();
             let result = match &job {
-                Job::Validate(request) => env.validate(&id, request).await,
-                Job::Raw(document) => env.validate_raw(&id, document).await,
+                Job::Validate(request) => policy.validate(request).await,
+                Job::Raw(document) => policy.validate_raw(document).await,
             };
             (result, job)
         });
@@ -177,7 +178,7 @@ impl AppState {
         match result {
             // An instance pool with no free slot is overload too: answer it
             // like a full queue, not like a policy failure.
-            Err(EvaluateError::Evaluation(EvaluationError::Overloaded(message))) => {
+            Err(EvaluationError::Overloaded(message)) => {
                 self.metrics.overloaded();
                 Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -186,11 +187,6 @@ impl AppState {
             }
             result => Ok((result, job)),
         }
-    }
-
-    fn loaded(&self) -> &Environment {
-        self.environment()
-            .expect("the API is served only once policies are loaded")
     }
 
     async fn enter(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
@@ -205,7 +201,7 @@ impl AppState {
         policy: &Policy,
         uid: &str,
         object: Option<&str>,
-        result: Result<crate::Verdict, EvaluateError>,
+        result: Result<crate::Verdict, EvaluationError>,
         purpose: Purpose,
     ) -> Decision {
         let result = match result {
@@ -214,11 +210,10 @@ impl AppState {
                     .timings(policy.id(), verdict.instantiation, verdict.total);
                 Ok(verdict.response)
             }
-            Err(EvaluateError::Evaluation(error)) => {
+            Err(error) => {
                 tracing::warn!(policy = policy.id(), %uid, %error, "evaluation failed");
                 Err(error)
             }
-            Err(EvaluateError::UnknownPolicy(id)) => unreachable!("policy `{id}` was looked up"),
         };
         let decision = decide(policy, uid, object, result, purpose);
         let mode = match purpose {
@@ -341,32 +336,27 @@ pub async fn start(
     let api_addr = local_addr("API listener", &listener)?;
     let router = routes::api(state.clone(), config.body_limit);
     let handle = api.clone();
-    match &config.tls {
+    // The one difference between HTTP and HTTPS is the acceptor; the served
+    // future is boxed so both are spawned (and fail) the same way.
+    let serving: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match &config.tls {
         None => {
             let server =
                 axum_server::from_tcp(listener).map_err(listen_error("API listener", api_addr))?;
-            tasks.spawn(async move {
-                server
-                    .handle(handle)
-                    .serve(router.into_make_service())
-                    .await
-                    .map_err(listen_error("API listener", api_addr))
-            });
+            Box::pin(server.handle(handle).serve(router.into_make_service()))
         }
         Some(files) => {
             let rustls = tls::ReloadingConfig::load(files.clone()).map_err(ServeError::Tls)?;
             let server = axum_server::from_tcp_rustls(listener, rustls.axum_config())
                 .map_err(listen_error("API listener", api_addr))?;
-            tasks.spawn(async move {
-                server
-                    .handle(handle)
-                    .serve(router.into_make_service())
-                    .await
-                    .map_err(listen_error("API listener", api_addr))
-            });
-            watcher = Some(tokio::spawn(async move { rustls.watch().await }));
+            watcher = Some(tokio::spawn(rustls.watch()));
+            Box::pin(server.handle(handle).serve(router.into_make_service()))
         }
-    }
+    };
+    tasks.spawn(async move {
+        serving
+            .await
+            .map_err(listen_error("API listener", api_addr))
+    });
     state.ready.store(true, Ordering::Release);
     tracing::info!(%api_addr, %readiness_addr, tls = config.tls.is_some(), "serving");
     Ok(RunningServer {
