@@ -1,28 +1,12 @@
 //! `portcullis run`, driven like a user drives it: real components, real
 //! files, the binary's stdout, stderr and exit code.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
+mod common;
 
-fn component(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target"));
-    let path = target.join(format!("wasm32-wasip2/policy/{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/build-components",
-        path.display()
-    );
-    path
-}
+use common::{component, repo};
 
 fn fixture(name: &str) -> PathBuf {
     repo().join("examples/pod-privileged/test_data").join(name)
