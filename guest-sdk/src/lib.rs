@@ -89,6 +89,7 @@
 #[allow(missing_docs, clippy::all)]
 pub mod bindings;
 pub mod glue;
+pub mod json;
 pub mod k8s;
 pub mod metadata;
 pub mod policy;
@@ -101,6 +102,7 @@ pub mod verdict;
 pub use k8s_openapi;
 pub use serde_json;
 
+pub use json::RawJson;
 pub use metadata::{Metadata, Rule};
 pub use policy::Policy;
 pub use request::{AdmissionRequest, GroupVersionKind, GroupVersionResource, Operation, UserInfo};
