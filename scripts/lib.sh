@@ -44,3 +44,39 @@ ensure_stock_tools() {
     # Errors from the tools are read by people; no Rust backtraces in them.
     export RUST_BACKTRACE=0
 }
+
+# --- componentize-py (Python policies) ---------------------------------------
+
+COMPONENTIZE_PY_VERSION=0.25.1
+
+# Runs the componentize-py of `python3`. The package has no `__main__`, so this
+# calls its console-script entry point: unlike the `componentize-py` command it
+# works whether or not pip's script directory (pyenv shims, ~/.local/bin) is on
+# PATH.
+componentize_py() {
+    python3 -c 'import sys; from componentize_py import script; sys.argv[0] = "componentize-py"; sys.exit(script())' "$@"
+}
+
+# The componentize-py version importable by python3, or nothing.
+installed_componentize_py() {
+    python3 -c 'import importlib.metadata as m; print(m.version("componentize-py"))' 2>/dev/null || true
+}
+
+# Makes sure python3 can run componentize-py $COMPONENTIZE_PY_VERSION,
+# installing it with pip (into python3's environment, else the user's) if not.
+ensure_componentize_py() {
+    command -v python3 >/dev/null || {
+        echo "error: python3 is needed to build the Python policies" >&2
+        exit 1
+    }
+    if [[ "$(installed_componentize_py)" == "$COMPONENTIZE_PY_VERSION" ]]; then
+        return
+    fi
+    echo "==> python3 -m pip install componentize-py==$COMPONENTIZE_PY_VERSION" >&2
+    python3 -m pip install --quiet "componentize-py==$COMPONENTIZE_PY_VERSION" >&2 ||
+        python3 -m pip install --quiet --user "componentize-py==$COMPONENTIZE_PY_VERSION" >&2
+    if [[ "$(installed_componentize_py)" != "$COMPONENTIZE_PY_VERSION" ]]; then
+        echo "error: could not install componentize-py $COMPONENTIZE_PY_VERSION for $(command -v python3)" >&2
+        exit 1
+    fi
+}

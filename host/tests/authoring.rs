@@ -473,6 +473,7 @@ fn new_scaffolds_a_crate_on_the_sdk_of_this_checkout() {
         "src/tests.rs",
         "test_data/pod_latest_tag.json",
         "test_data/pod_fixed_tag.json",
+        "test_data/review_latest_tag.json",
         "test_data/settings.json",
     ] {
         assert!(target.join(file).is_file(), "{file}");

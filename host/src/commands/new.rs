@@ -70,6 +70,10 @@ const TEMPLATES: &[Template] = &[
         text: include_str!("../../templates/policy/test_data/pod_fixed_tag.json"),
     },
     Template {
+        path: "test_data/review_latest_tag.json",
+        text: include_str!("../../templates/policy/test_data/review_latest_tag.json"),
+    },
+    Template {
         path: "test_data/settings.json",
         text: include_str!("../../templates/policy/test_data/settings.json"),
     },
@@ -291,6 +295,37 @@ mod tests {
             git.dependency(),
             r#"{ git = "https://example.invalid/portcullis", rev = "v0.1.0" }"#
         );
+    }
+
+    /// A file added under host/templates/policy but not to `TEMPLATES` would
+    /// silently not be generated.
+    #[test]
+    fn every_template_file_is_generated() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/policy");
+        let mut files = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    files.push(path.strip_prefix(&root).unwrap().to_owned());
+                }
+            }
+        }
+        let generated = |file: &Path| {
+            let name = file.to_string_lossy().replace("gitignore", ".gitignore");
+            let name = name.strip_suffix(".tmpl").unwrap_or(&name).to_owned();
+            let name = name
+                .replace("lib.rs", "src/lib.rs")
+                .replace("tests.rs", "src/tests.rs");
+            TEMPLATES.iter().any(|t| t.path == name)
+        };
+        for file in &files {
+            assert!(generated(file), "{} is not in TEMPLATES", file.display());
+        }
+        assert_eq!(files.len(), TEMPLATES.len());
     }
 
     #[test]
