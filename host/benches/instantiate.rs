@@ -192,7 +192,12 @@ async fn measure_bare(
         };
         let mut store = Store::new(&engine, state);
         let policy = pre.instantiate_async(&mut store).await?;
-        std::hint::black_box(policy.call_validate(&mut store, request, settings).await?);
+        std::hint::black_box(
+            policy
+                .portcullis_policy_admission()
+                .call_validate(&mut store, request, settings)
+                .await?,
+        );
         Ok(())
     })
     .await
