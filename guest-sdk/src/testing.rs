@@ -477,7 +477,7 @@ mod tests {
         assert_eq!(
             verdict.message.as_deref(),
             Some(
-                "invalid admission request: `object` is not valid JSON: EOF while parsing an object at line 1 column 16"
+                "invalid admission request: `object` is not valid JSON: EOF while parsing a value at line 1 column 16"
             )
         );
     }
