@@ -45,22 +45,21 @@ pub fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
         // policy this host can run fails here, at image build time.
         let component = PolicyComponent::prepare(&engine, path, &bytes, digest, Some(&cache))
             .with_context(|| path.display().to_string())?;
-        let entry = cache.entry_path(engine.wasmtime(), &digest);
         let how = match component.origin() {
             CompileOrigin::Compiled => {
                 format!("compiled in {} ms", component.compile_time().as_millis())
             }
             CompileOrigin::Cache => "already in the cache".to_owned(),
         };
-        if !entry.is_file() {
+        let Some(entry) = cache.entry_path(engine.wasmtime(), &digest) else {
             // `prepare` only warns when it cannot store an entry; for this
             // command storing it is the whole point.
             anyhow::bail!(
-                "{}: compiled, but the cache entry {} could not be written (see the warning above)",
+                "{}: compiled, but no cache entry could be written in {} (see the warning above)",
                 path.display(),
-                entry.display()
+                cache.dir().display()
             );
-        }
+        };
         println!("{digest} {}: {how} -> {}", path.display(), entry.display());
     }
     Ok(ExitCode::SUCCESS)
