@@ -3,6 +3,7 @@
 //! world, pre-link it into an `InstancePre`.
 
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,25 @@ impl Digest {
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
         Self(Sha256::digest(bytes).into())
+    }
+
+    /// The digest of the file at `path`, and its size, read in chunks: no
+    /// copy of the whole file is made (a Python policy is ~18 MB), and on a
+    /// warm start the bytes are needed for nothing else.
+    pub fn of_file(path: &Path) -> std::io::Result<(Self, usize)> {
+        let mut file = std::fs::File::open(path)?;
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0; 256 << 10];
+        let mut size = 0;
+        loop {
+            match file.read(&mut buffer)? {
+                0 => return Ok((Self(hasher.finalize().into()), size)),
+                n => {
+                    hasher.update(&buffer[..n]);
+                    size += n;
+                }
+            }
+        }
     }
 
     /// Lower-case hex, as `sha256sum` prints it.

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::bindings::{AdmissionRequest, PolicyMetadata, ValidationResponse};
 use crate::cache::CompiledCache;
@@ -311,36 +311,53 @@ impl Loader<'_> {
                 paths.push(path);
                 let path = path.clone();
                 tasks.spawn_blocking(move || {
-                    let bytes = std::fs::read(&path).ok()?;
-                    let digest = Digest::of(&bytes);
-                    Some((path, digest, Arc::new(bytes)))
+                    let (digest, size) = Digest::of_file(&path).ok()?;
+                    Some((path, digest, size))
                 });
             }
         }
         let mut read = HashMap::new();
         while let Some(result) = tasks.join_next().await {
-            if let Ok(Some((path, digest, bytes))) = result {
+            if let Ok(Some((path, digest, size))) = result {
                 self.digests_by_path.insert(path.clone(), digest);
-                read.insert(path, (digest, bytes));
+                read.insert(path, (digest, size));
             }
         }
 
         let mut tasks = tokio::task::JoinSet::new();
         let mut keys = Vec::new();
         for (path, engine) in wanted {
-            let Some((digest, bytes)) = read.get(&path) else {
+            let Some(&(digest, size)) = read.get(&path) else {
                 continue;
             };
-            let key = (*digest, engine.limits().stack_bytes);
+            let key = (digest, engine.limits().stack_bytes);
             if keys.contains(&key) {
                 continue;
             }
             keys.push(key);
-            let (digest, bytes, cache) = (*digest, Arc::clone(bytes), self.cache.cloned());
+            let cache = self.cache.cloned();
             tasks.spawn_blocking(move || {
-                let prepared =
-                    PolicyComponent::prepare(&engine, &path, &bytes, digest, cache.as_ref());
-                (key, prepared.ok())
+                let started = Instant::now();
+                // A warm start never needs the component's bytes.
+                if let Some(Ok(compiled)) =
+                    cache.as_ref().map(|c| c.load(engine.wasmtime(), &digest))
+                {
+                    let compiled = (compiled, CompileOrigin::Cache);
+                    let prepared = PolicyComponent::from_compiled(
+                        &engine,
+                        &path,
+                        size,
+                        digest,
+                        compiled,
+                        started.elapsed(),
+                    );
+                    return (key, prepared.ok());
+                }
+                // A miss (or a damaged entry, which `prepare` meets again and reports).
+                let prepared = std::fs::read(&path).ok().and_then(|bytes| {
+                    PolicyComponent::prepare(&engine, &path, &bytes, digest, cache.as_ref()).ok()
+                });
+                (key, prepared)
             });
         }
         while let Some(result) = tasks.join_next().await {
