@@ -42,6 +42,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Evaluate one request with one policy and print the AdmissionResponse (like `kwctl run`).
     Run(RunArgs),
+    /// Print the Validating- and MutatingWebhookConfiguration for a policies file.
+    WebhookConfig(crate::commands::webhook_config::WebhookConfigArgs),
 }
 
 impl Command {
@@ -49,6 +51,7 @@ impl Command {
         match self {
             Command::Serve(_) => "info",
             Command::Run(_) => "warn,portcullis::guest=info",
+            Command::WebhookConfig(_) => "warn",
         }
     }
 }

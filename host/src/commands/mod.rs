@@ -2,6 +2,7 @@
 
 mod run;
 mod serve;
+pub mod webhook_config;
 
 use std::process::ExitCode;
 
@@ -13,6 +14,9 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => serve::serve(args),
         Command::Run(args) => runtime(None)?.block_on(run::run(args)),
+        Command::WebhookConfig(args) => {
+            runtime(None)?.block_on(webhook_config::webhook_config(args))
+        }
     }
 }
 
