@@ -90,8 +90,7 @@ pub async fn webhook_config(args: WebhookConfigArgs) -> anyhow::Result<ExitCode>
     })?;
     // Loading runs each component's `metadata` and `validate-settings`, so a
     // configuration `serve` would refuse produces no webhooks either.
-    let environment =
-        Environment::load(&engine, specs, super::cache(&args.cache).as_ref()).await?;
+    let environment = Environment::load(&engine, specs, super::cache(&args.cache).as_ref()).await?;
     let generator = Generator {
         endpoint,
         ca_bundle,
@@ -401,7 +400,15 @@ mod tests {
         for good in ["privileged-pods", "a", "p2", &"x".repeat(63)] {
             assert!(is_dns_label(good), "{good}");
         }
-        for bad in ["", "-a", "a-", "Caps", "under_score", "dot.ted", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "Caps",
+            "under_score",
+            "dot.ted",
+            &"x".repeat(64),
+        ] {
             assert!(!is_dns_label(bad), "{bad}");
         }
     }
