@@ -76,7 +76,7 @@ const TIMEOUT_HEADROOM: Duration = Duration::from_secs(2);
 const MAX_WEBHOOK_TIMEOUT_SECONDS: u64 = 30;
 
 /// Set on namespaces by the API server (Kubernetes ≥ 1.21) and in
-/// `deploy/namespace.yaml` (so older clusters match too).
+/// `deploy/00-namespace.yaml` (so older clusters match too).
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// Prints both webhook configurations as one multi-document YAML stream.
