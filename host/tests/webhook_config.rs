@@ -136,6 +136,11 @@ annotate-not-allowed:
     ]);
     let (validating, mutating) = configurations(&output);
     let ca = std::fs::read(ca_file()).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("allowedToMutate is false") && stderr.contains("annotate-not-allowed"),
+        "the operator is told that mutations of annotate-not-allowed get rejected: {stderr}"
+    );
 
     assert_eq!(validating.metadata.name.as_deref(), Some("portcullis"));
     assert_eq!(mutating.metadata.name.as_deref(), Some("portcullis"));

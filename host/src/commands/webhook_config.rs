@@ -212,34 +212,28 @@ impl Generator {
         let mut mutating = Vec::new();
         for policy in policies {
             let metadata = policy.metadata();
-            if metadata.rules.is_empty() {
-                // Such a policy only serves /validate_raw: the API server has
-                // nothing to send it.
-                tracing::warn!(policy = policy.id(), "no admission rules: no webhook");
-                continue;
-            }
-            let common = self.common(policy.id(), metadata, policy.timeout())?;
             let allowed = policy.spec().allowed_to_mutate;
-            if allowed && !metadata.mutating {
-                tracing::warn!(
+            let placement = placement(metadata, allowed);
+            match placement {
+                Placement::None => {
+                    tracing::warn!(policy = policy.id(), "no admission rules: no webhook");
+                    continue;
+                }
+                Placement::Validating if allowed => tracing::warn!(
                     policy = policy.id(),
                     "allowedToMutate, but the component says it never mutates: validating webhook"
-                );
-            }
-            if metadata.mutating && !allowed {
-                tracing::warn!(
+                ),
+                Placement::Validating if metadata.mutating => tracing::warn!(
                     policy = policy.id(),
                     "the component may mutate but allowedToMutate is false: \
                      requests it would change are rejected"
-                );
+                ),
+                _ => {}
             }
-            // Mutating webhooks run one after another before the validating
-            // ones, which run in parallel: only a policy that may and does
-            // mutate belongs there.
-            if allowed && metadata.mutating {
-                mutating.push(common.mutating());
-            } else {
-                validating.push(common.validating());
+            let common = self.common(policy.id(), metadata, policy.timeout())?;
+            match placement {
+                Placement::Mutating => mutating.push(common.mutating()),
+                _ => validating.push(common.validating()),
             }
         }
         let metadata = ObjectMeta {
@@ -330,6 +324,33 @@ impl Common {
             reinvocation_policy: Some("Never".to_owned()),
             ..MutatingWebhook::default()
         }
+    }
+}
+
+/// Which configuration a policy's webhook belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// None: the component declares no admission rules, so it only serves
+    /// `/validate_raw` and the API server has nothing to send it.
+    None,
+    /// The ValidatingWebhookConfiguration.
+    Validating,
+    /// The MutatingWebhookConfiguration.
+    Mutating,
+}
+
+/// Mutating webhooks run one after another before the validating ones, which
+/// run in parallel: only a policy that may mutate (`allowedToMutate`) and
+/// does (the component's `mutating`) belongs there. A component that may
+/// mutate without permission stays validating, where the host rejects the
+/// requests it would change.
+fn placement(metadata: &PolicyMetadata, allowed_to_mutate: bool) -> Placement {
+    if metadata.rules.is_empty() {
+        Placement::None
+    } else if allowed_to_mutate && metadata.mutating {
+        Placement::Mutating
+    } else {
+        Placement::Validating
     }
 }
 
@@ -428,6 +449,29 @@ mod tests {
         ] {
             assert!(Endpoint::url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_allowed_mutating_components_are_mutating_and_ruleless_ones_have_no_webhook() {
+        let metadata = |rules: usize, mutating| PolicyMetadata {
+            rules: vec![
+                Rule {
+                    api_groups: vec![String::new()],
+                    api_versions: vec!["v1".into()],
+                    resources: vec!["pods".into()],
+                    operations: vec![Operation::Create],
+                };
+                rules
+            ],
+            mutating,
+            description: String::new(),
+        };
+        assert_eq!(placement(&metadata(1, true), true), Placement::Mutating);
+        assert_eq!(placement(&metadata(1, true), false), Placement::Validating);
+        assert_eq!(placement(&metadata(1, false), true), Placement::Validating);
+        assert_eq!(placement(&metadata(1, false), false), Placement::Validating);
+        assert_eq!(placement(&metadata(0, true), true), Placement::None);
+        assert_eq!(placement(&metadata(0, false), false), Placement::None);
     }
 
     #[test]
