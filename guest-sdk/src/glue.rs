@@ -1,7 +1,8 @@
 //! The code between the WIT exports and a [`Policy`].
 //!
 //! [`export_policy!`](crate::export_policy) implements the generated
-//! [`Guest`](crate::bindings::Guest) trait by calling these functions, and the
+//! [`Guest`](crate::bindings::exports::portcullis::policy::admission::Guest)
+//! trait by calling these functions, and the
 //! native [test harness](crate::testing) calls the very same functions, so a
 //! policy's unit tests exercise the code path the component runs: settings
 //! JSON is parsed and validated, the request's JSON documents are parsed, the

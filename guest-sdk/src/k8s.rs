@@ -5,11 +5,12 @@
 //! version); [`AdmissionRequest::object_as`] parses a request's object into
 //! any of its types. [`pod_spec`] finds the pod spec of every workload kind.
 
-use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 pub use k8s_openapi::api::core::v1::PodSpec;
 
+use crate::json::{self, RawJson, error_message, raw_json_type};
 use crate::request::AdmissionRequest;
 
 /// What [`pod_spec`] looks into: an admission request or a bare object.
@@ -18,6 +19,8 @@ pub enum ObjectSource<'a> {
     /// An admission request: its `object` is examined, and its `kind.kind`
     /// is used when the object does not say what kind it is.
     Request(&'a AdmissionRequest),
+    /// A Kubernetes object as JSON text, which must carry its own `kind`.
+    Json(&'a RawJson),
     /// A Kubernetes object (JSON), which must carry its own `kind`.
     Object(&'a Value),
 }
@@ -25,6 +28,12 @@ pub enum ObjectSource<'a> {
 impl<'a> From<&'a AdmissionRequest> for ObjectSource<'a> {
     fn from(request: &'a AdmissionRequest) -> Self {
         ObjectSource::Request(request)
+    }
+}
+
+impl<'a> From<&'a RawJson> for ObjectSource<'a> {
+    fn from(object: &'a RawJson) -> Self {
+        ObjectSource::Json(object)
     }
 }
 
@@ -82,55 +91,72 @@ fn pod_spec_path(kind: &str) -> Option<&'static [&'static str]> {
 /// assert!(pod_spec(&json!({"kind": "Service", "spec": {}})).unwrap().is_none());
 /// ```
 pub fn pod_spec<'a>(source: impl Into<ObjectSource<'a>>) -> Result<Option<PodSpec>, String> {
+    // Only the members on the way to the pod spec are looked at; the rest of
+    // the object is skipped over as text, never built.
+    let converted;
     let (object, fallback_kind) = match source.into() {
         ObjectSource::Request(request) => match &request.object {
-            None | Some(Value::Null) => return Ok(None),
+            None => return Ok(None),
             Some(object) => (object, Some(request.kind.kind.as_str())),
         },
-        ObjectSource::Object(object) => (object, None),
-    };
-    let Value::Object(fields) = object else {
-        return Err(format!(
-            "the object is not a JSON object (found {})",
-            json_type(object)
-        ));
-    };
-    let kind = match fields.get("kind") {
-        Some(Value::String(kind)) if !kind.is_empty() => kind.as_str(),
-        None | Some(Value::Null) | Some(Value::String(_)) => match fallback_kind {
-            Some(kind) => kind,
-            None => return Ok(None),
-        },
-        Some(other) => {
-            return Err(format!(
-                "the object's `kind` is not a string (found {})",
-                json_type(other)
-            ));
+        ObjectSource::Json(object) => (object, None),
+        ObjectSource::Object(object) => {
+            converted = RawJson::from_value(object);
+            (&converted, None)
         }
+    };
+    if object.is_null() {
+        return Ok(None);
+    }
+    let [kind, spec] = object
+        .fields(["kind", "spec"])
+        .map_err(|found| format!("the object is not a JSON object (found {found})"))?;
+    let own_kind = match kind {
+        None => None,
+        Some(kind) => match serde_json::from_str::<std::borrow::Cow<str>>(kind.get()) {
+            Ok(kind) => Some(kind).filter(|kind| !kind.is_empty()),
+            Err(_) => {
+                return Err(format!(
+                    "the object's `kind` is not a string (found {})",
+                    raw_json_type(kind)
+                ));
+            }
+        },
+    };
+    let kind = match (&own_kind, fallback_kind) {
+        (Some(kind), _) => kind.as_ref(),
+        (None, Some(kind)) => kind,
+        (None, None) => return Ok(None),
     };
     let Some(path) = pod_spec_path(kind) else {
         return Ok(None);
     };
-    let mut current = object;
-    for (depth, segment) in path.iter().enumerate() {
-        let Value::Object(fields) = current else {
-            return Err(format!(
-                "cannot read the pod spec of the {kind}: `{}` is not an object (found {})",
-                path[..depth].join("."),
-                json_type(current)
-            ));
-        };
-        match fields.get(*segment) {
-            None | Some(Value::Null) => return Ok(None),
+    let Some(mut current) = spec else {
+        return Ok(None);
+    };
+    for depth in 1..path.len() {
+        let [next] = json::fields(current, [path[depth]]).map_err(|found| {
+            format!(
+                "cannot read the pod spec of the {kind}: `{}` is not an object (found {found})",
+                path[..depth].join(".")
+            )
+        })?;
+        match next {
+            None => return Ok(None),
             Some(next) => current = next,
         }
     }
-    PodSpec::deserialize(current).map(Some).map_err(|error| {
+    parse_pod_spec(current).map(Some).map_err(|error| {
         format!(
-            "cannot read the pod spec of the {kind} at {}: {error}",
-            path.join(".")
+            "cannot read the pod spec of the {kind} at {}: {}",
+            path.join("."),
+            error_message(&error)
         )
     })
+}
+
+fn parse_pod_spec(spec: &RawValue) -> serde_json::Result<PodSpec> {
+    serde_json::from_str(spec.get())
 }
 
 /// How an error message names the JSON type of `value` ("a string", "an object", ...).

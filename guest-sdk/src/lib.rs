@@ -89,6 +89,7 @@
 #[allow(missing_docs, clippy::all)]
 pub mod bindings;
 pub mod glue;
+pub mod json;
 pub mod k8s;
 pub mod metadata;
 pub mod policy;
@@ -101,6 +102,7 @@ pub mod verdict;
 pub use k8s_openapi;
 pub use serde_json;
 
+pub use json::RawJson;
 pub use metadata::{Metadata, Rule};
 pub use policy::Policy;
 pub use request::{AdmissionRequest, GroupVersionKind, GroupVersionResource, Operation, UserInfo};
@@ -132,7 +134,8 @@ pub use verdict::{Verdict, accept, mutate, reject, reject_with_code};
 /// portcullis_sdk::export_policy!(AllowAll);
 /// ```
 ///
-/// It implements the generated [`bindings::Guest`] trait by calling the
+/// It implements the generated
+/// [`Guest`](bindings::exports::portcullis::policy::admission::Guest) trait by calling the
 /// functions in [`glue`] (the same ones the [test harness](testing) calls) and,
 /// when compiling for WebAssembly, emits the component's exports. On native
 /// targets nothing is exported, so policy crates build and test with plain
@@ -144,8 +147,10 @@ macro_rules! export_policy {
             #[allow(dead_code)]
             struct PortcullisPolicyExports;
 
-            impl $crate::bindings::Guest for PortcullisPolicyExports {
-                fn metadata() -> $crate::bindings::PolicyMetadata {
+            impl $crate::bindings::exports::portcullis::policy::admission::Guest
+                for PortcullisPolicyExports
+            {
+                fn metadata() -> $crate::bindings::wit::PolicyMetadata {
                     $crate::glue::metadata::<$policy>()
                 }
 
@@ -156,16 +161,16 @@ macro_rules! export_policy {
                 }
 
                 fn validate(
-                    request: $crate::bindings::AdmissionRequest,
+                    request: $crate::bindings::wit::AdmissionRequest,
                     settings: ::std::string::String,
-                ) -> $crate::bindings::ValidationResponse {
+                ) -> $crate::bindings::wit::ValidationResponse {
                     $crate::glue::validate::<$policy>(request, &settings)
                 }
 
                 fn validate_raw(
                     document: ::std::string::String,
                     settings: ::std::string::String,
-                ) -> $crate::bindings::ValidationResponse {
+                ) -> $crate::bindings::wit::ValidationResponse {
                     $crate::glue::validate_raw::<$policy>(&document, &settings)
                 }
             }

@@ -1,18 +1,18 @@
 //! The admission request a policy decides on, as an SDK-native model.
 //!
-//! [`AdmissionRequest`] mirrors the WIT `admission-request` record, but holds
-//! the objects as parsed [`serde_json::Value`]s instead of JSON text, and
-//! deserializes from Kubernetes' own (camelCase) JSON, so a Kubewarden-style
-//! fixture file — a bare `AdmissionRequest` — parses directly.
+//! [`AdmissionRequest`] mirrors the WIT `admission-request` record, holds the
+//! objects as [`RawJson`] (checked JSON text, parsed on demand into whatever
+//! model the policy needs), and deserializes from Kubernetes' own (camelCase)
+//! JSON, so a Kubewarden-style fixture file — a bare `AdmissionRequest` —
+//! parses directly.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::bindings::wit;
+use crate::json::{RawJson, error_message};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-use crate::bindings::wit;
 
 /// The operation the API server is admitting.
 ///
@@ -169,7 +169,8 @@ impl From<&UserInfo> for wit::UserInfo {
 }
 
 /// A Kubernetes `AdmissionRequest` (admission.k8s.io/v1) with its objects
-/// parsed as JSON.
+/// as [`RawJson`]: parse them with [`object_as`](Self::object_as) (into a
+/// typed model, or a [`serde_json::Value`]) or [`pod_spec`](Self::pod_spec).
 ///
 /// Deserializes from the JSON Kubernetes sends (camelCase field names);
 /// `subResource`, `requestKind`, `requestResource`, `requestSubResource`,
@@ -212,16 +213,16 @@ pub struct AdmissionRequest {
     pub user_info: UserInfo,
     /// The object as it will be stored; absent for `DELETE`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub object: Option<Value>,
+    pub object: Option<RawJson>,
     /// The existing object, present for `UPDATE` and `DELETE`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub old_object: Option<Value>,
+    pub old_object: Option<RawJson>,
     /// True when the request will not be persisted (`kubectl --dry-run=server`).
     #[serde(default, deserialize_with = "null_as_false")]
     pub dry_run: bool,
     /// The operation options, e.g. a `CreateOptions` document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub options: Option<Value>,
+    pub options: Option<RawJson>,
 }
 
 fn null_as_false<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
@@ -230,7 +231,8 @@ fn null_as_false<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bo
 
 impl AdmissionRequest {
     /// Parses the submitted object (`object`) into `T`, e.g. a
-    /// [`k8s_openapi::api::core::v1::Pod`].
+    /// [`k8s_openapi::api::core::v1::Pod`], a struct of only the fields the
+    /// policy reads (cheapest), or a [`serde_json::Value`].
     ///
     /// Returns `Ok(None)` when the request carries no object (a `DELETE`),
     /// and an error naming `T` when the object does not have `T`'s shape.
@@ -252,15 +254,17 @@ impl AdmissionRequest {
 }
 
 fn parse_optional<T: DeserializeOwned>(
-    value: Option<&Value>,
+    document: Option<&RawJson>,
     field: &str,
 ) -> Result<Option<T>, String> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => T::deserialize(value).map(Some).map_err(|error| {
+    match document {
+        None => Ok(None),
+        Some(document) if document.is_null() => Ok(None),
+        Some(document) => document.parse().map(Some).map_err(|error| {
             format!(
-                "cannot parse the request's `{field}` as a {}: {error}",
-                short_type_name::<T>()
+                "cannot parse the request's `{field}` as a {}: {}",
+                short_type_name::<T>(),
+                error_message(&error)
             )
         }),
     }
@@ -302,12 +306,12 @@ impl TryFrom<wit::AdmissionRequest> for AdmissionRequest {
     }
 }
 
-fn parse_json_field(text: Option<String>, field: &str) -> Result<Option<Value>, String> {
+fn parse_json_field(text: Option<String>, field: &str) -> Result<Option<RawJson>, String> {
     match text {
         None => Ok(None),
-        Some(text) => match serde_json::from_str(&text) {
-            Ok(Value::Null) => Ok(None),
-            Ok(value) => Ok(Some(value)),
+        Some(text) => match RawJson::from_string(text) {
+            Ok(document) if document.is_null() => Ok(None),
+            Ok(document) => Ok(Some(document)),
             Err(error) => Err(format!(
                 "invalid admission request: `{field}` is not valid JSON: {error}"
             )),
@@ -330,10 +334,10 @@ impl From<&AdmissionRequest> for wit::AdmissionRequest {
             namespace: request.namespace.clone(),
             operation: request.operation.into(),
             user_info: (&request.user_info).into(),
-            object: request.object.as_ref().map(Value::to_string),
-            old_object: request.old_object.as_ref().map(Value::to_string),
+            object: request.object.as_ref().map(|o| o.as_str().to_owned()),
+            old_object: request.old_object.as_ref().map(|o| o.as_str().to_owned()),
             dry_run: request.dry_run,
-            options: request.options.as_ref().map(Value::to_string),
+            options: request.options.as_ref().map(|o| o.as_str().to_owned()),
         }
     }
 }
@@ -372,7 +376,7 @@ mod tests {
         assert_eq!(request.user_info.groups, ["system:authenticated"]);
         assert!(request.user_info.extra.is_empty());
         assert_eq!(
-            request.object.as_ref().unwrap()["metadata"]["name"],
+            request.object.as_ref().unwrap().to_value()["metadata"]["name"],
             "nginx"
         );
         assert_eq!(request.old_object, None);
@@ -410,10 +414,13 @@ mod tests {
         assert_eq!(request.user_info.extra["scopes"], ["x", "y"]);
         assert_eq!(
             request.old_object,
-            Some(json!({"kind": "Pod", "metadata": {}}))
+            Some(json!({"kind": "Pod", "metadata": {}}).into())
         );
         assert!(request.dry_run);
-        assert_eq!(request.options.as_ref().unwrap()["kind"], "UpdateOptions");
+        assert_eq!(
+            request.options.as_ref().unwrap().to_value()["kind"],
+            "UpdateOptions"
+        );
     }
 
     #[test]
@@ -456,8 +463,8 @@ mod tests {
     #[test]
     fn round_trips_through_the_wit_record() {
         let mut request: AdmissionRequest = serde_json::from_str(MINIMAL).unwrap();
-        request.old_object = Some(json!({"a": [1, 2]}));
-        request.options = Some(json!({"kind": "CreateOptions"}));
+        request.old_object = Some(json!({"a": [1, 2]}).into());
+        request.options = Some(json!({"kind": "CreateOptions"}).into());
         request.user_info.extra.insert("k".into(), vec!["v".into()]);
         let wire = wit::AdmissionRequest::from(&request);
         assert_eq!(wire.old_object.as_deref(), Some(r#"{"a":[1,2]}"#));

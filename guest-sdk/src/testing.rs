@@ -316,7 +316,9 @@ impl Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{NoSettings, Operation, Rule, Settings, accept, mutate, reject, reject_with_code};
+    use crate::{
+        NoSettings, Operation, RawJson, Rule, Settings, accept, mutate, reject, reject_with_code,
+    };
     use serde::Deserialize;
     use serde_json::json;
 
@@ -357,7 +359,11 @@ mod tests {
                 return reject_with_code("namespace denied", 403);
             }
             if settings.mutate {
-                let mut object = request.object.clone().unwrap_or_default();
+                let mut object = request
+                    .object
+                    .as_ref()
+                    .map(RawJson::to_value)
+                    .unwrap_or_default();
                 object["metadata"]["labels"]["echo"] = json!("yes");
                 return mutate(object);
             }
@@ -369,7 +375,7 @@ mod tests {
                     request
                         .object
                         .as_ref()
-                        .map(Value::to_string)
+                        .map(RawJson::to_string)
                         .unwrap_or_default(),
                 )
                 .with_warning(format!("dry run: {}", request.dry_run))

@@ -3,21 +3,28 @@
 //! An entry is keyed by the component's sha256 digest *and* a hash of the
 //! engine's compatibility (wasmtime version and every setting that changes
 //! generated code), so a new wasmtime or a different config never reads an
-//! old entry. Each entry carries a sha256 of its payload: a truncated or
-//! corrupted file is detected before wasmtime sees it, and recompiled.
+//! old entry: `<digest>-<engine>-<crc32>.cwasm`.
+//!
+//! The file holds exactly what `Component::serialize` produced (so stock
+//! tools can load it too, e.g. `wasmtime run --allow-precompiled`). The
+//! CRC-32 of the file, in its name, catches a truncated or corrupted file
+//! before wasmtime sees it; the entry is then recompiled. A checksum that
+//! catches accidents is enough: whoever can write the cache directory can
+//! write a matching checksum too.
+//!
+//! An entry is read into memory, not mapped (`Component::deserialize_file`):
+//! a mapped file truncated in place while the server runs — by an operator,
+//! a clean-up job — would kill the process with SIGBUS at the next
+//! evaluation that touches the lost pages.
 
 use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
 use wasmtime::component::Component;
 
 use crate::component::Digest;
-
-const MAGIC: &[u8; 8] = b"PCWASM01";
-const HEADER_LEN: usize = MAGIC.len() + 32;
 
 /// A directory of compiled components.
 #[derive(Debug, Clone)]
@@ -62,37 +69,57 @@ impl CompiledCache {
         &self.dir
     }
 
-    /// The file an entry for `digest` compiled by `engine` lives in.
-    pub fn entry_path(&self, engine: &wasmtime::Engine, digest: &Digest) -> PathBuf {
+    /// The start of the file name of the entry for `digest` compiled by
+    /// `engine`; the entry's checksum follows it.
+    fn entry_prefix(engine: &wasmtime::Engine, digest: &Digest) -> String {
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        self.dir
-            .join(format!("{}-{:016x}.cwasm", digest.hex(), hasher.finish()))
+        format!("{}-{:016x}-", digest.hex(), hasher.finish())
+    }
+
+    /// The file holding the entry for `digest` compiled by `engine`, if any,
+    /// and the checksum its name records.
+    pub fn entry_path(&self, engine: &wasmtime::Engine, digest: &Digest) -> Option<PathBuf> {
+        self.find(&Self::entry_prefix(engine, digest))
+            .map(|(path, _)| path)
+    }
+
+    fn find(&self, prefix: &str) -> Option<(PathBuf, u32)> {
+        self.find_all(prefix).next()
+    }
+
+    /// Every entry whose name starts with `prefix`, with its checksum.
+    fn find_all(&self, prefix: &str) -> impl Iterator<Item = (PathBuf, u32)> {
+        let entries = fs::read_dir(&self.dir).into_iter().flatten().flatten();
+        entries.filter_map(move |entry| {
+            let name = entry.file_name();
+            let checksum = name
+                .to_str()?
+                .strip_prefix(prefix)?
+                .strip_suffix(".cwasm")?;
+            let checksum = u32::from_str_radix(checksum, 16).ok()?;
+            Some((entry.path(), checksum))
+        })
     }
 
     /// Loads the compiled form of `digest`, if a sound entry exists.
     pub fn load(&self, engine: &wasmtime::Engine, digest: &Digest) -> Result<Component, CacheMiss> {
-        let path = self.entry_path(engine, digest);
-        let bytes = match fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(CacheMiss::Absent),
-            Err(e) => return Err(damaged(&path, e)),
+        let Some((path, expected)) = self.find(&Self::entry_prefix(engine, digest)) else {
+            return Err(CacheMiss::Absent);
         };
-        if bytes.len() < HEADER_LEN || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(damaged(&path, "not a portcullis cache entry"));
-        }
-        let (checksum, payload) = bytes[MAGIC.len()..].split_at(32);
-        if Sha256::digest(payload).as_slice() != checksum {
+        let bytes = fs::read(&path).map_err(|e| damaged(&path, e))?;
+        if crc32fast::hash(&bytes) != expected {
             return Err(damaged(&path, "checksum mismatch (truncated or corrupted)"));
         }
-        // SAFETY: the payload is byte-for-byte what `Component::serialize`
-        // produced for this engine configuration (checked by the checksum
-        // above and the engine-compatibility hash in the file name), written by
-        // this process or an earlier one into a directory the operator controls.
-        unsafe { Component::deserialize(engine, payload) }.map_err(|e| damaged(&path, e))
+        // SAFETY: the bytes are what `Component::serialize` produced for this
+        // engine configuration (checked by the checksum above and the
+        // engine-compatibility hash in the file name), written by this
+        // process or an earlier one into a directory the operator controls.
+        unsafe { Component::deserialize(engine, &bytes) }.map_err(|e| damaged(&path, e))
     }
 
-    /// Stores the compiled form of `digest`, atomically (write, then rename).
+    /// Stores the compiled form of `digest`, atomically (write, then rename),
+    /// replacing any other entry for the same key.
     pub fn store(
         &self,
         engine: &wasmtime::Engine,
@@ -100,16 +127,23 @@ impl CompiledCache {
         component: &Component,
     ) -> anyhow::Result<PathBuf> {
         let payload = component.serialize()?;
-        let path = self.entry_path(engine, digest);
+        let prefix = Self::entry_prefix(engine, digest);
+        let path = self
+            .dir
+            .join(format!("{prefix}{:08x}.cwasm", crc32fast::hash(&payload)));
         fs::create_dir_all(&self.dir)?;
         // Write beside the final name, then rename: a reader sees either no
         // entry or a whole one, even with several processes sharing the dir.
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
-        tmp.write_all(MAGIC)?;
-        tmp.write_all(&Sha256::digest(&payload))?;
+        let mut tmp = tempfile::Builder::new()
+            .suffix(".tmp")
+            .tempfile_in(&self.dir)?;
         tmp.write_all(&payload)?;
         tmp.as_file().sync_all()?;
         tmp.persist(&path)?;
+        // A damaged entry under another checksum would be found first next time.
+        for (other, _) in self.find_all(&prefix).filter(|(other, _)| *other != path) {
+            fs::remove_file(other)?;
+        }
         Ok(path)
     }
 }

@@ -5,6 +5,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::commands::bench::BenchArgs;
+use crate::commands::compile::CompileArgs;
+use crate::commands::inspect::InspectArgs;
+use crate::commands::new::NewArgs;
+
 /// Kubernetes admission policies as WebAssembly components.
 #[derive(Debug, Parser)]
 #[command(name = "portcullis", version, about)]
@@ -42,6 +47,14 @@ pub enum Command {
     Serve(ServeArgs),
     /// Evaluate one request with one policy and print the AdmissionResponse (like `kwctl run`).
     Run(RunArgs),
+    /// Scaffold a new policy crate (SDK, example policy, tests, fixtures, README).
+    New(NewArgs),
+    /// Show a component's digest, world, imports/exports, whether this host runs it, and its metadata.
+    Inspect(InspectArgs),
+    /// Time instantiation and evaluation of one policy on one request (min/median/p99 over N runs).
+    Bench(BenchArgs),
+    /// Compile components into the compiled cache ahead of time (for images built once).
+    Compile(CompileArgs),
     /// Print the Validating- and MutatingWebhookConfiguration for a policies file.
     WebhookConfig(crate::commands::webhook_config::WebhookConfigArgs),
 }
@@ -51,6 +64,9 @@ impl Command {
         match self {
             Command::Serve(_) => "info",
             Command::Run(_) => "warn,portcullis::guest=info",
+            Command::New(_) | Command::Inspect(_) | Command::Bench(_) | Command::Compile(_) => {
+                "warn"
+            }
             Command::WebhookConfig(_) => "warn",
         }
     }

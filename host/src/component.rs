@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
-use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, ComponentExportIndex};
 
-use crate::bindings::{PolicyPre, REQUIRED_EXPORTS, WORLD};
+use crate::bindings::{INTERFACE, INTERFACE_UNVERSIONED, PolicyPre, REQUIRED_FUNCTIONS, WORLD};
 use crate::cache::{CacheMiss, CompiledCache};
 use crate::engine::Engine;
 use crate::store::EvaluationState;
@@ -64,6 +65,12 @@ pub enum ComponentError {
     /// It is a component, but not a policy.
     #[error("does not implement `{WORLD}`: missing export{} {}", plural(.0.len()), quoted(.0))]
     MissingExports(Vec<String>),
+    /// It exports a version of the policy interface this host cannot call.
+    #[error(
+        "exports `{0}`, which is not semver-compatible with `{INTERFACE}`: \
+         rebuild it against a `{WORLD}`-compatible SDK, or run it on a host of its version"
+    )]
+    IncompatibleVersion(String),
     /// It imports something the host does not provide, or its exports have the
     /// wrong types.
     #[error("cannot be linked against `{WORLD}`: {0}")]
@@ -111,22 +118,38 @@ impl PolicyComponent {
         digest: Digest,
         cache: Option<&CompiledCache>,
     ) -> Result<Arc<Self>, ComponentError> {
-        check_header(bytes)?;
         let started = Instant::now();
-        let (component, origin) = load_or_compile(engine, bytes, &digest, cache)?;
-        check_exports(engine, &component)?;
-        let instance_pre = engine
-            .linker()
-            .instantiate_pre(&component)
-            .map_err(|e| ComponentError::Link(format!("{e:#}")))?;
-        let pre =
-            PolicyPre::new(instance_pre).map_err(|e| ComponentError::Link(format!("{e:#}")))?;
+        let (component, origin) = compile(engine, bytes, &digest, cache)?;
+        let pre = link(engine, &component)?;
         Ok(Arc::new(Self {
             digest,
             path: path.to_owned(),
             size: bytes.len(),
             origin,
             compile_time: started.elapsed(),
+            pre,
+        }))
+    }
+
+    /// Pre-links an already compiled `component` (from [`compile`]), for
+    /// callers that looked at it first (`portcullis inspect`).
+    pub fn from_compiled(
+        engine: &Engine,
+        path: &Path,
+        size: usize,
+        digest: Digest,
+        compiled: (Component, CompileOrigin),
+        compile_time: Duration,
+    ) -> Result<Arc<Self>, ComponentError> {
+        let (component, origin) = compiled;
+        let started = Instant::now();
+        let pre = link(engine, &component)?;
+        Ok(Arc::new(Self {
+            digest,
+            path: path.to_owned(),
+            size,
+            origin,
+            compile_time: compile_time + started.elapsed(),
             pre,
         }))
     }
@@ -156,8 +179,122 @@ impl PolicyComponent {
         self.compile_time
     }
 
+    /// The compiled component.
+    pub fn component(&self) -> &Component {
+        self.pre.instance_pre().component()
+    }
+
     pub(crate) fn pre(&self) -> &PolicyPre<EvaluationState> {
         &self.pre
+    }
+}
+
+/// Checks the header, then loads the compiled form of `bytes` from `cache`
+/// or compiles it (storing the result in `cache`).
+pub fn compile(
+    engine: &Engine,
+    bytes: &[u8],
+    digest: &Digest,
+    cache: Option<&CompiledCache>,
+) -> Result<(Component, CompileOrigin), ComponentError> {
+    check_header(bytes)?;
+    load_or_compile(engine, bytes, digest, cache)
+}
+
+/// Checks that `component` implements the world and pre-links it against the
+/// engine's linker (standard WASI only).
+fn link(
+    engine: &Engine,
+    component: &Component,
+) -> Result<PolicyPre<EvaluationState>, ComponentError> {
+    check_exports(engine, component)?;
+    let instance_pre = engine
+        .linker()
+        .instantiate_pre(component)
+        .map_err(|e| ComponentError::Link(format!("{e:#}")))?;
+    PolicyPre::new(instance_pre).map_err(|e| ComponentError::Link(format!("{e:#}")))
+}
+
+/// What a component imports and exports, read from its type: what stock
+/// tools (`wasm-tools component wit`) show, without instantiating anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentInterface {
+    /// Names of its imports, in declaration order (e.g. `wasi:cli/stderr@0.2.6`).
+    pub imports: Vec<String>,
+    /// Its exports, in declaration order.
+    pub exports: Vec<ExportedItem>,
+}
+
+/// One export of a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedItem {
+    /// Its name, e.g. `portcullis:policy/admission@0.1.0`.
+    pub name: String,
+    /// `instance`, `function`, `module`, `component`, `type` or `resource`.
+    pub kind: &'static str,
+    /// For an instance, the names of its functions.
+    pub functions: Vec<String>,
+}
+
+impl ComponentInterface {
+    /// Reads the imports and exports of `component`.
+    pub fn of(engine: &Engine, component: &Component) -> Self {
+        let engine = engine.wasmtime();
+        let ty = component.component_type();
+        let imports = ty
+            .imports(engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let exports = ty
+            .exports(engine)
+            .map(|(name, item)| {
+                let functions = match &item.ty {
+                    ComponentItem::ComponentInstance(instance) => instance
+                        .exports(engine)
+                        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentFunc(_)))
+                        .map(|(name, _)| name.to_owned())
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                ExportedItem {
+                    name: name.to_owned(),
+                    kind: kind(&item.ty),
+                    functions,
+                }
+            })
+            .collect();
+        Self { imports, exports }
+    }
+
+    /// The version of the policy interface the component exports (the
+    /// version of `portcullis:policy` it was built against), if it exports one.
+    pub fn policy_version(&self) -> Option<&str> {
+        self.exports.iter().find_map(|export| {
+            export
+                .name
+                .strip_prefix(INTERFACE_UNVERSIONED)?
+                .strip_prefix('@')
+        })
+    }
+
+    /// The exported policy interface, fully qualified, if any.
+    pub fn policy_interface(&self) -> Option<&ExportedItem> {
+        self.exports.iter().find(|export| {
+            export
+                .name
+                .starts_with(&format!("{INTERFACE_UNVERSIONED}@"))
+        })
+    }
+}
+
+fn kind(item: &ComponentItem) -> &'static str {
+    match item {
+        ComponentItem::ComponentFunc(_) | ComponentItem::CoreFunc(_) => "function",
+        ComponentItem::Module(_) => "module",
+        ComponentItem::Component(_) => "component",
+        ComponentItem::ComponentInstance(_) => "instance",
+        ComponentItem::Type(_) => "type",
+        ComponentItem::Resource(_) => "resource",
     }
 }
 
@@ -199,22 +336,31 @@ fn load_or_compile(
     Ok((component, CompileOrigin::Compiled))
 }
 
+/// Finds the policy interface (at any semver-compatible version: wasmtime's
+/// export lookup accepts `@0.1.7` for `@0.1.0`) and its functions; their types
+/// are checked when pre-linking.
 fn check_exports(engine: &Engine, component: &Component) -> Result<(), ComponentError> {
-    let ty = component.component_type();
-    let exported: Vec<&str> = ty
-        .exports(engine.wasmtime())
-        .map(|(name, _)| name)
-        .collect();
-    let missing: Vec<String> = REQUIRED_EXPORTS
+    let Some(instance) = component.get_export_index(None, INTERFACE) else {
+        let interface = ComponentInterface::of(engine, component);
+        return Err(match interface.policy_interface() {
+            Some(other) => ComponentError::IncompatibleVersion(other.name.clone()),
+            None => ComponentError::MissingExports(vec![INTERFACE.to_owned()]),
+        });
+    };
+    let missing: Vec<String> = REQUIRED_FUNCTIONS
         .iter()
-        .filter(|name| !exported.contains(name))
-        .map(|name| name.to_string())
+        .filter(|name| !exports_function(component, &instance, name))
+        .map(|name| format!("{INTERFACE}#{name}"))
         .collect();
     if missing.is_empty() {
         Ok(())
     } else {
         Err(ComponentError::MissingExports(missing))
     }
+}
+
+fn exports_function(component: &Component, instance: &ComponentExportIndex, name: &str) -> bool {
+    component.get_export_index(Some(instance), name).is_some()
 }
 
 fn plural(n: usize) -> &'static str {

@@ -152,9 +152,12 @@ impl Environment {
             engines: HashMap::new(),
             cache,
             digests_by_path: HashMap::new(),
+            prefetched: HashMap::new(),
             components: HashMap::new(),
             stats: LoadStats::default(),
         };
+        let specs: Vec<PolicySpec> = specs.into_iter().collect();
+        loader.prefetch(&specs).await;
         let mut policies = BTreeMap::new();
         for spec in specs {
             let fail = |reason: LoadFailure| LoadError {
@@ -267,12 +270,86 @@ struct Loader<'a> {
     engines: HashMap<usize, Engine>,
     cache: Option<&'a CompiledCache>,
     digests_by_path: HashMap<PathBuf, Digest>,
+    /// Components [`prefetch`](Self::prefetch) prepared, not yet asked for.
+    prefetched: HashMap<(Digest, usize), Arc<PolicyComponent>>,
     /// Prepared components by digest and the stack size of their engine.
     components: HashMap<(Digest, usize), (Arc<PolicyComponent>, Arc<PolicyMetadata>)>,
     stats: LoadStats,
 }
 
 impl Loader<'_> {
+    /// Reads, hashes and prepares (compiles, or loads from the cache, and
+    /// pre-links) every distinct component of `specs` at the same time, on
+    /// the blocking pool: a start-up is then as long as its slowest
+    /// component, not the sum of all of them.
+    ///
+    /// Purely an optimisation: whatever fails here is left for the
+    /// sequential [`load`](Self::load), which does it again and reports the
+    /// error against the first policy that uses the component, as before.
+    async fn prefetch(&mut self, specs: &[PolicySpec]) {
+        let mut wanted: Vec<(PathBuf, Engine)> = Vec::new();
+        for spec in specs {
+            let Ok(limits) = self.engine.limits().with_overrides(&spec.limits) else {
+                continue;
+            };
+            let Ok(engine) = self.engine_for(limits.stack_bytes) else {
+                continue;
+            };
+            let stack = engine.limits().stack_bytes;
+            if !wanted
+                .iter()
+                .any(|(path, e)| *path == spec.module && e.limits().stack_bytes == stack)
+            {
+                wanted.push((spec.module.clone(), engine));
+            }
+        }
+
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut paths: Vec<&PathBuf> = Vec::new();
+        for (path, _) in &wanted {
+            if !paths.contains(&path) {
+                paths.push(path);
+                let path = path.clone();
+                tasks.spawn_blocking(move || {
+                    let bytes = std::fs::read(&path).ok()?;
+                    let digest = Digest::of(&bytes);
+                    Some((path, digest, Arc::new(bytes)))
+                });
+            }
+        }
+        let mut read = HashMap::new();
+        while let Some(result) = tasks.join_next().await {
+            if let Ok(Some((path, digest, bytes))) = result {
+                self.digests_by_path.insert(path.clone(), digest);
+                read.insert(path, (digest, bytes));
+            }
+        }
+
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut keys = Vec::new();
+        for (path, engine) in wanted {
+            let Some((digest, bytes)) = read.get(&path) else {
+                continue;
+            };
+            let key = (*digest, engine.limits().stack_bytes);
+            if keys.contains(&key) {
+                continue;
+            }
+            keys.push(key);
+            let (digest, bytes, cache) = (*digest, Arc::clone(bytes), self.cache.cloned());
+            tasks.spawn_blocking(move || {
+                let prepared =
+                    PolicyComponent::prepare(&engine, &path, &bytes, digest, cache.as_ref());
+                (key, prepared.ok())
+            });
+        }
+        while let Some(result) = tasks.join_next().await {
+            if let Ok((key, Some(component))) = result {
+                self.prefetched.insert(key, component);
+            }
+        }
+    }
+
     async fn load(&mut self, spec: &PolicySpec) -> Result<Policy, LoadFailure> {
         let limits = self
             .engine
@@ -344,25 +421,31 @@ impl Loader<'_> {
         };
         let key = (digest, engine.limits().stack_bytes);
         if !self.components.contains_key(&key) {
-            // Only a second stack size for a known file reads it again.
-            let bytes = match read {
-                Some(bytes) => bytes,
-                None => std::fs::read(path).map_err(ComponentError::Read)?,
+            let component = match self.prefetched.remove(&key) {
+                Some(component) => component,
+                None => {
+                    // Only a second stack size for a known file reads it again.
+                    let bytes = match read {
+                        Some(bytes) => bytes,
+                        None => std::fs::read(path).map_err(ComponentError::Read)?,
+                    };
+                    PolicyComponent::prepare(engine, path, &bytes, digest, self.cache)?
+                }
             };
-            let prepared = self.prepare(engine, path, &bytes, digest).await?;
+            let prepared = self.describe(engine, path, component).await?;
             self.components.insert(key, prepared);
         }
         Ok(self.components[&key].clone())
     }
 
-    async fn prepare(
+    /// Counts and logs a prepared component and reads its metadata.
+    async fn describe(
         &mut self,
         engine: &Engine,
         path: &Path,
-        bytes: &[u8],
-        digest: Digest,
+        component: Arc<PolicyComponent>,
     ) -> Result<(Arc<PolicyComponent>, Arc<PolicyMetadata>), LoadFailure> {
-        let component = PolicyComponent::prepare(engine, path, bytes, digest, self.cache)?;
+        let digest = component.digest();
         match component.origin() {
             CompileOrigin::Compiled => self.stats.compiled += 1,
             CompileOrigin::Cache => self.stats.from_cache += 1,

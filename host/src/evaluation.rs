@@ -143,6 +143,7 @@ pub async fn evaluate(
             .await
             .map_err(Failure::Instantiate)?;
         let instantiated = started.elapsed();
+        let policy = policy.portcullis_policy_admission();
         let returned = match call {
             Call::Metadata => policy
                 .call_metadata(&mut store)

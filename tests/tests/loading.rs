@@ -238,8 +238,85 @@ async fn a_component_of_another_world_says_what_is_missing() {
         .to_string();
     assert!(
         message.ends_with(
-            "does not implement `portcullis:policy/policy@0.1.0`: missing exports \
-             `metadata`, `validate-settings`, `validate`, `validate-raw`"
+            "does not implement `portcullis:policy/policy@0.1.0`: missing export \
+             `portcullis:policy/admission@0.1.0`"
+        ),
+        "{message}"
+    );
+}
+
+/// A copy of pod_privileged whose exported interface claims `version`
+/// (same length as `0.1.0`, so every offset in the binary stays valid).
+fn pod_privileged_targeting(dir: &std::path::Path, version: &str) -> std::path::PathBuf {
+    pod_privileged_renamed(
+        dir,
+        "portcullis:policy/admission@0.1.0",
+        &format!("portcullis:policy/admission@{version}"),
+    )
+}
+
+/// A copy of pod_privileged with every occurrence of the name `from` replaced
+/// by `to`, of the same length: the component stays valid, its exports renamed.
+fn pod_privileged_renamed(dir: &std::path::Path, from: &str, to: &str) -> std::path::PathBuf {
+    assert_eq!(from.len(), to.len());
+    let (from, to) = (from.as_bytes(), to);
+    let bytes = fs::read(component("pod_privileged")).unwrap();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = &bytes[..];
+    let mut replaced = 0;
+    while let Some(at) = rest.windows(from.len()).position(|w| w == from) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(to.as_bytes());
+        rest = &rest[at + from.len()..];
+        replaced += 1;
+    }
+    out.extend_from_slice(rest);
+    assert!(replaced > 0, "the export name is in the component");
+    let path = dir.join(format!("pod_privileged-{to}.wasm").replace([':', '/', '@'], "_"));
+    fs::write(&path, out).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_semver_compatible_interface_version_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = PolicySpec::new("newer-patch", pod_privileged_targeting(dir.path(), "0.1.9"));
+    let env = Environment::load(&engine(), [spec], None).await.unwrap();
+    let verdict = env
+        .validate("newer-patch", &privileged_request())
+        .await
+        .unwrap();
+    assert!(!verdict.response.allowed);
+}
+
+#[tokio::test]
+async fn an_incompatible_interface_version_is_refused_naming_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = pod_privileged_targeting(dir.path(), "0.2.0");
+    let message = load_error(PolicySpec::new("next-minor", &path))
+        .await
+        .to_string();
+    assert!(
+        message.ends_with(
+            "exports `portcullis:policy/admission@0.2.0`, which is not semver-compatible with \
+             `portcullis:policy/admission@0.1.0`: rebuild it against a \
+             `portcullis:policy/policy@0.1.0`-compatible SDK, or run it on a host of its version"
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_function_of_the_interface_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = pod_privileged_renamed(dir.path(), "validate-raw", "validate-rax");
+    let message = load_error(PolicySpec::new("no-raw", &path))
+        .await
+        .to_string();
+    assert!(
+        message.ends_with(
+            "does not implement `portcullis:policy/policy@0.1.0`: missing export \
+             `portcullis:policy/admission@0.1.0#validate-raw`"
         ),
         "{message}"
     );

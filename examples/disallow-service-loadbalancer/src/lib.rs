@@ -9,9 +9,9 @@
 //! (`ClusterIP`, `NodePort`, `ExternalName`, or none, which means
 //! `ClusterIP`) and objects of other kinds are accepted.
 
-use portcullis_sdk::k8s::json_type;
+use portcullis_sdk::json::{self, RawJson};
 use portcullis_sdk::prelude::*;
-use portcullis_sdk::serde_json::Value;
+use portcullis_sdk::serde_json;
 
 /// The message of a rejection, as Kubewarden's policy words it.
 pub const LOAD_BALANCER_NOT_ALLOWED: &str = "Service of type LoadBalancer are not allowed";
@@ -48,7 +48,9 @@ impl Policy for DisallowServiceLoadBalancer {
             return accept();
         };
         match service_type(object) {
-            Ok(Some("LoadBalancer")) => reject(LOAD_BALANCER_NOT_ALLOWED),
+            Ok(Some(service_type)) if service_type == "LoadBalancer" => {
+                reject(LOAD_BALANCER_NOT_ALLOWED)
+            }
             Ok(_) => accept(),
             Err(error) => reject_with_code(error, 400),
         }
@@ -60,31 +62,28 @@ portcullis_sdk::export_policy!(DisallowServiceLoadBalancer);
 /// The Service's `spec.type`, `None` when `spec` or `type` is absent or null
 /// (Kubernetes then defaults the type to `ClusterIP`); an error when the
 /// object does not have the shape of a Service.
-fn service_type(object: &Value) -> Result<Option<&str>, String> {
-    let Value::Object(fields) = object else {
-        return Err(format!(
-            "the Service is not a JSON object (found {})",
-            json_type(object)
-        ));
+///
+/// Reads the two members it needs from the JSON text and skips the rest of
+/// the object instead of parsing all of it.
+fn service_type(object: &RawJson) -> Result<Option<String>, String> {
+    let [spec] = object
+        .fields(["spec"])
+        .map_err(|found| format!("the Service is not a JSON object (found {found})"))?;
+    let Some(spec) = spec else {
+        return Ok(None);
     };
-    let spec = match fields.get("spec") {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(spec)) => spec,
-        Some(other) => {
-            return Err(format!(
-                "the Service's `spec` is not an object (found {})",
-                json_type(other)
-            ));
-        }
-    };
-    match spec.get("type") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(service_type)) => Ok(Some(service_type)),
-        Some(other) => Err(format!(
-            "the Service's `spec.type` is not a string (found {})",
-            json_type(other)
-        )),
-    }
+    let [service_type] = json::fields(spec, ["type"])
+        .map_err(|found| format!("the Service's `spec` is not an object (found {found})"))?;
+    service_type
+        .map(|service_type| {
+            serde_json::from_str(service_type.get()).map_err(|_| {
+                format!(
+                    "the Service's `spec.type` is not a string (found {})",
+                    json::raw_json_type(service_type)
+                )
+            })
+        })
+        .transpose()
 }
 
 #[cfg(test)]

@@ -86,7 +86,8 @@ impl Policy for RequiredAnnotations {
         match &request.object {
             // A deletion: there is nothing to annotate.
             None => accept(),
-            Some(object) => enforce(object, "object", settings),
+            // The policy may hand back a modified copy: it needs the whole tree.
+            Some(object) => enforce(&object.to_value(), "object", settings),
         }
     }
 

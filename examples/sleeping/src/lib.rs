@@ -76,7 +76,10 @@ impl Policy for Sleeping {
     }
 
     fn validate(request: &AdmissionRequest, settings: &SleepingSettings) -> Verdict {
-        sleep_then_accept(request.object.as_ref(), settings)
+        sleep_then_accept(
+            request.object.as_ref().map(RawJson::to_value).as_ref(),
+            settings,
+        )
     }
 
     /// Raw documents sleep the same way, so benchmarks can time the

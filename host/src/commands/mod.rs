@@ -1,11 +1,17 @@
 //! One module per subcommand.
 
+pub mod bench;
+pub mod compile;
+pub mod inspect;
+pub mod new;
 mod run;
 mod serve;
 pub mod webhook_config;
 
+use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use portcullis::CompiledCache;
 
 use crate::cli::{CacheArgs, Command};
@@ -14,6 +20,10 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => serve::serve(args),
         Command::Run(args) => runtime(None)?.block_on(run::run(args)),
+        Command::New(args) => new::new(args),
+        Command::Inspect(args) => runtime(None)?.block_on(inspect::inspect(args)),
+        Command::Bench(args) => runtime(None)?.block_on(bench::bench(args)),
+        Command::Compile(args) => compile::compile(args),
         Command::WebhookConfig(args) => {
             runtime(None)?.block_on(webhook_config::webhook_config(args))
         }
@@ -38,4 +48,25 @@ fn cache(args: &CacheArgs) -> Option<CompiledCache> {
         .clone()
         .or_else(CompiledCache::default_dir)
         .map(CompiledCache::new)
+}
+
+/// The settings from a file or inline JSON, or `{}` when neither is given.
+fn settings(file: Option<&Path>, inline: Option<&str>) -> anyhow::Result<serde_json::Value> {
+    let (text, origin) = match (file, inline) {
+        (Some(path), _) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the settings {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        (None, Some(inline)) => (inline.to_owned(), "--settings-json".to_owned()),
+        (None, None) => return Ok(serde_json::json!({})),
+    };
+    serde_json::from_str(&text).with_context(|| format!("settings in {origin} are not valid JSON"))
+}
+
+/// The file name without extension: how logs and errors name the policy.
+fn policy_id(path: &Path) -> String {
+    path.file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "policy".to_owned())
 }

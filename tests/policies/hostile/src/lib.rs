@@ -214,7 +214,10 @@ impl Policy for Hostile {
     }
 
     fn validate(request: &AdmissionRequest, settings: &HostileSettings) -> Verdict {
-        attack(settings, request.object.as_ref())
+        attack(
+            settings,
+            request.object.as_ref().map(RawJson::to_value).as_ref(),
+        )
     }
 
     /// The same attack as [`validate`](Policy::validate), with the document

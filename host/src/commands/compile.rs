@@ -1,0 +1,66 @@
+//! `portcullis compile`: compiles components into the compiled cache ahead of
+//! time, so a container image built once starts warm.
+//!
+//! It goes through the very path `serve` and `run` take
+//! ([`PolicyComponent::prepare`] with a [`CompiledCache`]), so the entries
+//! have the key those commands look up: the component's digest and the
+//! engine's compatibility hash (wasmtime version and code-generation
+//! settings, which the per-policy limits do not change).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use portcullis::component::{CompileOrigin, Digest, PolicyComponent};
+use portcullis::{CompiledCache, Engine, Limits};
+
+/// Arguments of `portcullis compile`.
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// The policy components (`.wasm`) to compile.
+    #[arg(required = true)]
+    pub components: Vec<PathBuf>,
+    /// Directory of the compiled-component cache; `serve` and `run` must be
+    /// given the same [default: $XDG_CACHE_HOME/portcullis].
+    #[arg(long, env = "PORTCULLIS_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Runs `portcullis compile`: one line per component; the first component
+/// that cannot be compiled or is not a policy stops it with an error.
+pub fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
+    let dir = args
+        .cache_dir
+        .clone()
+        .or_else(CompiledCache::default_dir)
+        .context("no cache directory: pass --cache-dir (neither XDG_CACHE_HOME nor HOME is set)")?;
+    let cache = CompiledCache::new(dir);
+    let engine = Engine::new(Limits::default())?;
+    for path in &args.components {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let digest = Digest::of(&bytes);
+        // `prepare` also pre-links the component, so a file that is not a
+        // policy this host can run fails here, at image build time.
+        let component = PolicyComponent::prepare(&engine, path, &bytes, digest, Some(&cache))
+            .with_context(|| path.display().to_string())?;
+        let how = match component.origin() {
+            CompileOrigin::Compiled => {
+                format!("compiled in {} ms", component.compile_time().as_millis())
+            }
+            CompileOrigin::Cache => "already in the cache".to_owned(),
+        };
+        let Some(entry) = cache.entry_path(engine.wasmtime(), &digest) else {
+            // `prepare` only warns when it cannot store an entry; for this
+            // command storing it is the whole point.
+            anyhow::bail!(
+                "{}: compiled, but no cache entry could be written in {} (see the warning above)",
+                path.display(),
+                cache.dir().display()
+            );
+        };
+        println!("{digest} {}: {how} -> {}", path.display(), entry.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

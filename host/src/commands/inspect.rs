@@ -1,0 +1,270 @@
+//! `portcullis inspect`: what a component is, which version of the contract it
+//! targets, whether this host can run it (and if not, why), and what it says
+//! about itself — like `kwctl inspect`, from the component alone.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use portcullis::bindings::{self, Operation, PolicyMetadata};
+use portcullis::component::{self, ComponentInterface, Digest, PolicyComponent};
+use portcullis::evaluation::{Call, Returned, evaluate};
+use portcullis::{Engine, Limits};
+use serde::Serialize;
+
+use crate::cli::CacheArgs;
+
+/// Arguments of `portcullis inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The policy component (`.wasm`).
+    pub component: PathBuf,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+/// How `inspect` prints its report.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Output {
+    /// Aligned lines for people.
+    Text,
+    /// One JSON document for machines.
+    Json,
+}
+
+/// Everything `inspect` learns. Field names are the JSON output's.
+#[derive(Debug, Serialize)]
+struct Report {
+    path: PathBuf,
+    digest: String,
+    size: usize,
+    world: World,
+    /// Whether this host can load and call the component.
+    runnable: bool,
+    /// Why not, when it cannot.
+    reason: Option<String>,
+    imports: Vec<String>,
+    exports: Vec<Export>,
+    /// What the policy's `metadata` export returned (only when runnable).
+    metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Serialize)]
+struct World {
+    /// The world the component targets, read from the version of the policy
+    /// interface it exports; absent when it exports none.
+    targets: Option<String>,
+    /// That version alone.
+    version: Option<String>,
+    /// The exported policy interface, fully qualified.
+    interface: Option<String>,
+    /// The world this host implements.
+    host: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct Export {
+    name: String,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    functions: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Metadata {
+    description: String,
+    mutating: bool,
+    rules: Vec<Rule>,
+}
+
+/// A rule with Kubernetes' field names and operation spelling, as it would
+/// appear in a `ValidatingWebhookConfiguration`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Rule {
+    api_groups: Vec<String>,
+    api_versions: Vec<String>,
+    resources: Vec<String>,
+    operations: Vec<&'static str>,
+}
+
+/// Runs `portcullis inspect`. Exits 0 whenever it could read the component,
+/// runnable or not: the report says which.
+pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let report = report(&args).await?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Text => print!("{}", text(&report)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn report(args: &InspectArgs) -> anyhow::Result<Report> {
+    let path = &args.component;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let digest = Digest::of(&bytes);
+    let engine = Engine::new(Limits::default())?;
+    let cache = super::cache(&args.cache);
+    let started = Instant::now();
+    let compiled = component::compile(&engine, &bytes, &digest, cache.as_ref())
+        .with_context(|| path.display().to_string())?;
+    let interface = ComponentInterface::of(&engine, &compiled.0);
+    let compile_time = started.elapsed();
+    let (runnable, reason, metadata) = match PolicyComponent::from_compiled(
+        &engine,
+        path,
+        bytes.len(),
+        digest,
+        compiled,
+        compile_time,
+    ) {
+        Ok(component) => match read_metadata(&engine, &component, path).await {
+            Ok(metadata) => (true, None, Some(metadata)),
+            Err(reason) => (false, Some(reason), None),
+        },
+        Err(error) => (false, Some(error.to_string()), None),
+    };
+    let version = interface.policy_version().map(str::to_owned);
+    Ok(Report {
+        path: path.clone(),
+        digest: digest.to_string(),
+        size: bytes.len(),
+        world: World {
+            targets: version
+                .as_ref()
+                .map(|v| format!("portcullis:policy/policy@{v}")),
+            interface: interface.policy_interface().map(|i| i.name.clone()),
+            version,
+            host: bindings::WORLD,
+        },
+        runnable,
+        reason,
+        imports: interface.imports.clone(),
+        exports: interface
+            .exports
+            .iter()
+            .map(|e| Export {
+                name: e.name.clone(),
+                kind: e.kind,
+                functions: e.functions.clone(),
+            })
+            .collect(),
+        metadata,
+    })
+}
+
+async fn read_metadata(
+    engine: &Engine,
+    component: &PolicyComponent,
+    path: &Path,
+) -> Result<Metadata, String> {
+    let id = path
+        .file_stem()
+        .map_or_else(|| "policy".into(), |s| s.to_string_lossy());
+    let evaluation = evaluate(engine, component, &id, engine.limits(), Call::Metadata)
+        .await
+        .map_err(|e| format!("metadata failed: {e}"))?;
+    match evaluation.returned {
+        Returned::Metadata(metadata) => Ok(convert(metadata)),
+        other => unreachable!("metadata returned {other:?}"),
+    }
+}
+
+fn convert(metadata: PolicyMetadata) -> Metadata {
+    Metadata {
+        description: metadata.description,
+        mutating: metadata.mutating,
+        rules: metadata
+            .rules
+            .into_iter()
+            .map(|rule| Rule {
+                api_groups: rule.api_groups,
+                api_versions: rule.api_versions,
+                resources: rule.resources,
+                operations: rule.operations.into_iter().map(operation).collect(),
+            })
+            .collect(),
+    }
+}
+
+fn operation(operation: Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+/// The human-readable report.
+fn text(report: &Report) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let mut line = |label: &str, value: &str| {
+        let _ = writeln!(out, "{label:<10} {value}");
+    };
+    line("path", &report.path.display().to_string());
+    line("digest", &report.digest);
+    line("size", &format!("{} bytes", report.size));
+    line(
+        "world",
+        report
+            .world
+            .targets
+            .as_deref()
+            .unwrap_or("none (exports no portcullis:policy/admission interface)"),
+    );
+    line(
+        "runnable",
+        &match &report.reason {
+            None => format!("yes (this host implements {})", report.world.host),
+            Some(reason) => format!("no: {reason}"),
+        },
+    );
+    let _ = writeln!(out, "imports");
+    for import in &report.imports {
+        let _ = writeln!(out, "  {import}");
+    }
+    let _ = writeln!(out, "exports");
+    for export in &report.exports {
+        if export.functions.is_empty() {
+            let _ = writeln!(out, "  {} ({})", export.name, export.kind);
+        } else {
+            let _ = writeln!(out, "  {}: {}", export.name, export.functions.join(", "));
+        }
+    }
+    if let Some(metadata) = &report.metadata {
+        let _ = writeln!(out, "metadata");
+        let _ = writeln!(out, "  description  {}", metadata.description);
+        let _ = writeln!(out, "  mutating     {}", metadata.mutating);
+        let _ = writeln!(out, "  rules");
+        for rule in &metadata.rules {
+            let groups: Vec<String> = rule
+                .api_groups
+                .iter()
+                .map(|g| {
+                    if g.is_empty() {
+                        "\"\"".into()
+                    } else {
+                        g.clone()
+                    }
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "    {} {}/{} {}",
+                rule.operations.join(","),
+                groups.join(","),
+                rule.api_versions.join(","),
+                rule.resources.join(","),
+            );
+        }
+    }
+    out
+}
