@@ -55,6 +55,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Compile components into the compiled cache ahead of time (for images built once).
     Compile(CompileArgs),
+    /// Print the Validating- and MutatingWebhookConfiguration for a policies file.
+    WebhookConfig(crate::commands::webhook_config::WebhookConfigArgs),
 }
 
 impl Command {
@@ -65,6 +67,7 @@ impl Command {
             Command::New(_) | Command::Inspect(_) | Command::Bench(_) | Command::Compile(_) => {
                 "warn"
             }
+            Command::WebhookConfig(_) => "warn",
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod inspect;
 pub mod new;
 mod run;
 mod serve;
+pub mod webhook_config;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -23,6 +24,9 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => runtime(None)?.block_on(inspect::inspect(args)),
         Command::Bench(args) => runtime(None)?.block_on(bench::bench(args)),
         Command::Compile(args) => compile::compile(args),
+        Command::WebhookConfig(args) => {
+            runtime(None)?.block_on(webhook_config::webhook_config(args))
+        }
     }
 }
 
