@@ -8,7 +8,7 @@ Prints a Markdown table and draws docs/memory-vs-workers.png. Then measures
 the RSS one more policy adds: another instance of a loaded component, and a new
 unique component.
 
-    python3 bench/memory.py [--samples 10] [--max-workers 8]
+    python3 bench/memory.py [--samples 10] [--max-workers 8] [--server-arg=--keep-resident-bytes=1048576]
 """
 
 import argparse
@@ -24,8 +24,12 @@ KUBEWARDEN_BEFORE = [621.00, 807.35, 983.33, 1172.28, 1358.67, 1535.16, 1694.57,
 KUBEWARDEN_AFTER = [530.38, 586.15, 649.17, 752.59, 831.02, 914.64, 980.81, 1054.93]
 
 
+# Extra `portcullis serve` arguments (--server-arg), e.g. --keep-resident-bytes.
+SERVER_ARGS = []
+
+
 def sample(workers, cache_dir, policies=None, requests=REQUEST_FOR):
-    server = Server(workers, policies=policies, cache_dir=cache_dir)
+    server = Server(workers, policies=policies, cache_dir=cache_dir, extra_args=SERVER_ARGS)
     try:
         warm_up(server, workers, requests)
         return server.memory_kib()
@@ -87,7 +91,10 @@ def main():
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--max-workers", type=int, default=8)
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--server-arg", action="append", default=[],
+                        help="extra `portcullis serve` argument (repeatable); the chart is then not redrawn")
     args = parser.parse_args()
+    SERVER_ARGS.extend(args.server_arg)
     if not args.no_build:
         build()
     cache_dir = scratch_dir()
@@ -101,7 +108,8 @@ def main():
         rows.append((workers, rss_mean, rss_sd, hwm_mean))
         print(f"  workers={workers}: RSS {rss_mean:.1f} MB ± {rss_sd:.1f}", file=sys.stderr)
 
-    print(f"Machine: {machine()}; {args.samples} samples per row; 13 policies / 5 unique components.\n")
+    flags = f"; serve {' '.join(SERVER_ARGS)}" if SERVER_ARGS else ""
+    print(f"Machine: {machine()}; {args.samples} samples per row; 13 policies / 5 unique components{flags}.\n")
     print("| workers | Portcullis RSS (MB) | StdDev | Portcullis peak VmHWM (MB) "
           "| Kubewarden before (MB) | Kubewarden after (MB) |")
     print("|---:|---:|---:|---:|---:|---:|")
@@ -113,9 +121,10 @@ def main():
     means = [r[1] for r in rows]
     print(f"\nmax/min of mean RSS over workers 1..{args.max_workers}: {max(means) / min(means):.3f}")
 
-    png = ROOT / "docs" / "memory-vs-workers.png"
-    chart(rows, png)
-    print(f"chart: {png.relative_to(ROOT)}")
+    if not SERVER_ARGS:
+        png = ROOT / "docs" / "memory-vs-workers.png"
+        chart(rows, png)
+        print(f"chart: {png.relative_to(ROOT)}")
 
     print("\n| configuration (2 workers) | RSS (MB) | StdDev | added (MB) |")
     print("|---|---:|---:|---:|")

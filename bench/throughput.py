@@ -6,7 +6,7 @@ drives keep-alive load at 1, 8, 32 and 128 connections against the
 pod-privileged policy and the Python deny-labels policy. Each cell is the
 median of several wrk runs. Prints a Markdown table.
 
-    python3 bench/throughput.py [--runs 3] [--seconds 10]
+    python3 bench/throughput.py [--runs 3] [--seconds 10] [--server-arg=--keep-resident-bytes=1048576]
 
 wrk comes from Debian (`apt-get install wrk`); the script installs it if missing.
 """
@@ -67,6 +67,8 @@ def main():
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--server-arg", action="append", default=[],
+                        help="extra `portcullis serve` argument (repeatable), e.g. --keep-resident-bytes=1048576")
     args = parser.parse_args()
     ensure_wrk()
     if not args.no_build:
@@ -75,7 +77,7 @@ def main():
     script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
     script.write(LUA)
     script.close()
-    server = Server(args.workers, cache_dir=cache_dir)
+    server = Server(args.workers, cache_dir=cache_dir, extra_args=args.server_arg)
     rows = []
     try:
         for policy, request in TARGETS:
@@ -95,7 +97,7 @@ def main():
         os.unlink(script.name)
         shutil.rmtree(cache_dir, ignore_errors=True)
 
-    print(f"Machine: {machine()}; server --workers {args.workers}; wrk on the same machine "
+    print(f"Machine: {machine()}; server --workers {args.workers} {' '.join(args.server_arg)}; wrk on the same machine "
           f"(2 threads, keep-alive); {args.runs} runs x {args.seconds} s, medians.\n")
     print("| policy | connections | req/s | p50 (ms) | p99 (ms) | errors |")
     print("|---|---:|---:|---:|---:|---:|")

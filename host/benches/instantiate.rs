@@ -11,10 +11,11 @@
 //! on an idle machine that equals wall time, and unlike wall time it stays
 //! put while other work shares the cores.
 //!
-//! Two baselines: plain wasmtime with the default pooling allocator (what an
-//! embedder gets without tuning), and plain wasmtime with the same pool
-//! tuning as Portcullis's engine (which isolates the cost of the host's own
-//! work: limiter, WASI context, output capture, deadline).
+//! Each component is measured twice: with the default pool (Portcullis's
+//! default) and with slots that keep 1 MiB of each memory resident
+//! (`serve --keep-resident-bytes 1048576`), each next to plain wasmtime with
+//! the same pool, so the ratio is the cost of the host's own work: limiter,
+//! WASI context, output capture, deadline.
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +27,8 @@ use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig, Stor
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 const RUNS: usize = 7;
+/// The `--keep-resident-bytes` of the second measurement.
+const KEEP_RESIDENT: usize = 1 << 20;
 /// Each run lasts about this long; the iteration count adapts to the component.
 const RUN_SECONDS: f64 = 0.4;
 
@@ -85,24 +88,31 @@ fn main() -> anyhow::Result<()> {
         "{RUNS} runs of ~{RUN_SECONDS} s each after a warm-up, sequential, one thread; medians\n"
     );
     println!(
-        "| component | size (KB) | bare wasmtime, default pool µs/eval | bare wasmtime, tuned pool µs/eval | portcullis µs/eval | ratio to tuned |"
+        "| component | size (KB) | bare wasmtime µs/eval | portcullis µs/eval | ratio | bare, keep resident | portcullis, keep resident | ratio |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (component, request, settings) in cases {
         let request = parse_review_or_request(&std::fs::read(&request)?)?;
         let settings: serde_json::Value = serde_json::from_str(&settings)?;
-        let host = runtime.block_on(measure_host(&component, &request, &settings))?;
+        let host = runtime.block_on(measure_host(&component, &request, &settings, 0))?;
+        let host_kept =
+            runtime.block_on(measure_host(&component, &request, &settings, KEEP_RESIDENT))?;
         let settings = settings.to_string();
-        let bare = runtime.block_on(measure_bare(&component, &request, &settings, false))?;
-        let tuned = runtime.block_on(measure_bare(&component, &request, &settings, true))?;
+        let bare = runtime.block_on(measure_bare(&component, &request, &settings, 0))?;
+        let bare_kept =
+            runtime.block_on(measure_bare(&component, &request, &settings, KEEP_RESIDENT))?;
+        let (host, host_kept, bare, bare_kept) = (
+            median(&host),
+            median(&host_kept),
+            median(&bare),
+            median(&bare_kept),
+        );
         println!(
-            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2} |",
+            "| {} | {} | {bare:.1} | {host:.1} | {:.2} | {bare_kept:.1} | {host_kept:.1} | {:.2} |",
             component.file_name().unwrap().to_string_lossy(),
             std::fs::metadata(&component)?.len() / 1024,
-            median(&bare),
-            median(&tuned),
-            median(&host),
-            median(&host) / median(&tuned)
+            host / bare,
+            host_kept / bare_kept,
         );
     }
     Ok(())
@@ -140,8 +150,12 @@ async fn measure_host(
     component: &Path,
     request: &AdmissionRequest,
     settings: &serde_json::Value,
+    keep_resident_bytes: usize,
 ) -> anyhow::Result<Vec<f64>> {
-    let engine = Engine::new(Limits::default())?;
+    let engine = Engine::new(Limits {
+        keep_resident_bytes,
+        ..Limits::default()
+    })?;
     let spec = PolicySpec::new("bench", component).with_settings(settings.clone());
     let env = Environment::load(&engine, [spec], None).await?;
     runs(|| async {
@@ -167,16 +181,16 @@ impl WasiView for Bare {
 
 /// Plain wasmtime with the pooling allocator: `InstancePre` once, then a
 /// default-WASI store, instance and call per evaluation, nothing else.
-/// `tuned`: the pool resets slots the way Portcullis's engine does.
+/// `keep_resident_bytes`: as Portcullis's engine configures it.
 async fn measure_bare(
     component: &Path,
     request: &AdmissionRequest,
     settings: &str,
-    tuned: bool,
+    keep_resident_bytes: usize,
 ) -> anyhow::Result<Vec<f64>> {
     let mut pool = PoolingAllocationConfig::new();
-    if tuned {
-        portcullis::engine::tune_slot_reuse(&mut pool);
+    if keep_resident_bytes > 0 {
+        portcullis::engine::keep_resident(&mut pool, keep_resident_bytes);
     }
     let mut config = Config::new();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

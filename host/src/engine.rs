@@ -15,10 +15,6 @@ use crate::store::EvaluationState;
 /// every tick, which is what lets a wall-clock timeout interrupt a loop.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Bytes of a linear memory kept resident between evaluations in a pool slot
-/// (see `linear_memory_keep_resident`): what a Rust policy touches per call.
-pub const KEEP_RESIDENT_BYTES: usize = 1 << 20;
-
 /// A configured engine plus the linker every component is pre-linked with.
 ///
 /// Cheap to clone; every clone shares the same compiled code and pools.
@@ -112,7 +108,9 @@ fn config(limits: &Limits) -> Config {
     pool.table_elements(limits.table_elements);
     // Keep a few warm slots per component so reuse hits the CoW image.
     pool.max_unused_warm_slots(max_instances / 4);
-    tune_slot_reuse(&mut pool);
+    if limits.keep_resident_bytes > 0 {
+        keep_resident(&mut pool, limits.keep_resident_bytes);
+    }
 
     let mut config = Config::new();
     config
@@ -130,14 +128,15 @@ fn config(limits: &Limits) -> Config {
 }
 
 /// Makes the pool reset a used slot by rewriting the pages the evaluation
-/// dirtied (found with Linux's `PAGEMAP_SCAN`, kernel 6.7+) instead of
-/// `madvise`-ing them away: the next evaluation in that slot then starts
-/// without page faults, and no IPIs or mmap-lock traffic cross the workers.
-/// Beyond [`KEEP_RESIDENT_BYTES`] (a large Python heap) the rest of a slot is
-/// returned to the kernel as before. Public for the benchmarks' baseline.
-pub fn tune_slot_reuse(pool: &mut PoolingAllocationConfig) {
-    pool.linear_memory_keep_resident(KEEP_RESIDENT_BYTES);
-    pool.table_keep_resident(KEEP_RESIDENT_BYTES / 16);
+/// dirtied in the first `bytes` of each memory (found with Linux's
+/// `PAGEMAP_SCAN`, kernel 6.7+) instead of `madvise`-ing them away: the next
+/// evaluation in that slot then starts without page faults there, and no
+/// IPIs or mmap-lock traffic cross the workers. The cost is that memory stays
+/// resident per slot in use (see [`Limits::keep_resident_bytes`]). Public for
+/// the benchmarks' baseline.
+pub fn keep_resident(pool: &mut PoolingAllocationConfig, bytes: usize) {
+    pool.linear_memory_keep_resident(bytes);
+    pool.table_keep_resident(bytes / 16);
     pool.pagemap_scan(wasmtime::Enabled::Auto);
 }
 

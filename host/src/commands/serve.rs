@@ -28,6 +28,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         instances: args.policy_max_instances,
         response_bytes: args.max_policy_response,
         log_bytes: args.max_policy_log,
+        keep_resident_bytes: args.keep_resident_bytes,
     };
     let config = ServerConfig {
         api_addr: SocketAddr::new(args.addr, args.port),
