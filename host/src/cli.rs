@@ -72,9 +72,9 @@ impl Command {
     }
 }
 
-/// Arguments of `portcullis serve`; names follow Kubewarden's policy-server.
+/// Where the policies come from: a policies.yml, or the embedded default.
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub struct PolicySource {
     /// The policies file (Kubewarden's policies.yml format) [default: the embedded example policies].
     #[arg(long, env = "PORTCULLIS_POLICIES")]
     pub policies: Option<PathBuf>,
@@ -85,6 +85,24 @@ pub struct ServeArgs {
         default_value = "target/wasm32-wasip2/policy"
     )]
     pub components_dir: PathBuf,
+}
+
+/// A policy's settings, from a file or inline.
+#[derive(Debug, Args)]
+pub struct SettingsArgs {
+    /// A file with the policy's settings (JSON).
+    #[arg(long, short = 's', conflicts_with = "settings_json")]
+    pub settings: Option<PathBuf>,
+    /// The policy's settings, inline (JSON).
+    #[arg(long)]
+    pub settings_json: Option<String>,
+}
+
+/// Arguments of `portcullis serve`; names follow Kubewarden's policy-server.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub source: PolicySource,
     /// Address both listeners bind to.
     #[arg(long, env = "PORTCULLIS_ADDR", default_value = "0.0.0.0")]
     pub addr: IpAddr,
@@ -164,12 +182,8 @@ pub struct RunArgs {
     /// The request: an AdmissionReview or a bare AdmissionRequest (JSON).
     #[arg(long, short = 'r')]
     pub request: PathBuf,
-    /// A file with the policy's settings (JSON).
-    #[arg(long, short = 's', conflicts_with = "settings_json")]
-    pub settings: Option<PathBuf>,
-    /// The policy's settings, inline (JSON).
-    #[arg(long)]
-    pub settings_json: Option<String>,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
 }

@@ -14,7 +14,7 @@ use portcullis::{Engine, Environment, Limits, PolicySpec};
 use serde::Serialize;
 
 use super::inspect::Output;
-use crate::cli::CacheArgs;
+use crate::cli::{CacheArgs, SettingsArgs};
 
 /// Arguments of `portcullis bench`.
 #[derive(Debug, Args)]
@@ -24,12 +24,8 @@ pub struct BenchArgs {
     /// The request: an AdmissionReview or a bare AdmissionRequest (JSON).
     #[arg(long, short = 'r')]
     pub request: PathBuf,
-    /// A file with the policy's settings (JSON).
-    #[arg(long, short = 's', conflicts_with = "settings_json")]
-    pub settings: Option<PathBuf>,
-    /// The policy's settings, inline (JSON).
-    #[arg(long)]
-    pub settings_json: Option<String>,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
     /// Measured evaluations.
     #[arg(long, short = 'n', default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
@@ -72,7 +68,7 @@ struct Report {
 
 /// Runs `portcullis bench`.
 pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let settings = super::settings(args.settings.as_deref(), args.settings_json.as_deref())?;
+    let settings = super::settings(&args.settings)?;
     let request_bytes = std::fs::read(&args.request)
         .with_context(|| format!("cannot read the request {}", args.request.display()))?;
     let request = parse_review_or_request(&request_bytes)

@@ -14,7 +14,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use portcullis::CompiledCache;
 
-use crate::cli::{CacheArgs, Command};
+use portcullis::{PolicySpec, config};
+
+use crate::cli::{CacheArgs, Command, PolicySource, SettingsArgs};
 
 pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
@@ -51,17 +53,29 @@ fn cache(args: &CacheArgs) -> Option<CompiledCache> {
 }
 
 /// The settings from a file or inline JSON, or `{}` when neither is given.
-fn settings(file: Option<&Path>, inline: Option<&str>) -> anyhow::Result<serde_json::Value> {
-    let (text, origin) = match (file, inline) {
+fn settings(args: &SettingsArgs) -> anyhow::Result<serde_json::Value> {
+    let (text, origin) = match (&args.settings, &args.settings_json) {
         (Some(path), _) => (
             std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the settings {}", path.display()))?,
             path.display().to_string(),
         ),
-        (None, Some(inline)) => (inline.to_owned(), "--settings-json".to_owned()),
+        (None, Some(inline)) => (inline.clone(), "--settings-json".to_owned()),
         (None, None) => return Ok(serde_json::json!({})),
     };
     serde_json::from_str(&text).with_context(|| format!("settings in {origin} are not valid JSON"))
+}
+
+/// The policies of `source`: its policies.yml, or the embedded default.
+fn policies(source: &PolicySource) -> anyhow::Result<Vec<PolicySpec>> {
+    Ok(match &source.policies {
+        Some(path) => config::load(path)?,
+        None => config::parse(
+            config::EMBEDDED_DEFAULT,
+            &source.components_dir,
+            "embedded default policies",
+        )?,
+    })
 }
 
 /// The file name without extension: how logs and errors name the policy.

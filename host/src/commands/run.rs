@@ -9,7 +9,7 @@ use portcullis::{Engine, Environment, Limits, PolicySpec};
 use crate::cli::RunArgs;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let settings = super::settings(args.settings.as_deref(), args.settings_json.as_deref())?;
+    let settings = super::settings(&args.settings)?;
     let request_bytes = std::fs::read(&args.request)
         .with_context(|| format!("cannot read the request {}", args.request.display()))?;
     let request = parse_review_or_request(&request_bytes)

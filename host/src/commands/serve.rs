@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use portcullis::server::{ServerConfig, TlsFiles};
-use portcullis::{Engine, Limits, PolicySpec, config};
+use portcullis::{Engine, Limits};
 
 use crate::cli::ServeArgs;
 
@@ -16,7 +16,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let specs = policies(&args)?;
+    let specs = super::policies(&args.source)?;
     let limits = Limits {
         timeout: Duration::from_secs(args.policy_timeout.max(1)),
         // Every worker's instance plus headroom for loading; the gate, not the
@@ -80,17 +80,6 @@ fn cap_malloc_arenas() {
             libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
-}
-
-fn policies(args: &ServeArgs) -> anyhow::Result<Vec<PolicySpec>> {
-    Ok(match &args.policies {
-        Some(path) => config::load(path)?,
-        None => config::parse(
-            config::EMBEDDED_DEFAULT,
-            &args.components_dir,
-            "embedded default policies",
-        )?,
-    })
 }
 
 async fn shutdown_signal() -> &'static str {
