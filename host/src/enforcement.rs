@@ -126,7 +126,9 @@ pub fn decide(
                 policy = %spec.id,
                 %uid,
                 outcome = decision.outcome.as_str(),
-                message,
+                // Not `message`: that is the event's own field, and JSON logs
+                // would carry the key twice.
+                verdict = message,
                 "monitor mode: verdict not enforced"
             );
         }

@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -16,6 +17,8 @@ struct Served {
     child: Child,
     api: SocketAddr,
     probes: SocketAddr,
+    /// The log lines after "serving".
+    logs: mpsc::Receiver<String>,
 }
 
 impl Drop for Served {
@@ -51,10 +54,12 @@ fn portcullis() -> Command {
 fn serve(mut command: Command) -> Served {
     let unbound = SocketAddr::from(([0, 0, 0, 0], 0));
     // Owned by `Served` from the start, so a failed start is killed and reaped.
+    let (sender, logs) = mpsc::channel();
     let mut served = Served {
         child: command.spawn().expect("starting portcullis serve"),
         api: unbound,
         probes: unbound,
+        logs,
     };
     let mut lines = BufReader::new(served.child.stderr.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -77,7 +82,11 @@ fn serve(mut command: Command) -> Served {
         }
     }
     // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
     served
 }
 
@@ -128,6 +137,40 @@ fn the_embedded_default_serves_the_example_policies() {
         review["response"]["status"]["message"],
         "Privileged container is not allowed"
     );
+}
+
+#[test]
+fn a_monitor_mode_rejection_is_logged_once_as_valid_json() {
+    let served = serve(portcullis());
+    let (status, body) = http(
+        served.api,
+        "POST",
+        "/validate/privileged-pods-monitor",
+        &privileged_review(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let review: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(review["response"]["allowed"], true, "{body}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = served
+            .logs
+            .recv_timeout(left)
+            .expect("no monitor-mode log line");
+        if line.contains("monitor mode: verdict not enforced") {
+            break line;
+        }
+    };
+    // Duplicate keys are valid to some JSON parsers and lost by others.
+    assert_eq!(line.matches(r#""message":"#).count(), 1, "{line}");
+    let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let fields = &event["fields"];
+    assert_eq!(fields["message"], "monitor mode: verdict not enforced");
+    assert_eq!(fields["verdict"], "Privileged container is not allowed");
+    assert_eq!(fields["policy"], "privileged-pods-monitor");
+    assert_eq!(fields["outcome"], "rejected");
 }
 
 #[test]
