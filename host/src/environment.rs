@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::bindings::{AdmissionRequest, PolicyMetadata, ValidationResponse};
 use crate::cache::CompiledCache;
@@ -269,7 +269,8 @@ struct Loader<'a> {
     /// Engines for policies with a stack limit of their own, by stack size.
     engines: HashMap<usize, Engine>,
     cache: Option<&'a CompiledCache>,
-    digests_by_path: HashMap<PathBuf, Digest>,
+    /// Digest and size of each file read so far.
+    digests_by_path: HashMap<PathBuf, (Digest, usize)>,
     /// Components [`prefetch`](Self::prefetch) prepared, not yet asked for.
     prefetched: HashMap<(Digest, usize), Arc<PolicyComponent>>,
     /// Prepared components by digest and the stack size of their engine.
@@ -316,18 +317,16 @@ impl Loader<'_> {
                 });
             }
         }
-        let mut read = HashMap::new();
         while let Some(result) = tasks.join_next().await {
             if let Ok(Some((path, digest, size))) = result {
-                self.digests_by_path.insert(path.clone(), digest);
-                read.insert(path, (digest, size));
+                self.digests_by_path.insert(path, (digest, size));
             }
         }
 
         let mut tasks = tokio::task::JoinSet::new();
         let mut keys = Vec::new();
         for (path, engine) in wanted {
-            let Some(&(digest, size)) = read.get(&path) else {
+            let Some(&(digest, size)) = self.digests_by_path.get(&path) else {
                 continue;
             };
             let key = (digest, engine.limits().stack_bytes);
@@ -337,27 +336,9 @@ impl Loader<'_> {
             keys.push(key);
             let cache = self.cache.cloned();
             tasks.spawn_blocking(move || {
-                let started = Instant::now();
-                // A warm start never needs the component's bytes.
-                if let Some(Ok(compiled)) =
-                    cache.as_ref().map(|c| c.load(engine.wasmtime(), &digest))
-                {
-                    let compiled = (compiled, CompileOrigin::Cache);
-                    let prepared = PolicyComponent::from_compiled(
-                        &engine,
-                        &path,
-                        size,
-                        digest,
-                        compiled,
-                        started.elapsed(),
-                    );
-                    return (key, prepared.ok());
-                }
-                // A miss (or a damaged entry, which `prepare` meets again and reports).
-                let prepared = std::fs::read(&path).ok().and_then(|bytes| {
-                    PolicyComponent::prepare(&engine, &path, &bytes, digest, cache.as_ref()).ok()
-                });
-                (key, prepared)
+                let prepared =
+                    PolicyComponent::prepare_file(&engine, &path, digest, size, cache.as_ref());
+                (key, prepared.ok())
             });
         }
         while let Some(result) = tasks.join_next().await {
@@ -425,29 +406,19 @@ impl Loader<'_> {
         path: &Path,
         engine: &Engine,
     ) -> Result<(Arc<PolicyComponent>, Arc<PolicyMetadata>), LoadFailure> {
-        let mut read = None;
-        let digest = match self.digests_by_path.get(path) {
-            Some(digest) => *digest,
+        let (digest, size) = match self.digests_by_path.get(path) {
+            Some(&known) => known,
             None => {
-                let bytes = std::fs::read(path).map_err(ComponentError::Read)?;
-                let digest = Digest::of(&bytes);
-                self.digests_by_path.insert(path.to_owned(), digest);
-                read = Some(bytes);
-                digest
+                let known = Digest::of_file(path).map_err(ComponentError::Read)?;
+                self.digests_by_path.insert(path.to_owned(), known);
+                known
             }
         };
         let key = (digest, engine.limits().stack_bytes);
         if !self.components.contains_key(&key) {
             let component = match self.prefetched.remove(&key) {
                 Some(component) => component,
-                None => {
-                    // Only a second stack size for a known file reads it again.
-                    let bytes = match read {
-                        Some(bytes) => bytes,
-                        None => std::fs::read(path).map_err(ComponentError::Read)?,
-                    };
-                    PolicyComponent::prepare(engine, path, &bytes, digest, self.cache)?
-                }
+                None => PolicyComponent::prepare_file(engine, path, digest, size, self.cache)?,
             };
             let prepared = self.describe(engine, path, component).await?;
             self.components.insert(key, prepared);
