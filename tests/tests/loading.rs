@@ -5,6 +5,7 @@
 use std::fs;
 
 use portcullis::admission::parse_review_or_request;
+use portcullis::component::{ComponentError, Digest, PolicyComponent};
 use portcullis::environment::LoadFailure;
 use portcullis::{CompiledCache, Environment, LoadError, LoadStats, PolicySpec};
 use portcullis_tests::{component, engine, repo_file};
@@ -140,6 +141,35 @@ async fn second_load_reads_the_compiled_cache_and_a_damaged_entry_is_recompiled(
         .await
         .unwrap();
     assert_eq!((fifth.stats().compiled, fifth.stats().from_cache), (1, 0));
+}
+
+/// The loader hashes a file, then reads it again to compile it on a cache
+/// miss; the compiled form is stored under the first digest. A file replaced
+/// in between (a deploy writing over it) must fail the load, not poison the
+/// cache with code that does not match its key.
+#[test]
+fn a_file_that_changes_between_hashing_and_reading_is_refused_and_not_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CompiledCache::new(dir.path().join("cache"));
+    let engine = engine();
+    let file = dir.path().join("policy.wasm");
+    fs::copy(component("counter_policy"), &file).unwrap();
+    let (digest, size) = Digest::of_file(&file).unwrap();
+    fs::copy(component("pod_privileged"), &file).unwrap();
+
+    let error = PolicyComponent::prepare_file(&engine, &file, digest, size, Some(&cache))
+        .expect_err("a changed file must not load");
+    assert!(matches!(error, ComponentError::Changed), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        "the file changed while it was being loaded"
+    );
+    let stored = fs::read_dir(cache.dir()).map_or(0, |entries| entries.count());
+    assert_eq!(stored, 0, "nothing may be stored under the stale digest");
+
+    // Hashed again, the same file loads.
+    let (digest, size) = Digest::of_file(&file).unwrap();
+    PolicyComponent::prepare_file(&engine, &file, digest, size, Some(&cache)).unwrap();
 }
 
 #[tokio::test]

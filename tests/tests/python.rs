@@ -43,6 +43,11 @@ async fn shared() -> &'static Shared {
         .get_or_init(|| async {
             let engine = engine_with(Limits {
                 max_instances: MAX_INSTANCES,
+                // These tests check verdicts and capacity, not the deadline
+                // (tests/tests/sandbox.rs does): on a loaded 2-core machine,
+                // two dozen concurrent CPython evaluations of a 10,000-item
+                // document can take longer than the default 2 s.
+                timeout: std::time::Duration::from_secs(60),
                 ..Limits::default()
             });
             let cache_dir = tempfile::Builder::new()
