@@ -115,9 +115,9 @@ pub struct ServeArgs {
     /// Evaluations that run at once, each on its own evaluation thread [default: number of CPUs].
     #[arg(long, env = "PORTCULLIS_WORKERS")]
     pub workers: Option<usize>,
-    /// Bytes of each policy memory kept resident between evaluations, so the
-    /// next one takes no page faults: faster evaluations for memory that
-    /// grows with the workers (e.g. 1048576; 0 keeps memory flat).
+    /// Bytes of dirtied pages per policy memory restored in place and kept
+    /// resident between evaluations instead of released: faster evaluations
+    /// for memory that grows with the workers (e.g. 65536; 0 keeps memory flat).
     #[arg(long, env = "PORTCULLIS_KEEP_RESIDENT_BYTES", default_value_t = 0)]
     pub keep_resident_bytes: usize,
     /// Requests that may wait for a free worker; beyond, requests get 503 at once [default: 64 per worker].

@@ -127,11 +127,12 @@ fn config(limits: &Limits) -> Config {
     config
 }
 
-/// Makes the pool reset a used slot by rewriting the pages the evaluation
-/// dirtied in the first `bytes` of each memory (found with Linux's
-/// `PAGEMAP_SCAN`, kernel 6.7+) instead of `madvise`-ing them away: the next
-/// evaluation in that slot then starts without page faults there, and no
-/// IPIs or mmap-lock traffic cross the workers. The cost is that memory stays
+/// Makes the pool reset a used slot by rewriting in place up to `bytes` of
+/// the pages the evaluation dirtied in each memory (found with Linux's
+/// `PAGEMAP_SCAN`, kernel 6.7+) instead of `madvise`-ing them away; only
+/// dirty pages past that budget are still released. When the budget covers
+/// an evaluation, the next one in that slot starts without page faults, and
+/// no IPIs or mmap-lock traffic cross the workers. The cost is that memory stays
 /// resident per slot in use (see [`Limits::keep_resident_bytes`]). Public for
 /// the benchmarks' baseline.
 pub fn keep_resident(pool: &mut PoolingAllocationConfig, bytes: usize) {

@@ -32,12 +32,14 @@ pub struct Limits {
     /// Instances that may be alive at once across the whole process.
     /// Instantiating beyond this fails fast instead of allocating more.
     pub max_instances: u32,
-    /// Bytes at the start of each linear memory that a pool slot keeps
-    /// resident between evaluations (only the pages an evaluation dirtied are
-    /// reset, with `memset`): the next evaluation in the slot then takes no
-    /// page faults. Faster evaluations (BENCHMARKS.md: about +25 % req/s) for
-    /// memory that grows with the number of slots in use, i.e. with the
-    /// workers. 0, the default, keeps memory flat in the workers.
+    /// Per linear memory, how many bytes of the pages an evaluation dirtied a
+    /// pool slot restores in place and keeps resident, instead of `madvise`-ing
+    /// them away (the rest, past this budget, still is): an evaluation that
+    /// dirties less costs no `madvise` and leaves no page faults for the next
+    /// one in the slot. Faster evaluations (BENCHMARKS.md §3: 64 KiB covers
+    /// the example Rust policies) for memory that grows with the number of
+    /// slots in use, i.e. with the workers. 0, the default, keeps memory flat
+    /// in the workers.
     pub keep_resident_bytes: usize,
 }
 
