@@ -6,13 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
-use portcullis::admission::parse_review_or_request;
 use portcullis::component::CompileOrigin;
-use portcullis::{Engine, Environment, Limits, PolicySpec};
 use serde::Serialize;
 
+use super::SinglePolicy;
 use super::inspect::Output;
 use crate::cli::{CacheArgs, SettingsArgs};
 
@@ -68,19 +66,11 @@ struct Report {
 
 /// Runs `portcullis bench`.
 pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let settings = super::settings(&args.settings)?;
-    let request_bytes = std::fs::read(&args.request)
-        .with_context(|| format!("cannot read the request {}", args.request.display()))?;
-    let request = parse_review_or_request(&request_bytes)
-        .with_context(|| format!("request {}", args.request.display()))?;
-
-    let id = super::policy_id(&args.component);
-    let spec = PolicySpec::new(&id, &args.component)
-        .with_settings(settings)
-        .allowed_to_mutate(true);
-    let engine = Engine::new(Limits::default())?;
-    let environment =
-        Environment::load(&engine, [spec], super::cache(&args.cache).as_ref()).await?;
+    let SinglePolicy {
+        environment,
+        id,
+        request,
+    } = SinglePolicy::load(&args.component, &args.request, &args.settings, &args.cache).await?;
     let policy = environment.policy(&id).expect("the policy just loaded");
 
     for _ in 0..args.warmup {

@@ -12,9 +12,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use portcullis::CompiledCache;
-
-use portcullis::{PolicySpec, config};
+use portcullis::admission::parse_review_or_request;
+use portcullis::bindings::AdmissionRequest;
+use portcullis::{CompiledCache, Engine, Environment, Limits, PolicySpec, config};
 
 use crate::cli::{CacheArgs, Command, PolicySource, SettingsArgs};
 
@@ -83,4 +83,42 @@ fn policy_id(path: &Path) -> String {
     path.file_stem()
         .map(|stem| stem.to_string_lossy().into_owned())
         .unwrap_or_else(|| "policy".to_owned())
+}
+
+/// One component loaded alone and one request to give it: what `run` and
+/// `bench` evaluate.
+struct SinglePolicy {
+    environment: Environment,
+    /// The policy's id in `environment` (see [`policy_id`]).
+    id: String,
+    request: AdmissionRequest,
+}
+
+impl SinglePolicy {
+    /// Parses the settings, then reads the request file, then loads
+    /// `component` with those settings. It may mutate: `run` and `bench` show
+    /// what the policy does, mutations included, like `kwctl run`.
+    async fn load(
+        component: &Path,
+        request: &Path,
+        settings: &SettingsArgs,
+        cache_args: &CacheArgs,
+    ) -> anyhow::Result<Self> {
+        let settings = self::settings(settings)?;
+        let request_bytes = std::fs::read(request)
+            .with_context(|| format!("cannot read the request {}", request.display()))?;
+        let request = parse_review_or_request(&request_bytes)
+            .with_context(|| format!("request {}", request.display()))?;
+        let id = policy_id(component);
+        let spec = PolicySpec::new(&id, component)
+            .with_settings(settings)
+            .allowed_to_mutate(true);
+        let engine = Engine::new(Limits::default())?;
+        let environment = Environment::load(&engine, [spec], cache(cache_args).as_ref()).await?;
+        Ok(Self {
+            environment,
+            id,
+            request,
+        })
+    }
 }
