@@ -29,6 +29,21 @@ fn policies_file(dir: &Path, yaml: &str) -> PathBuf {
     path
 }
 
+/// `webhook-config` for a policies file of `yaml`, with a valid URL and CA:
+/// for the tests of what the policies alone make fail.
+fn webhook_config_for(yaml: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = policies_file(dir.path(), yaml);
+    portcullis(&[
+        &"--policies",
+        &policies,
+        &"--url",
+        &"https://127.0.0.1:3000",
+        &"--ca-file",
+        &ca_file(),
+    ])
+}
+
 fn portcullis(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .arg("webhook-config")
@@ -278,22 +293,10 @@ fn a_ca_file_without_a_certificate_is_refused() {
 
 #[test]
 fn an_id_that_cannot_name_a_webhook_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let policies = policies_file(
-        dir.path(),
-        &format!(
-            "Privileged_Pods:\n  module: {}\n",
-            component("pod_privileged").display()
-        ),
-    );
-    let output = portcullis(&[
-        &"--policies",
-        &policies,
-        &"--url",
-        &"https://127.0.0.1:3000",
-        &"--ca-file",
-        &ca_file(),
-    ]);
+    let output = webhook_config_for(&format!(
+        "Privileged_Pods:\n  module: {}\n",
+        component("pod_privileged").display()
+    ));
     let stderr = failure(&output);
     assert!(stderr.contains("policy `Privileged_Pods`"), "{stderr}");
     assert!(stderr.contains("DNS label"), "{stderr}");
@@ -301,22 +304,10 @@ fn an_id_that_cannot_name_a_webhook_is_refused() {
 
 #[test]
 fn settings_the_policy_rejects_produce_no_configuration() {
-    let dir = tempfile::tempdir().unwrap();
-    let policies = policies_file(
-        dir.path(),
-        &format!(
-            "annotate:\n  module: {}\n  allowedToMutate: true\n  settings:\n    requiredAnnotations: 7\n",
-            component("required_annotations").display()
-        ),
-    );
-    let output = portcullis(&[
-        &"--policies",
-        &policies,
-        &"--url",
-        &"https://127.0.0.1:3000",
-        &"--ca-file",
-        &ca_file(),
-    ]);
+    let output = webhook_config_for(&format!(
+        "annotate:\n  module: {}\n  allowedToMutate: true\n  settings:\n    requiredAnnotations: 7\n",
+        component("required_annotations").display()
+    ));
     let stderr = failure(&output);
     assert!(stderr.contains("policy `annotate`"), "{stderr}");
     assert!(stderr.contains("settings rejected"), "{stderr}");
