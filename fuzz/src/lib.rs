@@ -56,17 +56,27 @@ pub fn admission_review(data: &[u8]) -> bool {
 }
 
 /// `/validate_raw`: what the handler does with the body before and after the
-/// policy runs (parse as a JSON value, echo a string `uid`, hand the body text
-/// to the policy, diff a mutation against that text).
+/// policy runs (check the document and read its string `uid` without building
+/// it, hand the body text to the policy, diff a mutation against that text).
+/// The walk must accept exactly the bodies a `serde_json::Value` parse
+/// accepts, and find the same `uid`.
 pub fn raw_document(data: &[u8]) -> bool {
-    let Ok(document) = serde_json::from_slice::<Value>(data) else {
-        return false;
+    let walked = portcullis::admission::raw_document_uid(data);
+    let parsed = serde_json::from_slice::<Value>(data);
+    let (uid, document) = match (walked, parsed) {
+        (Ok(uid), Ok(document)) => (uid, document),
+        (Err(_), Err(_)) => return false,
+        (walked, parsed) => panic!(
+            "the walk and a Value parse disagree: {:?} vs {:?}",
+            walked.map_err(|e| e.to_string()),
+            parsed.map(|_| ()).map_err(|e| e.to_string())
+        ),
     };
-    let uid = document
+    let expected = document
         .get("uid")
         .and_then(|u| u.as_str())
-        .unwrap_or_default()
-        .to_owned();
+        .unwrap_or_default();
+    assert_eq!(uid, expected, "the walk found another uid");
     // The handler `expect`s this: a panic here is a crash of the request.
     let text = std::str::from_utf8(data).expect("valid JSON is valid UTF-8");
     let again: Value =

@@ -154,6 +154,58 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes; larger bodies get 413.
     #[arg(long, env = "PORTCULLIS_MAX_REQUEST_BODY", default_value_t = 8 << 20)]
     pub max_request_body: usize,
+    /// Seconds a request may wait for a worker, counted from its arrival; later it is answered
+    /// 503 instead of evaluated (the API server's webhook timeout: 10 s unless set per webhook).
+    #[arg(long, env = "PORTCULLIS_WEBHOOK_TIMEOUT", default_value_t = 10)]
+    pub webhook_timeout: u64,
+    /// Seconds from a request's head to the end of its body; slower bodies get 408.
+    #[arg(long, env = "PORTCULLIS_REQUEST_BODY_TIMEOUT", default_value_t = 10)]
+    pub request_body_timeout: u64,
+    /// Bytes that the bodies of all requests being read or evaluated may hold; beyond, 503 before
+    /// more is read.
+    #[arg(long, env = "PORTCULLIS_REQUEST_BODY_BUDGET", default_value_t = 64 << 20)]
+    pub request_body_budget: usize,
+    /// Bytes that the request bodies of one connection may hold (HTTP/2 multiplexes many requests
+    /// on one); beyond, 503 for that connection's new requests.
+    #[arg(long, env = "PORTCULLIS_CONNECTION_BODY_BUDGET", default_value_t = 16 << 20)]
+    pub connection_body_budget: usize,
+    /// Connections the API port keeps open; at the cap the longest idle one is closed to make
+    /// room, and while every connection is busy new ones are refused.
+    #[arg(long, env = "PORTCULLIS_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+    /// Connections the probe port keeps open (same rule).
+    #[arg(long, env = "PORTCULLIS_PROBE_MAX_CONNECTIONS", default_value_t = 32)]
+    pub probe_max_connections: usize,
+    /// Seconds a client has to complete the TLS handshake.
+    #[arg(long, env = "PORTCULLIS_TLS_HANDSHAKE_TIMEOUT", default_value_t = 10)]
+    pub tls_handshake_timeout: u64,
+    /// Seconds an HTTP/1 client has to send a whole request head, from when the connection is
+    /// ready for one (so an idle HTTP/1 connection is closed after it too).
+    #[arg(long, env = "PORTCULLIS_REQUEST_HEADER_TIMEOUT", default_value_t = 10)]
+    pub request_header_timeout: u64,
+    /// Seconds a connection may stay open without a request in flight (HTTP/2: then GOAWAY).
+    #[arg(long, env = "PORTCULLIS_IDLE_TIMEOUT", default_value_t = 60)]
+    pub idle_timeout: u64,
+    /// Largest request head, in bytes (HTTP/1 headers, HTTP/2 header list); larger get 431.
+    #[arg(long, env = "PORTCULLIS_MAX_REQUEST_HEADER_BYTES", default_value_t = 32 << 10)]
+    pub max_request_header_bytes: usize,
+    /// Streams one HTTP/2 connection may have open at once.
+    #[arg(
+        long,
+        env = "PORTCULLIS_HTTP2_MAX_CONCURRENT_STREAMS",
+        default_value_t = 32
+    )]
+    pub http2_max_concurrent_streams: u32,
+    /// Seconds between HTTP/2 keep-alive pings (0: none).
+    #[arg(
+        long,
+        env = "PORTCULLIS_HTTP2_KEEPALIVE_INTERVAL",
+        default_value_t = 20
+    )]
+    pub http2_keepalive_interval: u64,
+    /// Seconds a ping's answer may take before the connection is closed as dead.
+    #[arg(long, env = "PORTCULLIS_HTTP2_KEEPALIVE_TIMEOUT", default_value_t = 10)]
+    pub http2_keepalive_timeout: u64,
     /// TLS certificate chain (PEM); with --key-file, the API is served over HTTPS.
     #[arg(long, env = "PORTCULLIS_CERT_FILE", requires = "key_file")]
     pub cert_file: Option<PathBuf>,
@@ -215,7 +267,9 @@ pub fn init_tracing(args: &GlobalArgs, command: &Command) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match args.log_fmt {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder
+            .fmt_fields(portcullis::logging::escaping_text_fields())
+            .init(),
         LogFormat::Json => builder.json().init(),
     }
 }

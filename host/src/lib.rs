@@ -32,6 +32,7 @@ pub mod engine;
 pub mod environment;
 pub mod evaluation;
 pub mod limits;
+pub mod logging;
 pub mod policy;
 pub mod server;
 pub mod store;

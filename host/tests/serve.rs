@@ -2,116 +2,13 @@
 //! configuration errors, environment variables, and SIGTERM with a request in
 //! flight.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
 
+use common::served::{http, portcullis, serve};
 use common::{components_dir, repo};
-
-/// A `portcullis serve` child process, killed when dropped.
-struct Served {
-    child: Child,
-    api: SocketAddr,
-    probes: SocketAddr,
-    /// The log lines after "serving".
-    logs: mpsc::Receiver<String>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn portcullis() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-    command
-        .arg("serve")
-        .args([
-            "--addr",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--readiness-probe-port",
-            "0",
-        ])
-        .args(["--log-fmt", "json", "--no-cache"])
-        .arg("--components-dir")
-        .arg(components_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    command
-}
-
-/// Starts the server and waits for its "serving" log line (JSON), which
-/// carries the bound addresses.
-fn serve(mut command: Command) -> Served {
-    let unbound = SocketAddr::from(([0, 0, 0, 0], 0));
-    // Owned by `Served` from the start, so a failed start is killed and reaped.
-    let (sender, logs) = mpsc::channel();
-    let mut served = Served {
-        child: command.spawn().expect("starting portcullis serve"),
-        api: unbound,
-        probes: unbound,
-        logs,
-    };
-    let mut lines = BufReader::new(served.child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while served.api == unbound {
-        assert!(
-            Instant::now() < deadline,
-            "portcullis serve did not start in time"
-        );
-        let line = lines
-            .next()
-            .expect("portcullis serve exited before serving")
-            .unwrap();
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if event["fields"]["message"] == "serving" {
-            let addr = |key: &str| event["fields"][key].as_str().unwrap().parse().unwrap();
-            served.api = addr("api_addr");
-            served.probes = addr("readiness_addr");
-        }
-    }
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            let _ = sender.send(line);
-        }
-    });
-    served
-}
-
-/// One HTTP/1.1 exchange; returns the status code and the body.
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
 
 fn privileged_review() -> String {
     std::fs::read_to_string(

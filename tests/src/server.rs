@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use portcullis::server::{RunningServer, ServerConfig};
+use portcullis::server::{BodyLimits, ListenerLimits, RunningServer, ServerConfig};
 use portcullis::{Limits, config};
 
 use crate::{engine_with, shared_cache, target_dir};
@@ -16,7 +16,13 @@ pub fn test_config() -> ServerConfig {
         readiness_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         workers: 4,
         queue_capacity: 256,
-        body_limit: 1 << 20,
+        webhook_timeout: Duration::from_secs(10),
+        body: BodyLimits {
+            max_bytes: 1 << 20,
+            ..BodyLimits::default()
+        },
+        api_limits: ListenerLimits::default(),
+        probe_limits: ListenerLimits::probes(&ListenerLimits::default(), 32),
         tls: None,
         always_accept_namespace: None,
         shutdown_grace: Duration::from_secs(10),

@@ -241,7 +241,10 @@ async fn bad_requests_get_precise_json_errors() {
     // 1 MiB limit in the test configuration.
     let (status, answer) = post(&url, vec![b' '; (1 << 20) + 1]).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(answer["error"], "request body too large");
+    assert_eq!(
+        answer["error"],
+        "request body too large (limit: 1048576 bytes)"
+    );
 }
 
 #[tokio::test]
@@ -356,7 +359,7 @@ async fn beyond_workers_and_queue_requests_are_refused_fast() {
     assert_eq!(body["response"]["status"]["code"], 500);
     let metrics = get_text(&format!("{}/metrics", server.probes)).await;
     assert!(
-        metrics.contains("portcullis_overload_rejections_total 1"),
+        metrics.contains(r#"portcullis_overload_rejections_total{reason="queue_full"} 1"#),
         "{metrics}"
     );
 }

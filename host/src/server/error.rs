@@ -1,7 +1,6 @@
 //! Every error the HTTP API answers, as one type that becomes a JSON response.
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -32,18 +31,6 @@ impl ApiError {
 impl From<AdmissionError> for ApiError {
     fn from(error: AdmissionError) -> Self {
         Self::new(StatusCode::BAD_REQUEST, error.to_string())
-    }
-}
-
-impl From<BytesRejection> for ApiError {
-    fn from(rejection: BytesRejection) -> Self {
-        let status = rejection.status();
-        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "request body too large".to_owned()
-        } else {
-            rejection.body_text()
-        };
-        Self::new(status, message)
     }
 }
 

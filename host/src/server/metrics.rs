@@ -1,6 +1,7 @@
 //! Prometheus metrics, served as text on the readiness port's `/metrics`.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -10,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use super::connections::Connections;
 use crate::enforcement::Outcome;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -22,6 +24,22 @@ struct EvaluationLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyLabel {
     policy: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabel {
+    listener: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShedLabels {
+    listener: &'static str,
+    reason: &'static str,
 }
 
 /// 50 µs .. ~3.3 s: instantiation lives at the bottom, timeouts at the top.
@@ -38,7 +56,12 @@ pub struct Metrics {
     evaluation_seconds: Family<PolicyLabel, Histogram>,
     instantiation_seconds: Family<PolicyLabel, Histogram>,
     in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
-    overloaded: Counter<u64, AtomicU64>,
+    overloaded: Family<ReasonLabel, Counter<u64, AtomicU64>>,
+    open_connections: Family<ListenerLabel, Gauge>,
+    shed_connections: Family<ShedLabels, Counter>,
+    buffered_body_bytes: Gauge,
+    /// The listeners' connection sets, read when metrics are encoded.
+    listeners: Mutex<Vec<(&'static str, Arc<Connections>)>>,
 }
 
 impl Default for Metrics {
@@ -77,11 +100,33 @@ impl Metrics {
             "Evaluations running now",
             in_flight.clone(),
         );
-        let overloaded = Counter::default();
+        let overloaded = Family::<ReasonLabel, Counter<u64, AtomicU64>>::default();
         registry.register(
             "overload_rejections",
-            "Requests refused because every worker was busy and the queue was full",
+            "Requests answered 503 by reason: queue_full, pushed_out (a policy with a shorter \
+             queue took the place), deadline (waited past the webhook timeout), body_budget, \
+             instance_pool",
             overloaded.clone(),
+        );
+        let open_connections = Family::<ListenerLabel, Gauge>::default();
+        registry.register(
+            "open_connections",
+            "Connections open now, by listener (API, probes)",
+            open_connections.clone(),
+        );
+        let shed_connections = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            "shed_connections",
+            "Connections closed or refused at the connection limit: idle_closed (the longest \
+             idle made room for a new one), refused (every connection was busy)",
+            shed_connections.clone(),
+        );
+        let buffered_body_bytes = Gauge::default();
+        registry.register(
+            "buffered_body_bytes",
+            "Bytes of request bodies being read or waiting for their answer (bounded by \
+             --request-body-budget)",
+            buffered_body_bytes.clone(),
         );
         Self {
             registry,
@@ -90,6 +135,10 @@ impl Metrics {
             instantiation_seconds,
             in_flight,
             overloaded,
+            open_connections,
+            shed_connections,
+            buffered_body_bytes,
+            listeners: Mutex::new(Vec::new()),
         }
     }
 
@@ -117,9 +166,30 @@ impl Metrics {
             .observe(total.as_secs_f64());
     }
 
-    /// Counts a request refused for overload.
-    pub fn overloaded(&self) {
-        self.overloaded.inc();
+    /// Counts a request refused for overload, and why.
+    pub fn overloaded(&self, reason: &'static str) {
+        self.overloaded.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts a connection shed by `listener` at its connection limit.
+    pub fn connection_shed(&self, listener: &'static str, reason: &'static str) {
+        self.shed_connections
+            .get_or_create(&ShedLabels { listener, reason })
+            .inc();
+    }
+
+    /// Reports `connections` as `listener`'s open connections.
+    pub(super) fn watch_connections(&self, listener: &'static str, connections: Arc<Connections>) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((listener, connections));
+    }
+
+    /// Sets the bytes of request bodies held now.
+    pub fn buffered_body_bytes(&self, bytes: usize) {
+        self.buffered_body_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Marks an evaluation as running until the guard is dropped.
@@ -130,6 +200,17 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
+        for (listener, connections) in self
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let open = i64::try_from(connections.len()).unwrap_or(i64::MAX);
+            self.open_connections
+                .get_or_create(&ListenerLabel { listener })
+                .set(open);
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");

@@ -3,26 +3,36 @@
 //! Two listeners: the API (`/validate`, `/validate_raw`, `/audit`), over TLS
 //! when certificates are given, and the probes (`/readiness`, `/livez`,
 //! `/metrics`) over plain HTTP, like Kubewarden's policy-server.
+//!
+//! A request crosses the network edge first ([`listener`]: connection cap,
+//! timeouts, HTTP/2 limits; [`body`]: size, deadline, byte budgets), then
+//! the [`gate`] into the worker pool, then the evaluation.
 
+mod body;
+mod budget;
+mod connections;
 mod error;
 mod gate;
+mod listener;
 mod metrics;
 mod routes;
 mod tls;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use axum_server::Handle;
+use tokio::sync::watch;
 
+pub use self::body::BodyLimits;
+use self::budget::Budget;
 use self::error::ApiError;
-pub use self::gate::{Gate, Overloaded};
+pub use self::gate::{Gate, Lane, Overloaded};
+use self::listener::Listener;
+pub use self::listener::ListenerLimits;
 pub use self::metrics::Metrics;
 use crate::bindings::AdmissionRequest;
 use crate::cache::CompiledCache;
@@ -44,8 +54,15 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Requests that may wait for a worker before new ones are refused.
     pub queue_capacity: usize,
-    /// Largest accepted request body, in bytes.
-    pub body_limit: usize,
+    /// How long a request may wait for a worker, from its arrival: the API
+    /// server's webhook timeout, after which nobody reads the answer.
+    pub webhook_timeout: Duration,
+    /// How request bodies are read.
+    pub body: BodyLimits,
+    /// The API listener's edge limits.
+    pub api_limits: ListenerLimits,
+    /// The probe listener's edge limits.
+    pub probe_limits: ListenerLimits,
     /// Serve the API over TLS with these files.
     pub tls: Option<TlsFiles>,
     /// Admit every request in this namespace without evaluating it.
@@ -86,6 +103,14 @@ pub enum ServeError {
     Tls(String),
 }
 
+/// When a request arrived and how large its body was: what the gate needs
+/// to place it.
+#[derive(Debug, Clone, Copy)]
+struct Received {
+    arrived: Instant,
+    bytes: usize,
+}
+
 /// What an evaluation task is asked to do; it comes back with the result.
 enum Job {
     // Boxed: a request is far larger than a raw document's String.
@@ -98,8 +123,11 @@ pub struct AppState {
     evaluator: tokio::runtime::Handle,
     environment: OnceLock<Environment>,
     ready: AtomicBool,
-    gate: Gate,
-    metrics: Metrics,
+    gate: Arc<Gate>,
+    webhook_timeout: Duration,
+    body_limits: BodyLimits,
+    body_budget: Budget,
+    metrics: Arc<Metrics>,
     always_accept_namespace: Option<String>,
 }
 
@@ -122,8 +150,10 @@ impl AppState {
         policy: &Arc<Policy>,
         request: AdmissionRequest,
         purpose: Purpose,
+        received: Received,
     ) -> Result<Decision, ApiError> {
-        let (result, job) = self.run(policy, Job::Validate(Box::new(request))).await?;
+        let job = Job::Validate(Box::new(request));
+        let (result, job) = self.run(policy, job, received).await?;
         let Job::Validate(request) = job else {
             unreachable!("the job comes back as it went")
         };
@@ -137,8 +167,9 @@ impl AppState {
         policy: &Arc<Policy>,
         uid: &str,
         document: String,
+        received: Received,
     ) -> Result<Decision, ApiError> {
-        let (result, job) = self.run(policy, Job::Raw(document)).await?;
+        let (result, job) = self.run(policy, Job::Raw(document), received).await?;
         let Job::Raw(document) = job else {
             unreachable!("the job comes back as it went")
         };
@@ -154,8 +185,18 @@ impl AppState {
         self: &Arc<Self>,
         policy: &Arc<Policy>,
         job: Job,
+        received: Received,
     ) -> Result<(Result<crate::Verdict, EvaluationError>, Job), ApiError> {
-        let permit = self.enter().await?;
+        let deadline = received.arrived + self.webhook_timeout;
+        let lane = Lane::new(policy.id(), received.bytes);
+        let permit = self
+            .gate
+            .enter(lane, received.arrived, deadline)
+            .await
+            .map_err(|overloaded| {
+                self.metrics.overloaded(overloaded.reason());
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, overloaded.to_string())
+            })?;
         let state = Arc::clone(self);
         let policy = Arc::clone(policy);
         let task = self.evaluator.spawn(async move {
@@ -179,7 +220,7 @@ impl AppState {
             // An instance pool with no free slot is overload too: answer it
             // like a full queue, not like a policy failure.
             Err(EvaluationError::Overloaded(message)) => {
-                self.metrics.overloaded();
+                self.metrics.overloaded("instance_pool");
                 Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("server overloaded: {message}"),
@@ -187,13 +228,6 @@ impl AppState {
             }
             result => Ok((result, job)),
         }
-    }
-
-    async fn enter(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-        self.gate.enter().await.map_err(|overloaded| {
-            self.metrics.overloaded();
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, overloaded.to_string())
-        })
     }
 
     fn record(
@@ -234,9 +268,7 @@ pub struct RunningServer {
     pub api_addr: SocketAddr,
     /// Where the probes listen.
     pub readiness_addr: SocketAddr,
-    api: Handle<SocketAddr>,
-    probes: Handle<SocketAddr>,
-    grace: Duration,
+    shutdown: watch::Sender<bool>,
     tasks: tokio::task::JoinSet<Result<(), ServeError>>,
     watcher: Option<tokio::task::JoinHandle<()>>,
     _evaluator: Evaluator,
@@ -262,8 +294,7 @@ impl RunningServer {
         if let Some(watcher) = self.watcher.take() {
             watcher.abort();
         }
-        self.api.graceful_shutdown(Some(self.grace));
-        self.probes.graceful_shutdown(Some(self.grace));
+        let _ = self.shutdown.send(true);
         while let Some(joined) = self.tasks.join_next().await {
             joined.expect("a server task panicked")?;
         }
@@ -305,83 +336,82 @@ pub async fn start(
         environment: OnceLock::new(),
         ready: AtomicBool::new(false),
         gate: Gate::new(config.workers, config.queue_capacity),
-        metrics: Metrics::new(),
+        webhook_timeout: config.webhook_timeout,
+        body_budget: Budget::new(config.body.server_budget),
+        body_limits: config.body.clone(),
+        metrics: Arc::new(Metrics::new()),
         always_accept_namespace: config.always_accept_namespace.clone(),
     });
+    let (shutdown, stopping) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    let grace = config.shutdown_grace;
 
     // Probes first, so the orchestrator sees "not ready" while policies load.
-    let probes = Handle::new();
-    let listener = bind("probe listener", config.readiness_addr)?;
-    let readiness_addr = local_addr("probe listener", &listener)?;
-    let server =
-        axum_server::from_tcp(listener).map_err(listen_error("probe listener", readiness_addr))?;
-    tracing::info!(%readiness_addr, "probes listening; loading policies");
-    let router = routes::probes(state.clone());
-    let handle = probes.clone();
+    let socket = bind("probe listener", config.readiness_addr)?;
+    let readiness_addr = local_addr("probe listener", &socket)?;
+    let probes = Listener {
+        name: "probes",
+        socket,
+        tls: None,
+        router: routes::probes(state.clone()),
+        limits: config.probe_limits.clone(),
+        // Probe requests carry no body worth keeping.
+        connection_body_budget: 0,
+    };
+    let metrics = Arc::clone(&state.metrics);
+    let stopping_probes = stopping.clone();
     tasks.spawn(async move {
-        server
-            .handle(handle)
-            .serve(router.into_make_service())
-            .await
-            .map_err(listen_error("probe listener", readiness_addr))
+        let served = probes.serve(metrics, stopping_probes, grace).await;
+        served.map_err(listen_error("probe listener", readiness_addr))
     });
+    tracing::info!(%readiness_addr, "probes listening; loading policies");
 
     let environment = Environment::load(&engine, specs, cache.as_ref()).await?;
     let _ = state.environment.set(environment);
 
-    let api = Handle::new();
-    let mut watcher = None;
-    let listener = bind("API listener", config.api_addr)?;
-    let api_addr = local_addr("API listener", &listener)?;
-    let router = routes::api(state.clone(), config.body_limit);
-    let handle = api.clone();
-    // The one difference between HTTP and HTTPS is the acceptor; the served
-    // future is boxed so both are spawned (and fail) the same way.
-    let serving: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match &config.tls {
-        None => {
-            let server =
-                axum_server::from_tcp(listener).map_err(listen_error("API listener", api_addr))?;
-            Box::pin(server.handle(handle).serve(router.into_make_service()))
-        }
-        Some(files) => {
-            let rustls = tls::ReloadingConfig::load(files.clone()).map_err(ServeError::Tls)?;
-            let server = axum_server::from_tcp_rustls(listener, rustls.axum_config())
-                .map_err(listen_error("API listener", api_addr))?;
-            watcher = Some(tokio::spawn(rustls.watch()));
-            Box::pin(server.handle(handle).serve(router.into_make_service()))
-        }
+    let socket = bind("API listener", config.api_addr)?;
+    let api_addr = local_addr("API listener", &socket)?;
+    let tls = match &config.tls {
+        None => None,
+        Some(files) => Some(tls::ReloadingConfig::load(files.clone()).map_err(ServeError::Tls)?),
     };
+    let watcher = tls.clone().map(|tls| tokio::spawn(tls.watch()));
+    let api = Listener {
+        name: "API",
+        socket,
+        tls,
+        router: routes::api(state.clone()),
+        limits: config.api_limits.clone(),
+        connection_body_budget: config.body.connection_budget,
+    };
+    let metrics = Arc::clone(&state.metrics);
     tasks.spawn(async move {
-        serving
-            .await
-            .map_err(listen_error("API listener", api_addr))
+        let served = api.serve(metrics, stopping, grace).await;
+        served.map_err(listen_error("API listener", api_addr))
     });
     state.ready.store(true, Ordering::Release);
     tracing::info!(%api_addr, %readiness_addr, tls = config.tls.is_some(), "serving");
     Ok(RunningServer {
         api_addr,
         readiness_addr,
-        api,
-        probes,
-        grace: config.shutdown_grace,
+        shutdown,
         tasks,
         watcher,
         _evaluator: evaluator,
     })
 }
 
-fn bind(what: &'static str, addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+fn bind(what: &'static str, addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
     let listener = std::net::TcpListener::bind(addr).map_err(listen_error(what, addr))?;
     listener
         .set_nonblocking(true)
         .map_err(listen_error(what, addr))?;
-    Ok(listener)
+    tokio::net::TcpListener::from_std(listener).map_err(listen_error(what, addr))
 }
 
 fn local_addr(
     what: &'static str,
-    listener: &std::net::TcpListener,
+    listener: &tokio::net::TcpListener,
 ) -> Result<SocketAddr, ServeError> {
     listener.local_addr().map_err(|source| ServeError::Listen {
         what,

@@ -5,21 +5,24 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
-use super::AppState;
+use super::body::LimitedBody;
 use super::error::ApiError;
-use crate::admission::{ADMISSION_API_VERSION, AdmissionResponse, parse_review};
+use super::gate::LARGE;
+use super::{AppState, Received};
+use crate::admission::{ADMISSION_API_VERSION, AdmissionResponse, parse_review, raw_document_uid};
 use crate::bindings::AdmissionRequest;
 use crate::enforcement::{Decision, Purpose};
 
-/// The webhook API (TLS when configured).
-pub fn api(state: Arc<AppState>, body_limit: usize) -> Router {
+/// The webhook API (TLS when configured). Bodies are read by [`LimitedBody`]
+/// under the server's body limits.
+pub fn api(state: Arc<AppState>) -> Router {
     Router::new()
         .route(
             "/validate/{policy_id}",
@@ -34,7 +37,6 @@ pub fn api(state: Arc<AppState>, body_limit: usize) -> Router {
             post(audit).fallback(method_not_allowed),
         )
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
@@ -70,34 +72,57 @@ impl ReviewOut {
     }
 }
 
+/// The policy id in the path; a path that is not one (invalid UTF-8, say)
+/// is answered like every other error, in JSON.
+type PolicyId = Result<Path<String>, PathRejection>;
+
+fn policy_id(path: PolicyId) -> Result<String, ApiError> {
+    path.map(|Path(id)| id).map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid policy id in the path: {}", rejection.body_text()),
+        )
+    })
+}
+
 async fn validate(
     state: State<Arc<AppState>>,
-    Path(policy_id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    id: PolicyId,
+    body: LimitedBody,
 ) -> Result<Json<ReviewOut>, ApiError> {
-    review(state, policy_id, body?, Purpose::Admission).await
+    review(state, policy_id(id)?, body, Purpose::Admission).await
 }
 
 async fn audit(
     state: State<Arc<AppState>>,
-    Path(policy_id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    id: PolicyId,
+    body: LimitedBody,
 ) -> Result<Json<ReviewOut>, ApiError> {
-    review(state, policy_id, body?, Purpose::Audit).await
+    review(state, policy_id(id)?, body, Purpose::Audit).await
 }
 
 async fn review(
     State(state): State<Arc<AppState>>,
     policy_id: String,
-    body: Bytes,
+    body: LimitedBody,
     purpose: Purpose,
 ) -> Result<Json<ReviewOut>, ApiError> {
     let policy = state.policy(&policy_id)?;
-    let request = parse_review(&body)?;
+    let LimitedBody {
+        bytes,
+        reservation: _held_until_answered,
+        arrived,
+    } = body;
+    let received = Received {
+        arrived,
+        bytes: bytes.len(),
+    };
+    // The request holds copies of what it needs: the body goes.
+    let request = parse(bytes, |bytes| parse_review(&bytes)).await??;
     if purpose == Purpose::Admission && state.always_accepted(&request) {
         return Ok(ReviewOut::new(AdmissionResponse::allow(&request.uid)));
     }
-    let decision = state.evaluate(&policy, request, purpose).await?;
+    let decision = state.evaluate(&policy, request, purpose, received).await?;
     Ok(ReviewOut::new(decision.response))
 }
 
@@ -109,26 +134,57 @@ struct RawOut {
 
 async fn validate_raw(
     State(state): State<Arc<AppState>>,
-    Path(policy_id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    id: PolicyId,
+    body: LimitedBody,
 ) -> Result<Json<RawOut>, ApiError> {
-    let body = body?;
-    let policy = state.policy(&policy_id)?;
-    let document: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+    let policy = state.policy(&policy_id(id)?)?;
+    let LimitedBody {
+        bytes,
+        reservation: _held_until_answered,
+        arrived,
+    } = body;
+    // Checks the whole document and reads its top-level `uid` (raw documents
+    // carry none of their own; echo one if the caller sent it) without
+    // building it in memory: the policy parses it anyway.
+    let received = Received {
+        arrived,
+        bytes: bytes.len(),
+    };
+    let (uid, text) = parse(bytes, |bytes| {
+        let uid = raw_document_uid(&bytes)?;
+        let text = String::from_utf8(Vec::from(bytes)).expect("valid JSON is valid UTF-8");
+        Ok::<_, serde_json::Error>((uid, text))
+    })
+    .await?
+    .map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("malformed JSON document: {e}"),
         )
     })?;
-    // Raw documents carry no uid of their own; echo one if the caller sent it.
-    let uid = document
-        .get("uid")
-        .and_then(|u| u.as_str())
-        .unwrap_or_default()
-        .to_owned();
-    let text = String::from_utf8(body.to_vec()).expect("valid JSON is valid UTF-8");
-    let Decision { response, .. } = state.evaluate_raw(&policy, &uid, text).await?;
+    let Decision { response, .. } = state.evaluate_raw(&policy, &uid, text, received).await?;
     Ok(Json(RawOut { response }))
+}
+
+/// Runs `parse` on `body`: here for ordinary bodies, on the blocking pool
+/// for large ones, whose parse takes milliseconds that the threads serving
+/// HTTP owe to every other connection. (The body budget bounds how many
+/// large bodies there are at once.)
+async fn parse<T: Send + 'static>(
+    body: Bytes,
+    parse: impl FnOnce(Bytes) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    if body.len() <= LARGE {
+        return Ok(parse(body));
+    }
+    tokio::task::spawn_blocking(move || parse(body))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("parsing the request failed: {e}"),
+            )
+        })
 }
 
 async fn readiness(State(state): State<Arc<AppState>>) -> Response {
@@ -140,6 +196,9 @@ async fn readiness(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state
+        .metrics()
+        .buffered_body_bytes(state.body_budget.in_use());
     (
         [(
             header::CONTENT_TYPE,

@@ -4,24 +4,26 @@
 
 use std::fs;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use axum_server::tls_rustls::RustlsConfig;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
+use tokio_rustls::TlsAcceptor;
 
 use super::TlsFiles;
 
 /// How often the files' modification times are checked.
 const POLL: Duration = Duration::from_secs(1);
 
-/// A rustls configuration that follows its files.
+/// A rustls configuration that follows its files. Clones share it.
+#[derive(Clone)]
 pub struct ReloadingConfig {
     files: TlsFiles,
-    config: RustlsConfig,
+    config: Arc<RwLock<Arc<ServerConfig>>>,
+    /// The files' modification times when `config` was read.
     stamp: Vec<Option<SystemTime>>,
 }
 
@@ -29,7 +31,7 @@ impl ReloadingConfig {
     /// Reads the files; fails if any is unusable.
     pub fn load(files: TlsFiles) -> Result<Self, String> {
         let stamp = stamp(&files);
-        let config = RustlsConfig::from_config(Arc::new(server_config(&files)?));
+        let config = Arc::new(RwLock::new(Arc::new(server_config(&files)?)));
         Ok(Self {
             files,
             config,
@@ -37,24 +39,26 @@ impl ReloadingConfig {
         })
     }
 
-    /// The configuration the listener uses; reloads are visible through it.
-    pub fn axum_config(&self) -> RustlsConfig {
-        self.config.clone()
+    /// An acceptor with the current configuration, for one connection.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        let current = self.config.read().unwrap_or_else(|e| e.into_inner());
+        TlsAcceptor::from(Arc::clone(&current))
     }
 
     /// Polls the files forever, swapping in a new configuration when they
     /// change. A broken update is logged and the old certificate kept.
-    pub async fn watch(mut self) {
+    pub async fn watch(self) {
+        let mut seen = self.stamp.clone();
         loop {
             tokio::time::sleep(POLL).await;
             let now = stamp(&self.files);
-            if now == self.stamp {
+            if now == seen {
                 continue;
             }
             match server_config(&self.files) {
                 Ok(config) => {
-                    self.config.reload_from_config(Arc::new(config));
-                    self.stamp = now;
+                    *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+                    seen = now;
                     tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
                 }
                 // Files are often replaced one at a time: retry on the next poll.

@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+#[allow(dead_code)] // not every test binary uses every helper
+pub mod served;
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,413 @@
+//! One listening socket: accepting connections under a cap, TLS handshakes
+//! under a deadline, and HTTP/1.1 or HTTP/2 on each connection under the
+//! edge limits — until the server shuts down.
+//!
+//! Every connection runs in a task of its own that also watches three
+//! things besides its requests: the server shutting down, the listener
+//! asking it to make room ([`Connections`]), and its own idleness. Each ends
+//! it gracefully: requests in flight finish, an HTTP/2 client gets a GOAWAY.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tower_service::Service as _;
+
+use super::connections::{Admission, Connection, Connections};
+use super::metrics::Metrics;
+use super::tls::ReloadingConfig;
+
+/// The network edge of one listener: every bound on what a client may hold
+/// open, how slowly it may talk, and how much it may multiplex.
+#[derive(Debug, Clone)]
+pub struct ListenerLimits {
+    /// Connections open at once. At the cap, the longest idle connection is
+    /// closed to make room; if none is idle, the new connection is refused.
+    pub max_connections: usize,
+    /// Time a client has to complete the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Time an HTTP/1 client has to send a complete request head, counted
+    /// from when the connection is ready for one (accepted, or the previous
+    /// response sent): an idle HTTP/1 connection is closed after it too.
+    pub header_read_timeout: Duration,
+    /// A connection without a request in flight for this long is closed
+    /// (HTTP/2: GOAWAY).
+    pub idle_timeout: Duration,
+    /// Largest request head (HTTP/1 header bytes, HTTP/2 header list).
+    pub max_header_bytes: usize,
+    /// Streams one HTTP/2 connection may have open at once.
+    pub http2_max_concurrent_streams: u32,
+    /// How often an HTTP/2 connection is pinged (`None`: never)...
+    pub http2_keepalive_interval: Option<Duration>,
+    /// ...and how long the ping's answer may take before the connection is
+    /// considered dead and closed.
+    pub http2_keepalive_timeout: Duration,
+    /// How long a connection asked to close may take to finish its requests.
+    pub close_grace: Duration,
+}
+
+impl ListenerLimits {
+    /// The limits of the probe port: the same timeouts as `api`, but caps
+    /// sized for three tiny GETs by a kubelet and a metrics scraper, so that
+    /// nobody reaching the probe port can take memory from the API.
+    pub fn probes(api: &ListenerLimits, max_connections: usize) -> Self {
+        Self {
+            max_connections,
+            max_header_bytes: 8 << 10,
+            http2_max_concurrent_streams: 4,
+            ..api.clone()
+        }
+    }
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 512,
+            tls_handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 32 << 10,
+            http2_max_concurrent_streams: 32,
+            http2_keepalive_interval: Some(Duration::from_secs(20)),
+            http2_keepalive_timeout: Duration::from_secs(10),
+            close_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Where and when a request arrived; every request served by a
+/// [`Listener`] carries one in its extensions.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// When its head was read.
+    pub arrived: Instant,
+    /// The connection it came on.
+    pub connection: Arc<Connection>,
+}
+
+/// A bound socket and how to serve it.
+pub struct Listener {
+    /// `"API"` or `"probes"`, for logs and metrics.
+    pub name: &'static str,
+    /// The bound socket.
+    pub socket: TcpListener,
+    /// TLS, if the listener speaks HTTPS.
+    pub tls: Option<ReloadingConfig>,
+    /// The routes.
+    pub router: Router,
+    /// Its edge limits.
+    pub limits: ListenerLimits,
+    /// Per connection, bytes of request bodies that may be held at once.
+    pub connection_body_budget: usize,
+}
+
+impl Listener {
+    /// Serves until `shutdown` turns true, then lets every connection finish
+    /// its requests within `grace`.
+    pub async fn serve(
+        self,
+        metrics: Arc<Metrics>,
+        mut shutdown: watch::Receiver<bool>,
+        grace: Duration,
+    ) -> io::Result<()> {
+        let Listener {
+            name,
+            socket,
+            tls,
+            router,
+            limits,
+            connection_body_budget,
+        } = self;
+        let connections = Connections::new(limits.max_connections, connection_body_budget);
+        metrics.watch_connections(name, Arc::clone(&connections));
+        let http = Arc::new(http_builder(&limits));
+        let limits = Arc::new(limits);
+        let mut tasks = JoinSet::new();
+        let mut shedding = Shedding::new(name, limits.max_connections);
+        let mut accept_errors = RateLimited::new(Duration::from_secs(1));
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = stopped(&mut shutdown) => break,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+                accepted = socket.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors, mostly: wait a little for
+                        // connections to close rather than spin.
+                        if accept_errors.ready() {
+                            tracing::warn!(listener = name, %error, "cannot accept a connection");
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+            };
+            let registered = match connections.admit() {
+                Admission::Admitted(registered) => {
+                    shedding.admitted(connections.len());
+                    registered
+                }
+                Admission::Evicted(registered) => {
+                    shedding.evicted(&metrics);
+                    registered
+                }
+                Admission::Refused => {
+                    shedding.refused(&metrics, peer);
+                    drop(stream);
+                    continue;
+                }
+            };
+            let served = Served {
+                connection: Arc::clone(registered.connection()),
+                router: router.clone(),
+                http: Arc::clone(&http),
+                limits: Arc::clone(&limits),
+                shutdown: shutdown.clone(),
+            };
+            let tls = tls.as_ref().map(ReloadingConfig::acceptor);
+            tasks.spawn(async move {
+                // Deregistered (its slot freed) when the task ends, however.
+                let _registered = registered;
+                served.run(stream, tls).await;
+            });
+        }
+        drop(socket);
+        let drained = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            tasks.abort_all();
+        }
+        Ok(())
+    }
+}
+
+fn http_builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // The read buffer holds the request head: at most this big (hyper's
+        // own floor is 8 KiB).
+        .max_buf_size(limits.max_header_bytes.max(8 << 10));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(limits.http2_keepalive_interval)
+        .keep_alive_timeout(limits.http2_keepalive_timeout);
+    builder
+}
+
+/// One accepted connection and what serving it needs.
+struct Served {
+    connection: Arc<Connection>,
+    router: Router,
+    http: Arc<auto::Builder<TokioExecutor>>,
+    limits: Arc<ListenerLimits>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Served {
+    async fn run(self, stream: TcpStream, tls: Option<tokio_rustls::TlsAcceptor>) {
+        // Admission reviews are small request/response pairs: waiting to
+        // coalesce them (Nagle) only adds a delayed-ACK stall (~40 ms).
+        let _ = stream.set_nodelay(true);
+        match tls {
+            None => self.http(stream).await,
+            Some(acceptor) => {
+                let mut shutdown = self.shutdown.clone();
+                let handshake = tokio::time::timeout(
+                    self.limits.tls_handshake_timeout,
+                    acceptor.accept(stream),
+                );
+                let stream = tokio::select! {
+                    result = handshake => match result {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake timed out");
+                            return;
+                        }
+                    },
+                    _ = self.connection.closed() => return,
+                    _ = stopped(&mut shutdown) => return,
+                };
+                self.http(stream).await
+            }
+        }
+    }
+
+    /// Serves HTTP on `io` until the client leaves, the connection idles
+    /// out, or it is asked to close.
+    async fn http<I>(self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Served {
+            connection,
+            router,
+            http,
+            limits,
+            mut shutdown,
+        } = self;
+        let on_request = Arc::clone(&connection);
+        let service = service_fn(move |mut request: hyper::Request<Incoming>| {
+            let in_flight = on_request.request();
+            request.extensions_mut().insert(RequestContext {
+                arrived: Instant::now(),
+                connection: Arc::clone(&on_request),
+            });
+            let response = router.clone().call(request);
+            async move {
+                let response = response.await;
+                drop(in_flight);
+                response
+            }
+        });
+        let served = http.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(served);
+        let mut closing_by: Option<tokio::time::Instant> = None;
+        loop {
+            let idle_check = limits.idle_timeout.saturating_sub(connection.idle_for());
+            let close = |served: std::pin::Pin<&mut _>, closing_by: &mut Option<_>| {
+                auto::Connection::graceful_shutdown(served);
+                *closing_by = Some(tokio::time::Instant::now() + limits.close_grace);
+            };
+            tokio::select! {
+                result = served.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = connection.closed(), if closing_by.is_none() => {
+                    close(served.as_mut(), &mut closing_by);
+                }
+                _ = stopped(&mut shutdown), if closing_by.is_none() => {
+                    close(served.as_mut(), &mut closing_by);
+                }
+                _ = tokio::time::sleep(idle_check), if closing_by.is_none() => {
+                    if connection.idle_for() >= limits.idle_timeout {
+                        close(served.as_mut(), &mut closing_by);
+                    }
+                }
+                _ = sleep_until(closing_by), if closing_by.is_some() => return,
+            }
+        }
+    }
+}
+
+/// Resolves when the server starts shutting down.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not Send: dropped here, not held.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+fn sleep_until(at: Option<tokio::time::Instant>) -> impl Future<Output = ()> {
+    let at = at.unwrap_or_else(tokio::time::Instant::now);
+    tokio::time::sleep_until(at)
+}
+
+/// Logs the start and the end of a burst of connections over the cap, once
+/// each, and counts what was shed.
+struct Shedding {
+    listener: &'static str,
+    limit: usize,
+    since: Option<Instant>,
+    evicted: u64,
+    refused: u64,
+}
+
+impl Shedding {
+    fn new(listener: &'static str, limit: usize) -> Self {
+        Self {
+            listener,
+            limit,
+            since: None,
+            evicted: 0,
+            refused: 0,
+        }
+    }
+
+    fn begin(&mut self) {
+        if self.since.is_none() {
+            self.since = Some(Instant::now());
+            tracing::warn!(
+                listener = self.listener,
+                limit = self.limit,
+                "connection limit reached: closing the longest idle connections to make room, \
+                 refusing new ones while every connection is busy"
+            );
+        }
+    }
+
+    fn evicted(&mut self, metrics: &Metrics) {
+        self.begin();
+        self.evicted += 1;
+        metrics.connection_shed(self.listener, "idle_closed");
+    }
+
+    fn refused(&mut self, metrics: &Metrics, peer: SocketAddr) {
+        self.begin();
+        self.refused += 1;
+        metrics.connection_shed(self.listener, "refused");
+        tracing::debug!(listener = self.listener, %peer, "connection refused: every connection is busy");
+    }
+
+    /// A connection was admitted without shedding one, `open` are open now.
+    /// The burst is over once an eighth of the cap is free again (so that a
+    /// listener hovering at the cap does not log every other connection).
+    fn admitted(&mut self, open: usize) {
+        if open > self.limit - self.limit / 8 {
+            return;
+        }
+        if let Some(since) = self.since.take() {
+            tracing::info!(
+                listener = self.listener,
+                idle_closed = self.evicted,
+                refused = self.refused,
+                seconds = since.elapsed().as_secs(),
+                "below the connection limit again"
+            );
+            self.evicted = 0;
+            self.refused = 0;
+        }
+    }
+}
+
+/// Lets something happen at most once per period.
+struct RateLimited {
+    period: Duration,
+    last: Option<Instant>,
+}
+
+impl RateLimited {
+    fn new(period: Duration) -> Self {
+        Self { period, last: None }
+    }
+
+    fn ready(&mut self) -> bool {
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now < last + self.period) {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
+}
