@@ -6,7 +6,8 @@
 //! pre-linked component per unique digest) → [`evaluation`] (a fresh store
 //! and instance per call, under [`limits`]) → [`admission`] (AdmissionReview
 //! in, AdmissionResponse out), with [`enforcement`] applying the declared
-//! mode and mutation permission, and [`server`] serving it all over HTTP(S).
+//! mode and mutation permission, and [`server`] serving it all over HTTP(S)
+//! behind a network edge that bounds what any client can hold.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {

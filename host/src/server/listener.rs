@@ -175,6 +175,7 @@ impl Listener {
                 http: Arc::clone(&http),
                 limits: Arc::clone(&limits),
                 shutdown: shutdown.clone(),
+                shutdown_grace: grace,
             };
             let tls = tls.as_ref().map(ReloadingConfig::acceptor);
             tasks.spawn(async move {
@@ -218,6 +219,8 @@ struct Served {
     http: Arc<auto::Builder<TokioExecutor>>,
     limits: Arc<ListenerLimits>,
     shutdown: watch::Receiver<bool>,
+    /// How long requests in flight may take when the server shuts down.
+    shutdown_grace: Duration,
 }
 
 impl Served {
@@ -265,6 +268,7 @@ impl Served {
             http,
             limits,
             mut shutdown,
+            shutdown_grace,
         } = self;
         let on_request = Arc::clone(&connection);
         let service = service_fn(move |mut request: hyper::Request<Incoming>| {
@@ -285,9 +289,10 @@ impl Served {
         let mut closing_by: Option<tokio::time::Instant> = None;
         loop {
             let idle_check = limits.idle_timeout.saturating_sub(connection.idle_for());
-            let close = |served: std::pin::Pin<&mut _>, closing_by: &mut Option<_>| {
+            // Requests in flight finish (within `grace`); no new ones start.
+            let close = |served: std::pin::Pin<&mut _>, closing_by: &mut Option<_>, grace| {
                 auto::Connection::graceful_shutdown(served);
-                *closing_by = Some(tokio::time::Instant::now() + limits.close_grace);
+                *closing_by = Some(tokio::time::Instant::now() + grace);
             };
             tokio::select! {
                 result = served.as_mut() => {
@@ -297,14 +302,14 @@ impl Served {
                     return;
                 }
                 _ = connection.closed(), if closing_by.is_none() => {
-                    close(served.as_mut(), &mut closing_by);
+                    close(served.as_mut(), &mut closing_by, limits.close_grace);
                 }
                 _ = stopped(&mut shutdown), if closing_by.is_none() => {
-                    close(served.as_mut(), &mut closing_by);
+                    close(served.as_mut(), &mut closing_by, shutdown_grace);
                 }
                 _ = tokio::time::sleep(idle_check), if closing_by.is_none() => {
                     if connection.idle_for() >= limits.idle_timeout {
-                        close(served.as_mut(), &mut closing_by);
+                        close(served.as_mut(), &mut closing_by, limits.close_grace);
                     }
                 }
                 _ = sleep_until(closing_by), if closing_by.is_some() => return,
