@@ -87,164 +87,96 @@ pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest, AdmissionError> {
 /// document with hundreds of thousands of keys costs one pass, on the thread
 /// serving HTTP, and the policy parses it again anyway.
 pub fn raw_document_uid(body: &[u8]) -> Result<String, serde_json::Error> {
-    let RawUid(uid) = serde_json::from_slice(body)?;
+    use serde::de::DeserializeSeed as _;
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let uid = Walk::TopLevel.deserialize(&mut deserializer)?;
+    deserializer.end()?;
     Ok(uid.unwrap_or_default())
 }
 
-/// The string `uid` at the top of a JSON document, if any (the last one, like
-/// a map built from the document would keep).
-struct RawUid(Option<String>);
+/// A walk over a JSON value that checks it as a `serde_json::Value` parse
+/// would (`deserialize_any`, so number ranges too, unlike `IgnoredAny`),
+/// drops it as it is read, and keeps one string: the top-level `uid`.
+#[derive(Clone, Copy, PartialEq)]
+enum Walk {
+    /// The document: keep its `uid` member, if a string (the last one, as a
+    /// map built from the document would).
+    TopLevel,
+    /// The value of a top-level `uid`: keep it, if a string.
+    Uid,
+    /// Anything else: keep nothing.
+    Inside,
+}
 
-impl<'de> Deserialize<'de> for RawUid {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TopLevel;
-        impl<'de> serde::de::Visitor<'de> for TopLevel {
-            type Value = RawUid;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON document")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<RawUid, A::Error> {
-                let mut uid = None;
-                while let Some(Key(is_uid)) = map.next_key()? {
-                    if is_uid {
-                        uid = map.next_value::<UidValue>()?.0;
-                    } else {
-                        map.next_value::<Checked>()?;
-                    }
-                }
-                Ok(RawUid(uid))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<RawUid, A::Error> {
-                CheckedVisitor.visit_seq(seq).map(|Checked| RawUid(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<RawUid, E> {
-                Ok(RawUid(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<RawUid, E> {
-                Ok(RawUid(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<RawUid, E> {
-                Ok(RawUid(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<RawUid, E> {
-                Ok(RawUid(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<RawUid, E> {
-                Ok(RawUid(None))
-            }
-            fn visit_unit<E>(self) -> Result<RawUid, E> {
-                Ok(RawUid(None))
-            }
-        }
-        deserializer.deserialize_any(TopLevel)
+impl<'de> serde::de::DeserializeSeed<'de> for Walk {
+    type Value = Option<String>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-/// A map key, and whether it is `uid`.
-struct Key(bool);
+/// A top-level key, and whether it is `uid` (compared, not kept).
+struct IsUid(bool);
 
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+impl<'de> Deserialize<'de> for IsUid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct KeyVisitor;
         impl serde::de::Visitor<'_> for KeyVisitor {
-            type Value = Key;
+            type Value = IsUid;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a key")
             }
-            fn visit_str<E>(self, key: &str) -> Result<Key, E> {
-                Ok(Key(key == "uid"))
+            fn visit_str<E>(self, key: &str) -> Result<IsUid, E> {
+                Ok(IsUid(key == "uid"))
             }
         }
-        deserializer.deserialize_str(KeyVisitor)
+        d.deserialize_str(KeyVisitor)
     }
 }
 
-/// A `uid` value: kept when it is a string, checked otherwise.
-struct UidValue(Option<String>);
-
-impl<'de> Deserialize<'de> for UidValue {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct UidVisitor;
-        impl<'de> serde::de::Visitor<'de> for UidVisitor {
-            type Value = UidValue;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_str<E>(self, uid: &str) -> Result<UidValue, E> {
-                Ok(UidValue(Some(uid.to_owned())))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<UidValue, A::Error> {
-                CheckedVisitor.visit_map(map).map(|Checked| UidValue(None))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<UidValue, A::Error> {
-                CheckedVisitor.visit_seq(seq).map(|Checked| UidValue(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<UidValue, E> {
-                Ok(UidValue(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<UidValue, E> {
-                Ok(UidValue(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<UidValue, E> {
-                Ok(UidValue(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<UidValue, E> {
-                Ok(UidValue(None))
-            }
-            fn visit_unit<E>(self) -> Result<UidValue, E> {
-                Ok(UidValue(None))
-            }
-        }
-        deserializer.deserialize_any(UidVisitor)
-    }
-}
-
-/// Any JSON value, checked as a `serde_json::Value` parse would check it
-/// (`deserialize_any`, so number ranges too, unlike `IgnoredAny`), and
-/// dropped as it is read.
-struct Checked;
-
-struct CheckedVisitor;
-
-impl<'de> Deserialize<'de> for Checked {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(CheckedVisitor)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
-    type Value = Checked;
+impl<'de> serde::de::Visitor<'de> for Walk {
+    type Value = Option<String>;
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any JSON value")
+        f.write_str("a JSON value")
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
-        while map.next_entry::<Checked, Checked>()?.is_some() {}
-        Ok(Checked)
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut uid = None;
+        if self == Walk::TopLevel {
+            while let Some(IsUid(is_uid)) = map.next_key()? {
+                if is_uid {
+                    uid = map.next_value_seed(Walk::Uid)?;
+                } else {
+                    map.next_value_seed(Walk::Inside)?;
+                }
+            }
+        } else {
+            while map.next_key_seed(Walk::Inside)?.is_some() {
+                map.next_value_seed(Walk::Inside)?;
+            }
+        }
+        Ok(uid)
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
-        while seq.next_element::<Checked>()?.is_some() {}
-        Ok(Checked)
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element_seed(Walk::Inside)?.is_some() {}
+        Ok(None)
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
-        Ok(Checked)
+    fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+        Ok((self == Walk::Uid).then(|| text.to_owned()))
     }
-    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
-        Ok(Checked)
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
     }
-    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
-        Ok(Checked)
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
-        Ok(Checked)
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
     }
-    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
-        Ok(Checked)
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
     }
-    fn visit_unit<E>(self) -> Result<Checked, E> {
-        Ok(Checked)
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
     }
 }
 
