@@ -179,8 +179,9 @@ pub struct ServeArgs {
     /// Seconds a client has to complete the TLS handshake.
     #[arg(long, env = "PORTCULLIS_TLS_HANDSHAKE_TIMEOUT", default_value_t = 10)]
     pub tls_handshake_timeout: u64,
-    /// Seconds an HTTP/1 client has to send a whole request head, from when the connection is
-    /// ready for one (so an idle HTTP/1 connection is closed after it too).
+    /// Seconds a client has to send its first request head (from the connection's start), and an
+    /// HTTP/1 client each later one (from the previous response): silent, trickling and idle
+    /// HTTP/1 connections are closed after it.
     #[arg(long, env = "PORTCULLIS_REQUEST_HEADER_TIMEOUT", default_value_t = 10)]
     pub request_header_timeout: u64,
     /// Seconds a connection may stay open without a request in flight (HTTP/2: then GOAWAY).

@@ -84,6 +84,7 @@ impl Connections {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let connection = Arc::new(Connection {
             epoch: self.epoch,
+            requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(self.now()),
             closing: AtomicBool::new(false),
@@ -137,6 +138,8 @@ impl Drop for Registered {
 #[derive(Debug)]
 pub struct Connection {
     epoch: Instant,
+    /// Requests started on it so far.
+    requests: AtomicU64,
     in_flight: AtomicUsize,
     /// Milliseconds since `epoch` when the last request finished (or the
     /// connection opened).
@@ -152,6 +155,11 @@ impl Connection {
         self.in_flight.load(Ordering::Acquire)
     }
 
+    /// Whether a request has started on it yet.
+    pub fn has_had_requests(&self) -> bool {
+        self.requests.load(Ordering::Acquire) > 0
+    }
+
     /// How long it has been without a request in flight (zero while one is).
     pub fn idle_for(&self) -> Duration {
         if self.in_flight() > 0 {
@@ -163,6 +171,7 @@ impl Connection {
 
     /// Marks a request in flight until the guard is dropped.
     pub fn request(self: &Arc<Self>) -> InFlight {
+        self.requests.fetch_add(1, Ordering::AcqRel);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(Arc::clone(self))
     }

@@ -37,9 +37,10 @@ pub struct ListenerLimits {
     pub max_connections: usize,
     /// Time a client has to complete the TLS handshake.
     pub tls_handshake_timeout: Duration,
-    /// Time an HTTP/1 client has to send a complete request head, counted
-    /// from when the connection is ready for one (accepted, or the previous
-    /// response sent): an idle HTTP/1 connection is closed after it too.
+    /// Time a client has to send its first request (from the connection's
+    /// start, after TLS), and an HTTP/1 client to send each later request
+    /// head (from the previous response): a silent or trickling connection,
+    /// and an idle HTTP/1 one, is closed after it.
     pub header_read_timeout: Duration,
     /// A connection without a request in flight for this long is closed
     /// (HTTP/2: GOAWAY).
@@ -288,7 +289,16 @@ impl Served {
         tokio::pin!(served);
         let mut closing_by: Option<tokio::time::Instant> = None;
         loop {
-            let idle_check = limits.idle_timeout.saturating_sub(connection.idle_for());
+            // Until its first request, a connection is held to the head
+            // timeout: hyper's own HTTP/1 head timer only starts once the
+            // protocol is known, and a client that sends nothing (or one
+            // byte of what could be an HTTP/2 preface) never gets there.
+            let idle_limit = if connection.has_had_requests() {
+                limits.idle_timeout
+            } else {
+                limits.header_read_timeout.min(limits.idle_timeout)
+            };
+            let idle_check = idle_limit.saturating_sub(connection.idle_for());
             // Requests in flight finish (within `grace`); no new ones start.
             let close = |served: std::pin::Pin<&mut _>, closing_by: &mut Option<_>, grace| {
                 auto::Connection::graceful_shutdown(served);
@@ -308,7 +318,7 @@ impl Served {
                     close(served.as_mut(), &mut closing_by, shutdown_grace);
                 }
                 _ = tokio::time::sleep(idle_check), if closing_by.is_none() => {
-                    if connection.idle_for() >= limits.idle_timeout {
+                    if connection.idle_for() >= idle_limit {
                         close(served.as_mut(), &mut closing_by, limits.close_grace);
                     }
                 }

@@ -31,8 +31,9 @@ pub const ANSWER_WITHIN: Duration = Duration::from_millis(100);
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// See [`HEADER_TIMEOUT`].
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(3);
-/// See [`HEADER_TIMEOUT`].
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+/// See [`HEADER_TIMEOUT`]. Longer than it, so that a connection closed
+/// before it was closed by the head timeout.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// See [`HEADER_TIMEOUT`].
 pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(3);
 
