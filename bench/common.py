@@ -59,44 +59,60 @@ def request_body(name):
     return (REQUESTS / f"{name}.json").read_bytes()
 
 
+def _serving_addresses(line):
+    """(API, probes) addresses from the "serving" log line, JSON or text;
+    (None, None) from any other line."""
+    try:
+        fields = json.loads(line).get("fields", {})
+    except ValueError:
+        match = re.search(r" serving api_addr=(\S+) readiness_addr=(\S+)", line)
+        return match.groups() if match else (None, None)
+    if fields.get("message") == "serving":
+        return fields["api_addr"], fields["readiness_addr"]
+    return None, None
+
+
 class Server:
     """A `portcullis serve` process on ephemeral loopback ports."""
 
-    def __init__(self, workers, policies=None, cache_dir=None, extra_args=()):
+    def __init__(self, workers, policies=None, cache_dir=None, extra_args=(), log_fmt="json",
+                 log_level="warn,portcullis::server=info", preexec_fn=None, keep_logs=False):
         """`policies`: a policies.yml path; None serves the embedded default
-        (examples/policies.yml, the 13-policy set) from the build's components."""
+        (examples/policies.yml, the 13-policy set) from the build's components.
+        `log_level` None leaves the server's default; `preexec_fn` runs in the
+        child before exec (e.g. to set its rlimits); `keep_logs` keeps the log
+        lines after "serving" in `self.logs`."""
         args = [
             str(BINARY), "serve",
             "--addr", "127.0.0.1", "--port", "0", "--readiness-probe-port", "0",
             "--workers", str(workers),
             "--components-dir", str(COMPONENTS),
-            "--log-fmt", "json", "--log-level", "warn,portcullis::server=info",
+            "--log-fmt", log_fmt,
         ]
+        if log_level is not None:
+            args += ["--log-level", log_level]
         if policies is not None:
             args += ["--policies", str(policies)]
         args += ["--cache-dir", str(cache_dir)] if cache_dir else ["--no-cache"]
         args += list(extra_args)
         self.started = time.perf_counter()
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, text=True)
+                                        stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
         self.api = self.probes = None
+        self.logs = []
         deadline = time.monotonic() + 300
         for line in self.process.stderr:
             if time.monotonic() > deadline:
                 break
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            fields = event.get("fields", {})
-            if fields.get("message") == "serving":
-                self.api, self.probes = fields["api_addr"], fields["readiness_addr"]
+            self.api, self.probes = _serving_addresses(line)
+            if self.api is not None:
                 break
         if self.api is None:
             self.stop()
             sys.exit("portcullis serve did not start")
         # Drain stderr so the server never blocks on a full pipe.
-        threading.Thread(target=lambda: [None for _ in self.process.stderr], daemon=True).start()
+        keep = self.logs.append if keep_logs else (lambda line: None)
+        threading.Thread(target=lambda: [keep(line) for line in self.process.stderr], daemon=True).start()
 
     def post(self, policy, body):
         request = urllib.request.Request(f"http://{self.api}/validate/{policy}", data=body,

@@ -401,12 +401,22 @@ pub async fn start(
     })
 }
 
+/// Connections the kernel completes for a listener before it accepts them.
+/// A burst past the backlog waits for SYN retransmissions (seconds); the
+/// connection cap, not the backlog, is what bounds connections.
+const BACKLOG: u32 = 1024;
+
 fn bind(what: &'static str, addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
-    let listener = std::net::TcpListener::bind(addr).map_err(listen_error(what, addr))?;
-    listener
-        .set_nonblocking(true)
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(listen_error(what, addr))?;
+    socket
+        .set_reuseaddr(true)
         .map_err(listen_error(what, addr))?;
-    tokio::net::TcpListener::from_std(listener).map_err(listen_error(what, addr))
+    socket.bind(addr).map_err(listen_error(what, addr))?;
+    socket.listen(BACKLOG).map_err(listen_error(what, addr))
 }
 
 fn local_addr(

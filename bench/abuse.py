@@ -1,0 +1,608 @@
+#!/usr/bin/env python3
+"""The network edge attacked at the red team's full scale (issue 11).
+
+Runs every attack of issue 11's table against a release `portcullis serve`
+(a fresh server per attack, the shipped defaults, `--workers 2`), each from
+this process on 127.0.0.1 with asyncio sockets, and measures what the
+attack did to the server: its RSS (at rest, peak, and 5 s after the
+attacker left), what the attacker's connections were answered and when the
+server closed them. Meanwhile a separate process sends a normal review
+(examples/pod-privileged/test_data/privileged_pod_review.json to a
+pod-privileged policy) on a fresh connection every 250 ms, and GETs
+/livez and /readiness on the probe port, and records their status, verdict
+and latency. Prints one Markdown table, the issue's "before" column beside
+the measured "after".
+
+    python3 bench/abuse.py [--no-build] [--only 1,2,12]
+
+The script builds the components and the release host first (bench/common.py
+`build()`) unless --no-build. It installs what it needs when missing: the
+`h2` package from PyPI (HTTP/2 attacks) and h2load (Debian nghttp2-client,
+the TLS + HTTP/2 row); TLS material is made with `openssl`. It takes about
+six minutes (the slowest rows wait out the 10 s timeouts);
+every attack is bounded in connections and time.
+"""
+
+import argparse
+import asyncio
+import collections
+import datetime
+import importlib
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from attackers import (
+    H2Client, REVIEW_FILE, Watcher, attacker, client_tls, code, exchange, get, h2_outcome, last_closed, outcome, percentile, post, split_addr, still_open, summarize, verdict_ok,
+)
+from common import Server, build, machine, scratch_dir, write_policies
+
+WORKERS = 2
+# The server's defaults this script expects (host/src/cli.rs), for the limits it reports.
+HEADER_TIMEOUT_S = BODY_TIMEOUT_S = WEBHOOK_TIMEOUT_S = 10
+# How long after an attack the server's RSS is read again.
+SETTLE_S = 5
+
+POLICIES = """\
+privileged: { module: pod_privileged.wasm }
+privileged-monitor: { module: pod_privileged.wasm, policyMode: monitor }
+sleepy:
+  module: sleeping.wasm
+  # Over the 2 s sleep, so that the sleep ends, not the evaluation deadline.
+  timeoutEvalSeconds: 3
+  settings: { sleepMilliseconds: 2000 }
+"""
+
+# Issue 11's "measured" column: the server before the network edge was rewritten.
+BEFORE = {
+    1: "RSS 56 → 751 MiB in 0.7 s, held as long as the client likes (no body-read timeout)",
+    2: "RSS 163 → 778 MiB in 3.6 s; 713 MiB still resident after the client left",
+    3: "RSS 72 → 847 MiB; 764 MiB after close (no header-read timeout)",
+    4: "RSS 58 → 451 MiB (mTLS does not cover the probe port)",
+    5: "API, /livez and /readiness all time out, nothing logged",
+    6: "0 of 500 closed",
+    7: "peak RSS 1,297 MiB (1,742 MiB when they queue behind a slow policy)",
+    8: "normal requests p50 1,062 ms",
+    9: "126 fast 503s; another policy timed out for the whole burst (~128 s of waiting)",
+    10: "the legitimate client got 503 on 38 % of its requests",
+    11: "the process dies at once, 6 in-flight requests lost, nothing logged",
+    12: "1,225 req/s, max request time 44 ms (~42 ms stalls; Kubewarden 1,359–1,451 req/s, max 5–10 ms)",
+    13: "a forged log line and a raw escape byte in the log",
+    14: "`100 Continue` instead of an immediate 413",
+    15: "`400 text/plain`",
+}
+
+
+# --- what the script needs installed -----------------------------------------------------------
+
+def ensure_h2():
+    try:
+        importlib.import_module("h2")
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "h2"], check=True)
+        importlib.invalidate_caches()
+
+
+def ensure_h2load():
+    if not shutil.which("h2load"):
+        subprocess.run(["apt-get", "install", "-y", "nghttp2-client"], check=True)
+
+
+def raise_own_open_files():
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def make_pki(directory):
+    """A CA, a server certificate for localhost/127.0.0.1 and a client
+    certificate, made with openssl; returns their paths by name."""
+    paths = {name: str(Path(directory) / name) for name in
+             ["ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key"]}
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", paths["ca.key"], "-out", paths["ca.crt"], "-days", "1", "-subj", "/CN=abuse bench CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    for leaf, extensions in [("server", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+                             ("client", "subjectAltName=DNS:kube-apiserver\nextendedKeyUsage=clientAuth")]:
+        ext = Path(directory) / f"{leaf}.ext"
+        ext.write_text(f"basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{extensions}\n")
+        csr = Path(directory) / f"{leaf}.csr"
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", paths[f"{leaf}.key"], "-out", str(csr), "-subj", f"/CN={leaf}")
+        openssl("x509", "-req", "-in", str(csr), "-CA", paths["ca.crt"], "-CAkey", paths["ca.key"],
+                "-CAcreateserial", "-out", paths[f"{leaf}.crt"], "-days", "1", "-extfile", str(ext))
+    return paths
+
+
+# --- the attacks ------------------------------------------------------------------------------
+
+def large_review(size):
+    """A privileged pod's review whose object carries `size` bytes of annotations."""
+    review = json.loads(REVIEW_FILE.read_bytes())
+    review["request"]["object"]["metadata"]["annotations"] = {
+        f"example.com/a{i}": "x" * 980 for i in range(size // 1000)}
+    return json.dumps(review, separators=(",", ":")).encode()
+
+
+def many_keys(size):
+    """A JSON object of `size` bytes, 16 bytes a key (`,"key00000001":0`)."""
+    parts = ['{"uid":"raw"']
+    length = len(parts[0])
+    i = 0
+    while length < size - 1:
+        parts.append(f',"key{i:08d}":0')
+        length += 16
+        i += 1
+    return ("".join(parts) + "}").encode(), i
+
+
+def rss(server):
+    return server.memory_kib()[0] / 1024
+
+
+def metric(server, name):
+    _, _, body, _ = exchange(server.probes, get("/metrics"))
+    match = re.search(rf"^{re.escape(name)} (\S+)$", body.decode(), re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def counters(server):
+    """The server's own count of what it refused and shed, non-zero only."""
+    _, _, body, _ = exchange(server.probes, get("/metrics"))
+    found = re.findall(r"^portcullis_(overload_rejections|shed_connections)_total\{([^}]*)\} (\S+)$",
+                       body.decode(), re.M)
+    return ", ".join(f"{name}{{{labels}}} {float(value):.0f}" for name, labels, value in found if float(value))
+
+
+def unfinished_bodies(bench, server):
+    declared, sent = 8_300_000, b" " * 8_000_000
+    head = (f"POST /validate/privileged HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {declared}\r\n\r\n").encode()
+
+    async def attack():
+        deadline = time.monotonic() + BODY_TIMEOUT_S + 15
+        return await asyncio.gather(*(attacker(server.api, head, sent, deadline=deadline) for _ in range(90)))
+
+    peers = asyncio.run(attack())
+    closed = last_closed(peers, "head_sent")
+    return (f"90 connections: {outcome(peers)}; the last closed by the server "
+            + (f"{closed:.1f} s after its head" if closed is not None else "never")
+            + (f"; **{still_open(peers)} still open at {BODY_TIMEOUT_S + 15} s**" if still_open(peers) else ""))
+
+
+def unfinished_h2_streams(bench, server):
+    async def attack():
+        client = H2Client(server.api, 100)
+        await client.connect()
+        body, streams = b" " * 7_500_000, []
+        for _ in range(100):
+            stream = await client.open("/validate/privileged", body, 7_600_000, end=False)
+            if stream is None:
+                break
+            streams.append(stream)
+        deadline = time.monotonic() + BODY_TIMEOUT_S + 15
+        while not all(s.done for s in streams) and time.monotonic() < deadline:
+            client.changed.clear()
+            try:
+                await asyncio.wait_for(client.changed.wait(), timeout=max(0.01, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
+        client.close()
+        return client, streams
+
+    started = time.monotonic()
+    client, streams = asyncio.run(attack())
+    spans = [s.finished - started for s in streams if s.finished]
+    return (f"{len(streams)} streams (at most {client.conn.remote_settings.max_concurrent_streams} open at once, "
+            f"the server's limit): {h2_outcome(streams)}; the last ended after "
+            f"{max(spans, default=float('nan')):.1f} s")
+
+
+def unfinished_heads(addr, connections, size, chunk=64 << 10):
+    async def attack():
+        deadline = time.monotonic() + HEADER_TIMEOUT_S + 15
+        tasks = []
+        # One padding for all: 2,000 private copies of 400 KB would be 800 MB here.
+        padding = memoryview((b"X-Padding: " + b"a" * 1000 + b"\r\n") * (size // 1013 + 1))
+        for i in range(connections):
+            head = f"POST /validate/privileged HTTP/1.1\r\nHost: x{i}\r\n".encode()
+            tasks.append(attacker(addr, head, padding[:size - len(head)], deadline=deadline, chunk=chunk))
+        return await asyncio.gather(*tasks)
+
+    started = time.monotonic()
+    peers = asyncio.run(attack())
+    closed = [p.closed - started for p in peers if p.closed]
+    return (f"{connections} connections: {outcome(peers)}; "
+            + (f"all closed by {max(closed):.1f} s" if closed and not still_open(peers)
+               else f"**{still_open(peers)} still open at {HEADER_TIMEOUT_S + 15} s**"))
+
+
+def heads_on_api(bench, server):
+    return unfinished_heads(server.api, 2000, 400_000)
+
+
+def heads_on_probes(bench, server):
+    return "on the probe port: " + unfinished_heads(server.probes, 2000, 400_000)
+
+
+def idle_connections(bench, server):
+    async def attack():
+        # A connection that has not sent its first request is held to the
+        # header timeout (not the longer idle timeout).
+        # Connections beyond the listen backlog connect seconds later (SYN
+        # retries): each is held for the timeout plus a margin from when it
+        # connected.
+        deadline, hold = time.monotonic() + HEADER_TIMEOUT_S + 60, HEADER_TIMEOUT_S + 15
+        api = [attacker(server.api, b"", deadline=deadline, hold=hold) for _ in range(1100)]
+        probes = [attacker(server.probes, b"", deadline=deadline, hold=hold) for _ in range(60)]
+        peers = await asyncio.gather(*api, *probes)
+        return peers[:1100], peers[1100:]
+
+    started = time.monotonic()
+    api, probes = asyncio.run(attack())
+    time.sleep(0.5)  # the log line is written by another thread
+    logged = collections.Counter(json.loads(line).get("fields", {}).get("listener") for line in server.logs
+                                 if "connection limit reached" in line)
+
+    def closed(peers):
+        connected = [p.opened - started for p in peers if p.opened]
+        spans = [p.closed - p.opened for p in peers if p.closed and p.opened]
+        return (f"connected within {max(connected, default=0):.1f} s, " +
+                (f"each closed at most {max(spans):.1f} s after it connected" if spans and not still_open(peers)
+                 else f"**{still_open(peers)} still open {HEADER_TIMEOUT_S + 15} s after connecting**"))
+
+    return (f"1,100 idle on the API: {outcome(api)}, {closed(api)}; 60 on the probe port: {outcome(probes)}, "
+            f"{closed(probes)} (--request-header-timeout {HEADER_TIMEOUT_S} s); \"connection limit reached\" logged "
+            f"{logged.get('API', 0)} × for the API, {logged.get('probes', 0)} × for the probes")
+
+
+def slowloris(bench, server):
+    trickle = b"POST /validate/privileged HTTP/1.1\r\nHost: slow\r\nX-Slow: " + b"a" * 60
+
+    async def attack():
+        deadline = time.monotonic() + HEADER_TIMEOUT_S + 15
+        return await asyncio.gather(*(attacker(server.api, b"", trickle, deadline=deadline, chunk=1, pause=1.0)
+                                      for _ in range(500)))
+
+    peers = asyncio.run(attack())
+    lived = sorted(p.closed - p.opened for p in peers if p.closed and p.opened)
+    closed = len(lived)
+    return (f"{closed} of 500 closed by the server ({outcome(peers)}), after "
+            f"{lived[0]:.1f}–{lived[-1]:.1f} s" if lived else f"0 of 500 closed ({outcome(peers)})")
+
+
+def large_reviews(bench, server):
+    review = large_review(7_300_000)
+    rejected = 'portcullis_overload_rejections_total{reason="body_budget"}'
+    parts = []
+    for policy, label in [("privileged", "100 × 7.3 MB to pod-privileged"),
+                          ("sleepy", "the same to the 2 s sleep policy (queued)")]:
+        head = (f"POST /validate/{policy} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(review)}\r\nConnection: close\r\n\r\n").encode()
+        before_refused = metric(server, rejected)
+        bench.reset_peak(server)
+
+        async def attack():
+            deadline = time.monotonic() + WEBHOOK_TIMEOUT_S + 30
+            return await asyncio.gather(*(attacker(server.api, head, review, deadline=deadline) for _ in range(100)))
+
+        peers = asyncio.run(attack())
+        peak = bench.peak(server)
+        refused = metric(server, rejected) - before_refused
+        parts.append(f"{label}: {outcome(peers)}; body_budget rejections {refused:.0f}; "
+                     f"peak RSS {peak:.0f} MiB")
+        time.sleep(2)
+    return "; ".join(parts)
+
+
+def raw_documents(bench, server):
+    document, keys = many_keys(8_000_000)
+    request = post("/validate_raw/privileged", document)
+
+    async def client(until):
+        statuses = collections.Counter()
+        while time.monotonic() < until:
+            peer = await attacker(server.api, b"", request, deadline=until + 30)
+            statuses[peer.status or peer.error or "no answer"] += 1
+        return statuses
+
+    async def attack():
+        until = time.monotonic() + 10
+        return await asyncio.gather(*(client(until) for _ in range(4)))
+
+    statuses = sum(asyncio.run(attack()), collections.Counter())
+    return (f"4 clients × 10 s of {len(document) / 1e6:.1f} MB / {keys:,}-key documents: "
+            + ", ".join(f"{n} × {s}" for s, n in statuses.most_common()))
+
+
+def slow_policy_flood(bench, server):
+    request = post("/validate/sleepy", REVIEW_FILE.read_bytes())
+
+    async def one(deadline):
+        started = time.monotonic()
+        peer = await attacker(server.api, b"", request, deadline=deadline)
+        return peer, (peer.closed or time.monotonic()) - started
+
+    async def attack():
+        deadline = time.monotonic() + WEBHOOK_TIMEOUT_S + 20
+        return await asyncio.gather(*(one(deadline) for _ in range(256)))
+
+    answers = asyncio.run(attack())
+    fast = sum(1 for peer, took in answers if peer.status == 503 and took < 1)
+    return (f"256 concurrent to the 2 s policy: {outcome([p for p, _ in answers])} ({fast} of the 503s within "
+            f"1 s); the slowest answered after {max(t for _, t in answers):.1f} s "
+            f"(--webhook-timeout {WEBHOOK_TIMEOUT_S} s)")
+
+
+def multiplexing_client(bench, server):
+    review = REVIEW_FILE.read_bytes()
+
+    async def attack():
+        client = H2Client(server.api, 200)
+        await client.connect()
+        streams, until = [], time.monotonic() + 10
+        while time.monotonic() < until and len(streams) < 50_000:
+            stream = await client.open("/validate/privileged", review, len(review))
+            if stream is None:
+                break
+            streams.append(stream)
+        deadline = time.monotonic() + 30
+        while not all(s.done for s in streams) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        client.close()
+        return client, streams
+
+    client, streams = asyncio.run(attack())
+    return (f"one HTTP/2 connection asking for 200 streams (the server allows "
+            f"{client.conn.remote_settings.max_concurrent_streams}) for 10 s: {h2_outcome(streams)}")
+
+
+def sighup(bench, server):
+    request = post("/validate/sleepy", REVIEW_FILE.read_bytes())
+
+    async def attack():
+        deadline = time.monotonic() + 30
+        flight = [asyncio.create_task(attacker(server.api, b"", request, deadline=deadline)) for _ in range(6)]
+        await asyncio.sleep(0.3)
+        os.kill(server.process.pid, signal.SIGHUP)
+        return await asyncio.gather(*flight)
+
+    peers = asyncio.run(attack())
+    alive = server.process.poll() is None
+    status, _, body, _ = exchange(server.api, post("/validate/privileged", REVIEW_FILE.read_bytes()))
+    time.sleep(0.3)
+    logged = any("SIGHUP" in line for line in server.logs)
+    return (f"6 in flight: {outcome(peers)}; process {'alive' if alive else '**dead**'}, "
+            f"a review afterwards: {status}{' + deny' if verdict_ok(status, body) else ''}; "
+            f"SIGHUP {'logged' if logged else '**not logged**'}")
+
+
+def tls_h2_sequential(bench, server):
+    body = Path(bench.scratch) / "review.json"
+    body.write_bytes(REVIEW_FILE.read_bytes())
+    url = f"https://{server.api}/validate/privileged"
+    runs = []
+    for run in range(4):  # the first warms the pools up, not counted
+        log = Path(bench.scratch) / f"h2load-{run}.log"
+        out = subprocess.run(["h2load", "-n", "2000", "-c", "1", "-m", "1", "-d", str(body),
+                              "-H", "content-type: application/json", f"--log-file={log}", url],
+                             capture_output=True, text=True, timeout=300, check=True).stdout
+        if run == 0:
+            protocol = re.search(r"TLS Protocol: (\S+)", out)
+            application = re.search(r"Application protocol: (\S+)", out)
+            continue
+        if "2000 succeeded" not in out or "2000 2xx" not in out:
+            sys.exit(f"h2load: not every request succeeded:\n{out}")
+        times = [int(line.split("\t")[2]) / 1000 for line in log.read_text().splitlines()]
+        rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+        runs.append((rps, statistics.mean(times), percentile(times, 0.99), max(times),
+                     sum(t > 10 for t in times), [t for t in times if t > 10]))
+    slow = [t for run in runs for t in run[5]]
+    return (f"h2load -n 2000 -c 1 -m 1 ({protocol.group(1) if protocol else 'TLS ?'}, "
+            f"{application.group(1) if application else '?'}), 3 runs: "
+            f"{statistics.median(r[0] for r in runs):,.0f} req/s (median), mean "
+            f"{statistics.median(r[1] for r in runs):.2f} ms, p99 {statistics.median(r[2] for r in runs):.2f} ms, "
+            f"max {' / '.join(f'{r[3]:.1f}' for r in runs)} ms; requests over 10 ms: "
+            f"{' / '.join(str(r[4]) for r in runs)} of 2,000"
+            + (f" (the slowest: {', '.join(f'{t:.0f}' for t in sorted(slow, reverse=True)[:8])} ms)" if slow else ""))
+
+
+def forged_log_line(bench, server):
+    forged = "x\n2026-01-01T00:00:00.000000Z  INFO portcullis: forged\x1b[2J"
+    review = json.loads(REVIEW_FILE.read_bytes())
+    review["request"]["uid"] = forged
+    status, _, _, _ = exchange(server.api, post("/validate/privileged-monitor", json.dumps(review).encode()))
+    for _ in range(40):
+        if any("monitor mode: verdict not enforced" in line for line in server.logs):
+            break
+        time.sleep(0.05)
+    lines = list(server.logs)
+    logged = next((line for line in lines if "monitor mode: verdict not enforced" in line), None)
+    forged_lines = sum(line.startswith("2026-01-01T00:00:00.000000Z") for line in lines)
+    escapes = sum("\x1b" in line for line in lines)
+    uid = re.search(r"uid=(.*?) (?:outcome|verdict)=", logged) if logged else None
+    return (f"answered {status}; forged lines: {forged_lines}, lines with a raw ESC: {escapes}; "
+            f"the uid logged as {code(uid.group(1)) if uid else 'not found'}")
+
+
+def expect_continue(bench, server):
+    head = (b"POST /validate/privileged HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 10000000000\r\nExpect: 100-continue\r\n\r\n")
+    started = time.perf_counter()
+    with socket.create_connection(split_addr(server.api), timeout=10) as sock:
+        sock.sendall(head)
+        first = sock.recv(4096)
+        took = (time.perf_counter() - started) * 1000
+        try:
+            while b"\r\n\r\n" in first and len(first) < 1 << 16 and (more := sock.recv(4096)):
+                first += more
+        except OSError:
+            pass
+    line = first.split(b"\r\n", 1)[0].decode("latin-1")
+    body = first.partition(b"\r\n\r\n")[2].decode("latin-1", "replace")
+    return f"first status line {code(line)} after {took:.1f} ms, body {code(body)}"
+
+
+def invalid_utf8_id(bench, server):
+    status, head, body, _ = exchange(server.api, post("/validate/%FF", b"{}"))
+    content_type = re.search(r"(?im)^content-type:\s*(\S+)", head)
+    return (f"{code(f'{status} {content_type.group(1) if content_type else chr(45)}')}: "
+            f"{code(body.decode('latin-1'))}")
+
+
+# Number, attack, function, server options, whether RSS is the point, watcher options.
+ROWS = [
+    (1, "90 connections × 8,000,000 bytes of an 8,300,000-byte body, never finished",
+     unfinished_bodies, {}, True, {}),
+    (2, "one HTTP/2 connection, 100 streams × 7.5 MB unfinished bodies", unfinished_h2_streams, {}, True, {}),
+    (3, "2,000 connections × 400 KB of unfinished request head", heads_on_api, {}, True, {}),
+    (4, "the same on the plain-HTTP probe port of an mTLS server", heads_on_probes, {"mtls": True}, True, {}),
+    (5, "1,100 idle connections, the process at 1,024 open files", idle_connections,
+     {"open_files": 1024}, True, {}),
+    (6, "slowloris: 500 connections × 1 byte/s of head", slowloris, {}, True, {}),
+    (7, "100 concurrent valid 7.3 MB reviews", large_reviews, {}, True, {}),
+    (8, "4 clients posting 8 MB / 500k-key documents to /validate_raw for 10 s", raw_documents, {}, True,
+     {"interval": 0.05}),
+    (9, "256 concurrent requests to the 2 s sleep policy, beside a normal policy", slow_policy_flood, {}, True, {}),
+    (10, "one HTTP/2 connection with 200 streams beside a sequential HTTP/1.1 client", multiplexing_client, {},
+     True, {"sequential": True}),
+    (11, "SIGHUP with 6 requests in flight", sighup, {}, False, {}),
+    (12, "TLS 1.3 + HTTP/2, one request at a time, 2,000 sequential", tls_h2_sequential, {"tls": True}, False, {}),
+    (13, "uid with a newline and an ESC byte, default text logs", forged_log_line, {"text_logs": True}, False, {}),
+    (14, "`Expect: 100-continue` with a 10 GB Content-Length", expect_continue, {}, False, {}),
+    (15, "invalid UTF-8 in the policy id (`/validate/%FF`)", invalid_utf8_id, {}, False, {}),
+]
+
+
+class Bench:
+    def __init__(self):
+        self.scratch = tempfile.mkdtemp(prefix="portcullis-abuse-")
+        self.cache = scratch_dir()
+        self.policies = write_policies(POLICIES)
+        self.pki = make_pki(self.scratch)
+        # Compile the components into the cache once, so that no row's
+        # baseline includes a compilation.
+        Server(WORKERS, policies=self.policies, cache_dir=self.cache).stop()
+
+    def server(self, mtls=False, tls=False, open_files=None, text_logs=False):
+        args = []
+        if mtls or tls:
+            args += ["--cert-file", self.pki["server.crt"], "--key-file", self.pki["server.key"]]
+        if mtls:
+            args += ["--client-ca-file", self.pki["ca.crt"]]
+        limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))) if open_files else None
+        options = {"log_fmt": "text", "log_level": None} if text_logs else {}
+        server = Server(WORKERS, policies=self.policies, cache_dir=self.cache, extra_args=args,
+                        preexec_fn=limit, keep_logs=True, **options)
+        client = (self.pki["ca.crt"], self.pki["client.crt"], self.pki["client.key"]) if mtls else (
+            (self.pki["ca.crt"], None, None) if tls else None)
+        return server, client
+
+    def reset_peak(self, server):
+        """Restarts the kernel's count of the server's peak RSS (VmHWM), keeping
+        the peak so far in `peaks` (one row may measure several)."""
+        if server.memory_kib()[1] > 0 and getattr(self, "peaks", None) is not None:
+            self.peaks.append(self.peak(server))
+        with open(f"/proc/{server.process.pid}/clear_refs", "w") as f:
+            f.write("5")
+
+    @staticmethod
+    def peak(server):
+        return server.memory_kib()[1] / 1024
+
+    def cleanup(self):
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        shutil.rmtree(self.cache, ignore_errors=True)
+        os.unlink(self.policies)
+
+
+def run_row(bench, row):
+    number, _, attack, options, memory, watch = row
+    server, tls = bench.server(**options)
+    try:
+        request = post("/validate/privileged", REVIEW_FILE.read_bytes())
+        for _ in range(20):
+            status, _, body, _ = exchange(server.api, request, client_tls(tls))
+            if not verdict_ok(status, body):
+                sys.exit(f"row {number}: the server does not answer a normal review: {status} {body[:200]}")
+        time.sleep(0.5)
+        baseline = rss(server)
+        bench.peaks = None
+        bench.reset_peak(server)
+        bench.peaks = []
+        watcher = Watcher(server, tls, **watch)
+        started = time.monotonic()
+        try:
+            measured = attack(bench, server)
+        finally:
+            rounds, steady = watcher.stop()
+        took = time.monotonic() - started
+        alive = server.process.poll() is None
+        if alive and memory:
+            counted = counters(server)
+            measured += f"; the server counted: {counted or 'no refusals'}"
+        if memory and alive:
+            peak = max([bench.peak(server), *bench.peaks])
+            time.sleep(SETTLE_S)
+            measured = (f"RSS {baseline:.0f} → peak {peak:.0f} MiB, {rss(server):.0f} MiB {SETTLE_S} s after; "
+                        + measured)
+        if not alive:
+            measured = f"**the server died ({server.process.returncode})**; " + measured
+        normal = summarize(rounds["review"])
+        if steady:
+            normal += f"; sequential keep-alive client: {summarize(steady)}"
+        probes = f"/livez {summarize(rounds['livez'], False)}; /readiness {summarize(rounds['readiness'], False)}"
+        return measured, normal, probes, took
+    finally:
+        server.stop()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-build", action="store_true", help="use the release binary and components as built")
+    parser.add_argument("--only", help="comma-separated row numbers (default: all 15)")
+    args = parser.parse_args()
+    only = {int(n) for n in args.only.split(",")} if args.only else None
+    ensure_h2()
+    ensure_h2load()
+    if not args.no_build:
+        build()
+    raise_own_open_files()
+    bench = Bench()
+    load = os.getloadavg()
+    results = []
+    try:
+        for row in ROWS:
+            if only and row[0] not in only:
+                continue
+            print(f"row {row[0]}: {row[1]} ...", file=sys.stderr, flush=True)
+            results.append((row, *run_row(bench, row)))
+    finally:
+        bench.cleanup()
+    load_after = os.getloadavg()
+
+    print(f"{datetime.date.today()}; {machine()}; load average {load[0]:.1f} before, {load_after[0]:.1f} after; "
+          f"release build, `portcullis serve` defaults and --workers {WORKERS}, a fresh server per attack; "
+          f"attacker and watcher on the same machine (127.0.0.1). \"Normal review\": one on a fresh connection "
+          f"every 250 ms during the attack (every 50 ms in row 8), from a separate process.\n")
+    print("| # | attack | before (issue 11) | after (this run) | normal review during | probes during | s |")
+    print("|---:|---|---|---|---|---|---:|")
+    for (number, attack, *_), measured, normal, probes, took in results:
+        print(f"| {number} | {attack} | {BEFORE[number]} | {measured} | {normal} | {probes} | {took:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
