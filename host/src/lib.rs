@@ -32,6 +32,7 @@ pub mod enforcement;
 pub mod engine;
 pub mod environment;
 pub mod evaluation;
+pub mod group;
 pub mod limits;
 pub mod logging;
 pub mod policy;
