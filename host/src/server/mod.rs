@@ -308,6 +308,9 @@ pub async fn start(
         metrics: Metrics::new(),
         always_accept_namespace: config.always_accept_namespace.clone(),
     });
+    for (fetch, scheme) in crate::source::distinct_fetches(&specs) {
+        state.metrics.fetched(&fetch, scheme);
+    }
     let mut tasks = tokio::task::JoinSet::new();
 
     // Probes first, so the orchestrator sees "not ready" while policies load.
