@@ -184,23 +184,25 @@ pub(crate) fn transport(host: &str, error: &reqwest::Error, sources: &str) -> Fe
     FetchError::Protocol(chain(error))
 }
 
-/// The rustls error somewhere in `error`'s chain, if the failure was TLS.
+/// What rustls said, if the failure was TLS. reqwest boxes the connector's
+/// errors more than once, and a box's `source()` skips the error it holds,
+/// so the rustls error cannot always be reached by downcasting: its message
+/// is recognised instead.
 fn tls_error(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(error) = next {
-        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
-            return Some(tls.to_string());
-        }
-        // io::Error hides its payload from `source()`.
-        if let Some(io) = error.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-            && let Some(tls) = inner.downcast_ref::<rustls::Error>()
-        {
-            return Some(tls.to_string());
-        }
-        next = error.source();
-    }
-    None
+    const RUSTLS: &[&str] = &[
+        "invalid peer certificate",
+        "received corrupt message",
+        "peer is incompatible",
+        "peer misbehaved",
+        "received fatal alert",
+        "peer sent no certificates",
+    ];
+    let text = chain(error);
+    RUSTLS
+        .iter()
+        .filter_map(|marker| text.find(marker))
+        .min()
+        .map(|at| text[at..].to_owned())
 }
 
 /// `error` and its causes on one line, without repeats.
