@@ -101,8 +101,9 @@ pub fn parse(text: &str, base_dir: &Path, origin: &str) -> Result<Vec<PolicySpec
             }
         })?;
         let source = match (&entry.module, &entry.url) {
-            (Some(module), None) => Source::parse(module, base_dir)
-                .map_err(|m| fail(format!("key `module`: {m}")))?,
+            (Some(module), None) => {
+                Source::parse(module, base_dir).map_err(|m| fail(format!("key `module`: {m}")))?
+            }
             (None, Some(url)) => {
                 Source::parse(url, base_dir).map_err(|m| fail(format!("key `url`: {m}")))?
             }

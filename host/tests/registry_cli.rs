@@ -73,18 +73,28 @@ fn sha256_of(path: &Path) -> String {
     portcullis::component::Digest::of(&std::fs::read(path).unwrap()).to_string()
 }
 
-fn skopeo_raw(reference: &str) -> serde_json::Value {
+/// `skopeo ARGS`, which must succeed; its stdout.
+fn skopeo(args: &[&str]) -> Vec<u8> {
     let output = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", "--raw"])
-        .arg(format!("docker://{reference}"))
+        .args(args)
         .output()
         .expect("skopeo is not installed: `scripts/test` installs it (apt-get install skopeo)");
     assert!(
         output.status.success(),
-        "skopeo: {}",
+        "skopeo {args:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).unwrap()
+    output.stdout
+}
+
+/// The manifest of `reference` as skopeo reads it: its exact bytes.
+fn skopeo_raw(reference: &str) -> Vec<u8> {
+    skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{reference}"),
+    ])
 }
 
 #[test]
@@ -100,28 +110,48 @@ fn push_digest_pull_inspect_and_run_a_registry_policy() {
     ]));
     let pinned = pushed.trim_end();
     let prefix = format!("registry://{host}/policies/pod-privileged@sha256:");
-    assert!(pinned.starts_with(&prefix) && pinned.len() == prefix.len() + 64, "{pushed}");
+    assert!(
+        pinned.starts_with(&prefix) && pinned.len() == prefix.len() + 64,
+        "{pushed}"
+    );
     assert_eq!(pushed.lines().count(), 1, "{pushed}");
 
     let resolved = stdout(&setup.run(&["digest", &setup.uri("policies/pod-privileged:v1")]));
     assert_eq!(resolved.trim_end(), pinned);
 
-    // Read back by skopeo: the CNCF Wasm OCI artifact, layer = the module.
-    let manifest = skopeo_raw(&format!("{host}/policies/pod-privileged:v1"));
-    assert_eq!(manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json");
-    assert_eq!(manifest["config"]["mediaType"], "application/vnd.wasm.config.v0+json");
+    // Read back by skopeo: the CNCF Wasm OCI artifact, layer = the module,
+    // and the manifest's bytes hash to the digest `push` printed.
+    let raw = skopeo_raw(&format!("{host}/policies/pod-privileged:v1"));
+    assert!(
+        pinned.ends_with(&portcullis::component::Digest::of(&raw).hex()),
+        "{pinned}"
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.wasm.config.v0+json"
+    );
     assert_eq!(manifest["layers"][0]["mediaType"], "application/wasm");
     assert_eq!(manifest["layers"][0]["digest"], sha256_of(&module));
-    // Its digest (as skopeo resolves it) is the one `push` printed.
-    let inspected = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
-        .arg(format!("docker://{host}/policies/pod-privileged:v1"))
-        .output()
-        .unwrap();
-    if inspected.status.success() {
-        let digest = String::from_utf8_lossy(&inspected.stdout).trim().to_owned();
-        assert!(pinned.ends_with(&digest), "{pinned} vs {digest}");
-    }
+    // Copied by skopeo into an OCI layout, the layer is the module, byte for byte.
+    let layout = setup.dir.path().join("oci-layout");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{host}/policies/pod-privileged:v1"),
+        &format!("oci:{}:copy", layout.display()),
+    ]);
+    let copied = layout
+        .join("blobs/sha256")
+        .join(sha256_of(&module).trim_start_matches("sha256:"));
+    assert_eq!(
+        std::fs::read(copied).unwrap(),
+        std::fs::read(&module).unwrap()
+    );
 
     // Kubewarden's layout on request.
     stdout(&setup.run(&[
@@ -131,9 +161,13 @@ fn push_digest_pull_inspect_and_run_a_registry_policy() {
         module.to_str().unwrap(),
         &setup.uri("policies/pod-privileged:kw"),
     ]));
-    let manifest = skopeo_raw(&format!("{host}/policies/pod-privileged:kw"));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&skopeo_raw(&format!("{host}/policies/pod-privileged:kw"))).unwrap();
     assert_eq!(manifest.get("mediaType"), None);
-    assert_eq!(manifest["config"]["mediaType"], "application/vnd.wasm.config.v1+json");
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.wasm.config.v1+json"
+    );
     assert_eq!(
         manifest["layers"][0]["mediaType"],
         "application/vnd.wasm.content.layer.v1+wasm"
@@ -150,15 +184,24 @@ fn push_digest_pull_inspect_and_run_a_registry_policy() {
     assert_eq!(pulled["origin"], "pulled");
     assert_eq!(pulled["reference"], pinned);
     let path = PathBuf::from(pulled["path"].as_str().unwrap());
-    assert_eq!(std::fs::read(&path).unwrap(), std::fs::read(&module).unwrap());
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        std::fs::read(&module).unwrap()
+    );
     assert_eq!(pulled["digest"], sha256_of(&module));
     let text = stdout(&setup.run(&["pull", pinned]));
-    assert!(text.contains(&format!("path       {}", path.display())), "{text}");
+    assert!(
+        text.contains(&format!("path       {}", path.display())),
+        "{text}"
+    );
     assert!(text.contains("origin     store"), "{text}");
 
     // inspect and run take the URI where they take a file.
     let inspected = stdout(&setup.run(&["inspect", "--no-cache", pinned]));
-    assert!(inspected.contains(&format!("source     {pinned}")), "{inspected}");
+    assert!(
+        inspected.contains(&format!("source     {pinned}")),
+        "{inspected}"
+    );
     assert!(inspected.contains("runnable   yes"), "{inspected}");
     let review = repo().join("examples/pod-privileged/test_data/privileged_pod_review.json");
     let response: serde_json::Value = serde_json::from_str(&stdout(&setup.run(&[
@@ -185,7 +228,11 @@ fn push_and_digest_errors_name_the_problem() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("not a WebAssembly file"), "{stderr}");
-    let output = setup.run(&["push", readme.to_str().unwrap(), "https://example.invalid/x"]);
+    let output = setup.run(&[
+        "push",
+        readme.to_str().unwrap(),
+        "https://example.invalid/x",
+    ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("is not a registry reference"), "{stderr}");
 }
@@ -275,9 +322,15 @@ fn serve_fails_listing_every_policy_it_cannot_obtain() {
         stderr.contains("error: cannot obtain the modules of 2 policies:"),
         "{stderr}"
     );
-    assert!(stderr.contains(&format!("policy `first` ({})", setup.uri("missing:v1"))), "{stderr}");
     assert!(
-        stderr.contains(&format!("policy `second` ({})", setup.uri("also-missing:v2"))),
+        stderr.contains(&format!("policy `first` ({})", setup.uri("missing:v1"))),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "policy `second` ({})",
+            setup.uri("also-missing:v2")
+        )),
         "{stderr}"
     );
 }

@@ -57,12 +57,19 @@ impl Registry {
                 return registry;
             }
         }
-        panic!("docker-registry did not start; its log:\n{}", registry.log());
+        panic!(
+            "docker-registry did not start; its log:\n{}",
+            registry.log()
+        );
     }
 
     /// Starts the registry again on the same port and storage (after `stop`).
     pub fn restart(&mut self) {
-        assert!(self.spawn(), "docker-registry did not restart:\n{}", self.log());
+        assert!(
+            self.spawn(),
+            "docker-registry did not restart:\n{}",
+            self.log()
+        );
     }
 
     /// `127.0.0.1:PORT`: the registry part of references.

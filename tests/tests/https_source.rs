@@ -42,7 +42,10 @@ async fn serve(ca: &Ca, module: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
             }),
         )
         .route("/policies/readme.txt", get(|| async { "not a module" }))
-        .route("/policies/secret.wasm", get(|| async { StatusCode::FORBIDDEN }));
+        .route(
+            "/policies/secret.wasm",
+            get(|| async { StatusCode::FORBIDDEN }),
+        );
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -131,7 +134,10 @@ async fn https_failures_say_what_to_do() {
     let fetcher = fetcher(dir.path(), trusting(&ca, &host));
     let missing = format!("https://{host}/policies/missing.wasm");
     let error = fetcher.fetch(&source(&missing)).await.unwrap_err();
-    assert_eq!(error.to_string(), format!("404 Not Found: {missing} does not exist"));
+    assert_eq!(
+        error.to_string(),
+        format!("404 Not Found: {missing} does not exist")
+    );
 
     let text = format!("https://{host}/policies/readme.txt");
     let error = fetcher.fetch(&source(&text)).await.unwrap_err();
@@ -140,6 +146,11 @@ async fn https_failures_say_what_to_do() {
 
     let forbidden = format!("https://{host}/policies/secret.wasm");
     let error = fetcher.fetch(&source(&forbidden)).await.unwrap_err();
-    assert!(error.to_string().starts_with(&format!("403 Forbidden from {host}")), "{error}");
+    assert!(
+        error
+            .to_string()
+            .starts_with(&format!("403 Forbidden from {host}")),
+        "{error}"
+    );
     assert!(fetcher.store().tmp_files().is_empty());
 }

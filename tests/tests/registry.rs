@@ -98,17 +98,46 @@ async fn fetch_error(fetcher: &Fetcher, uri: &str) -> FetchError {
 
 /// The requests both servers get, by policy id, from the examples' fixtures.
 const CASES: &[(&str, &str)] = &[
-    ("privileged", "examples/pod-privileged/test_data/privileged_pod_review.json"),
-    ("privileged", "examples/pod-privileged/test_data/no_privileged_containers.json"),
-    ("privileged", "examples/pod-privileged/test_data/privileged_init_container.json"),
-    ("privileged-by-digest", "examples/pod-privileged/test_data/privileged_container.json"),
-    ("loadbalancer", "examples/disallow-service-loadbalancer/test_data/service_loadbalancer.json"),
-    ("loadbalancer", "examples/disallow-service-loadbalancer/test_data/service-clusterip.json"),
-    ("annotations", "examples/required-annotations/test_data/pod_without_annotations.json"),
-    ("annotations", "examples/required-annotations/test_data/pod_with_wrong_annotation.json"),
+    (
+        "privileged",
+        "examples/pod-privileged/test_data/privileged_pod_review.json",
+    ),
+    (
+        "privileged",
+        "examples/pod-privileged/test_data/no_privileged_containers.json",
+    ),
+    (
+        "privileged",
+        "examples/pod-privileged/test_data/privileged_init_container.json",
+    ),
+    (
+        "privileged-by-digest",
+        "examples/pod-privileged/test_data/privileged_container.json",
+    ),
+    (
+        "loadbalancer",
+        "examples/disallow-service-loadbalancer/test_data/service_loadbalancer.json",
+    ),
+    (
+        "loadbalancer",
+        "examples/disallow-service-loadbalancer/test_data/service-clusterip.json",
+    ),
+    (
+        "annotations",
+        "examples/required-annotations/test_data/pod_without_annotations.json",
+    ),
+    (
+        "annotations",
+        "examples/required-annotations/test_data/pod_with_wrong_annotation.json",
+    ),
 ];
 
-fn policies_yml(privileged: &str, by_digest: &str, loadbalancer: &str, annotations: &str) -> String {
+fn policies_yml(
+    privileged: &str,
+    by_digest: &str,
+    loadbalancer: &str,
+    annotations: &str,
+) -> String {
     let settings = std::fs::read_to_string(repo_file(
         "examples/required-annotations/test_data/settings.json",
     ))
@@ -146,9 +175,27 @@ async fn registry_modules_serve_the_same_verdicts_as_the_same_files() {
     let setup = Setup::new();
     let fetcher = setup.fetcher("store");
     // Both formats: CNCF (what `push` writes for a component) and Kubewarden's.
-    let privileged = push(&fetcher, "pod_privileged", &setup.uri("pod-privileged:v1"), Format::Cncf).await;
-    push(&fetcher, "disallow_service_loadbalancer", &setup.uri("lb:v1"), Format::Kubewarden).await;
-    push(&fetcher, "required_annotations", &setup.uri("annotations:v1"), Format::Cncf).await;
+    let privileged = push(
+        &fetcher,
+        "pod_privileged",
+        &setup.uri("pod-privileged:v1"),
+        Format::Cncf,
+    )
+    .await;
+    push(
+        &fetcher,
+        "disallow_service_loadbalancer",
+        &setup.uri("lb:v1"),
+        Format::Kubewarden,
+    )
+    .await;
+    push(
+        &fetcher,
+        "required_annotations",
+        &setup.uri("annotations:v1"),
+        Format::Cncf,
+    )
+    .await;
 
     // By tag, by digest, bare (as Kubewarden writes it) and with a scheme.
     let host = setup.registry.host();
@@ -163,14 +210,21 @@ async fn registry_modules_serve_the_same_verdicts_as_the_same_files() {
     for spec in &specs {
         let fetch = spec.fetch.as_ref().expect("fetched");
         assert_eq!(spec.module, fetch.path);
-        assert!(spec.module.starts_with(setup.path("store")), "{}", spec.module.display());
+        assert!(
+            spec.module.starts_with(setup.path("store")),
+            "{}",
+            spec.module.display()
+        );
     }
     // The module's digest is the wasm's sha256: the compiled cache's key.
     assert_eq!(
         specs[0].fetch.as_ref().unwrap().digest.to_string(),
         file_digest(&component("pod_privileged"))
     );
-    assert_eq!(specs[1].fetch.as_ref().unwrap().manifest.as_deref(), Some(privileged.as_str()));
+    assert_eq!(
+        specs[1].fetch.as_ref().unwrap().manifest.as_deref(),
+        Some(privileged.as_str())
+    );
 
     let components = portcullis_tests::target_dir().join("wasm32-wasip2/policy");
     let local = policies_yml(
@@ -187,13 +241,17 @@ async fn registry_modules_serve_the_same_verdicts_as_the_same_files() {
     assert_eq!(remote, local);
     // Not vacuous: both rejections and a mutation are among them.
     let text = serde_json::to_string(&remote).unwrap();
-    assert!(text.contains("Privileged container is not allowed"), "{text}");
+    assert!(
+        text.contains("Privileged container is not allowed"),
+        "{text}"
+    );
     assert!(text.contains("\"patchType\":\"JSONPatch\""), "{text}");
 
     // The start-up pulls are in the metrics.
     let metrics = portcullis_tests::get_text(&format!("{}/metrics", from_registry.probes)).await;
     assert!(
-        metrics.contains("portcullis_policy_fetches_total{origin=\"pulled\",scheme=\"registry\"} 3"),
+        metrics
+            .contains("portcullis_policy_fetches_total{origin=\"pulled\",scheme=\"registry\"} 3"),
         "{metrics}"
     );
     from_registry.server.shutdown().await.unwrap();
@@ -220,7 +278,13 @@ async fn the_pushed_artifacts_have_the_documented_media_types() {
         ),
     ] {
         let tag = format!("{format:?}").to_lowercase();
-        let digest = push(&fetcher, "pod_privileged", &setup.uri(&format!("p:{tag}")), format).await;
+        let digest = push(
+            &fetcher,
+            "pod_privileged",
+            &setup.uri(&format!("p:{tag}")),
+            format,
+        )
+        .await;
         // Read back over the registry API, not through our client.
         let url = format!("http://{}/v2/p/manifests/{digest}", setup.registry.host());
         let manifest: serde_json::Value = client
@@ -271,7 +335,12 @@ async fn the_same_digest_named_by_five_policies_is_pulled_once() {
         .collect();
     let specs = config::parse(&yml, Path::new("/"), "policies.yml").unwrap();
     let specs = fetcher.fetch_policies(specs).await.unwrap();
-    assert_eq!(setup.registry.blob_downloads(&layer), 1, "{}", setup.registry.log());
+    assert_eq!(
+        setup.registry.blob_downloads(&layer),
+        1,
+        "{}",
+        setup.registry.log()
+    );
     let paths: Vec<&PathBuf> = specs.iter().map(|s| &s.module).collect();
     assert!(paths.iter().all(|p| *p == paths[0]), "{paths:?}");
     let fetches = portcullis::source::distinct_fetches(&specs);
@@ -281,7 +350,12 @@ async fn the_same_digest_named_by_five_policies_is_pulled_once() {
     origins.sort_by_key(|o| o.as_str());
     assert_eq!(origins, [FetchOrigin::Pulled, FetchOrigin::Store]);
     let downloaded: u64 = fetches.iter().map(|(f, _)| f.downloaded).sum();
-    assert_eq!(downloaded, std::fs::metadata(component("pod_privileged")).unwrap().len());
+    assert_eq!(
+        downloaded,
+        std::fs::metadata(component("pod_privileged"))
+            .unwrap()
+            .len()
+    );
 }
 
 #[tokio::test]
@@ -289,27 +363,52 @@ async fn a_tag_in_the_store_is_reused_and_latest_is_resolved_again() {
     let mut setup = Setup::new();
     let fetcher = setup.fetcher("store");
     push(&fetcher, "pod_privileged", &setup.uri("p:v1"), Format::Cncf).await;
-    push(&fetcher, "pod_privileged", &setup.uri("p:latest"), Format::Cncf).await;
+    push(
+        &fetcher,
+        "pod_privileged",
+        &setup.uri("p:latest"),
+        Format::Cncf,
+    )
+    .await;
     let first = fetcher.fetch(&source(&setup.uri("p:v1"))).await.unwrap();
     assert_eq!(first.origin, FetchOrigin::Pulled);
     fetcher.fetch(&source(&setup.uri("p"))).await.unwrap();
 
     // Both tags now name another module.
     push(&fetcher, "trusted_images", &setup.uri("p:v1"), Format::Cncf).await;
-    let pinned = push(&fetcher, "trusted_images", &setup.uri("p:latest"), Format::Cncf).await;
+    let pinned = push(
+        &fetcher,
+        "trusted_images",
+        &setup.uri("p:latest"),
+        Format::Cncf,
+    )
+    .await;
     let again = fetcher.fetch(&source(&setup.uri("p:v1"))).await.unwrap();
     assert_eq!(again.origin, FetchOrigin::Store);
-    assert_eq!(again.digest, first.digest, "a tag other than latest is not looked up again");
-    let latest = fetcher.fetch(&source(&setup.uri("p:latest"))).await.unwrap();
+    assert_eq!(
+        again.digest, first.digest,
+        "a tag other than latest is not looked up again"
+    );
+    let latest = fetcher
+        .fetch(&source(&setup.uri("p:latest")))
+        .await
+        .unwrap();
     assert_eq!(latest.origin, FetchOrigin::Pulled);
-    assert_eq!(latest.digest.to_string(), file_digest(&component("trusted_images")));
+    assert_eq!(
+        latest.digest.to_string(),
+        file_digest(&component("trusted_images"))
+    );
 
     // Without the registry (an air-gapped restart): tags other than latest
     // and digests come from the store; latest cannot be resolved.
     setup.registry.stop();
     let offline = setup.fetcher("store");
     assert_eq!(
-        offline.fetch(&source(&setup.uri("p:v1"))).await.unwrap().origin,
+        offline
+            .fetch(&source(&setup.uri("p:v1")))
+            .await
+            .unwrap()
+            .origin,
         FetchOrigin::Store
     );
     let by_digest = offline
@@ -319,7 +418,10 @@ async fn a_tag_in_the_store_is_reused_and_latest_is_resolved_again() {
     assert_eq!(by_digest.digest, latest.digest);
     let error = fetch_error(&offline, &setup.uri("p:latest")).await;
     assert!(matches!(error, FetchError::Unreachable { .. }), "{error}");
-    assert!(error.to_string().contains(&setup.registry.host()), "{error}");
+    assert!(
+        error.to_string().contains(&setup.registry.host()),
+        "{error}"
+    );
 }
 
 // --- failures -----------------------------------------------------------------
@@ -338,10 +440,31 @@ async fn an_unknown_tag_or_repository_is_a_404_naming_it() {
         )
     );
     let missing = format!("sha256:{}", "0".repeat(64));
-    let error = fetch_error(&fetcher, &setup.uri(&format!("p@{missing}"))).await.to_string();
+    let error = fetch_error(&fetcher, &setup.uri(&format!("p@{missing}")))
+        .await
+        .to_string();
     assert!(error.starts_with("404 Not Found: "), "{error}");
     assert!(error.contains(&missing), "{error}");
-    assert!(error.contains("a pinned digest is never replaced"), "{error}");
+    assert!(
+        error.contains("a pinned digest is never replaced"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_plain_http_registry_not_listed_as_insecure_says_so() {
+    let setup = Setup::new();
+    let fetcher = setup.fetcher_with("store", Sources::default(), None);
+    let error = fetch_error(&fetcher, &setup.uri("p:v1")).await.to_string();
+    let host = setup.registry.host();
+    assert!(
+        error.starts_with(&format!("{host} does not speak TLS")),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!("list \"{host}\" under `insecure_sources`")),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -360,7 +483,12 @@ async fn a_digest_pin_with_mismatching_bytes_is_refused_and_nothing_is_stored() 
 
     let pulling = setup.fetcher("store");
     let error = fetch_error(&pulling, &setup.uri(&format!("p@{manifest}"))).await;
-    let FetchError::DigestMismatch { what, expected, actual } = &error else {
+    let FetchError::DigestMismatch {
+        what,
+        expected,
+        actual,
+    } = &error
+    else {
         panic!("{error}");
     };
     assert_eq!((*what, expected.as_str()), ("layer", layer.as_str()));
@@ -379,7 +507,12 @@ async fn a_digest_pin_with_mismatching_bytes_is_refused_and_nothing_is_stored() 
     let damaged = damaged.replacen(", ", ",", 1);
     std::fs::write(&manifest_data, damaged).unwrap();
     let error = fetch_error(&pulling, &setup.uri(&format!("p@{manifest}"))).await;
-    let FetchError::DigestMismatch { what: "manifest", expected, .. } = &error else {
+    let FetchError::DigestMismatch {
+        what: "manifest",
+        expected,
+        ..
+    } = &error
+    else {
         panic!("{error}");
     };
     assert_eq!(expected, &manifest);
@@ -391,8 +524,13 @@ async fn a_registry_stopped_mid_pull_leaves_nothing_half_written() {
     let setup = Setup::new();
     let fetcher = setup.fetcher("pusher");
     push(&fetcher, "pod_privileged", &setup.uri("p:v1"), Format::Cncf).await;
-    let size = std::fs::metadata(component("pod_privileged")).unwrap().len();
-    assert!(size > 64 << 10, "the component is large enough to cut: {size}");
+    let size = std::fs::metadata(component("pod_privileged"))
+        .unwrap()
+        .len();
+    assert!(
+        size > 64 << 10,
+        "the component is large enough to cut: {size}"
+    );
 
     // A proxy that lets 16 KiB of the layer through, then stops the registry
     // and drops the connection: the registry dies mid-transfer.
@@ -415,10 +553,16 @@ async fn a_registry_stopped_mid_pull_leaves_nothing_half_written() {
             Path::new("/"),
         )
         .unwrap();
-        (setup.fetcher_with("store", sources, None), format!("registry://{proxy_host}/p:v1"))
+        (
+            setup.fetcher_with("store", sources, None),
+            format!("registry://{proxy_host}/p:v1"),
+        )
     };
     let error = fetch_error(&pulling, &uri).await;
-    let FetchError::Interrupted { received, expected, .. } = &error else {
+    let FetchError::Interrupted {
+        received, expected, ..
+    } = &error
+    else {
         panic!("{error}");
     };
     assert!(*received > 0 && *received < size, "{error}");
@@ -504,11 +648,19 @@ async fn an_artifact_without_a_wasm_layer_names_what_it_holds() {
         None,
     );
     client
-        .push(&reference, &[layer], config, &oci_client::secrets::RegistryAuth::Anonymous, None)
+        .push(
+            &reference,
+            &[layer],
+            config,
+            &oci_client::secrets::RegistryAuth::Anonymous,
+            None,
+        )
         .await
         .unwrap();
     let fetcher = setup.fetcher("store");
-    let error = fetch_error(&fetcher, &setup.uri("image:v1")).await.to_string();
+    let error = fetch_error(&fetcher, &setup.uri("image:v1"))
+        .await
+        .to_string();
     assert!(
         error.starts_with(
             "not a wasm artifact: config `application/vnd.oci.image.config.v1+json`, \
@@ -530,7 +682,13 @@ async fn an_artifact_without_a_wasm_layer_names_what_it_holds() {
     );
     let reference: oci_client::Reference = format!("{host}/fake:v1").parse().unwrap();
     client
-        .push(&reference, &[layer], config, &oci_client::secrets::RegistryAuth::Anonymous, None)
+        .push(
+            &reference,
+            &[layer],
+            config,
+            &oci_client::secrets::RegistryAuth::Anonymous,
+            None,
+        )
         .await
         .unwrap();
     let error = fetch_error(&fetcher, &setup.uri("fake:v1")).await;
@@ -552,9 +710,15 @@ async fn every_failing_policy_is_listed() {
     let specs = config::parse(&yml, Path::new("/"), "policies.yml").unwrap();
     let error = fetcher.fetch_policies(specs).await.unwrap_err().to_string();
     let lines: Vec<&str> = error.lines().collect();
-    assert_eq!(lines[0], "cannot obtain the modules of 2 policies:", "{error}");
+    assert_eq!(
+        lines[0], "cannot obtain the modules of 2 policies:",
+        "{error}"
+    );
     assert!(
-        lines[1].starts_with(&format!("  policy `missing` ({}): 404 Not Found", setup.uri("p:v2"))),
+        lines[1].starts_with(&format!(
+            "  policy `missing` ({}): 404 Not Found",
+            setup.uri("p:v2")
+        )),
         "{error}"
     );
     assert!(
@@ -576,7 +740,8 @@ async fn tls_with_a_ca_given_only_in_sources_yml() {
         htpasswd: None,
     });
     let host = setup.registry.host();
-    let mut sources_yml = format!("source_authorities:\n  \"{host}\":\n    - type: Data\n      data: |\n");
+    let mut sources_yml =
+        format!("source_authorities:\n  \"{host}\":\n    - type: Data\n      data: |\n");
     for line in ca.cert_pem().lines() {
         writeln!(sources_yml, "        {line}").unwrap();
     }
@@ -592,7 +757,10 @@ async fn tls_with_a_ca_given_only_in_sources_yml() {
     let error = fetch_error(&setup.fetcher_with("other", Sources::default(), None), &uri).await;
     assert!(matches!(error, FetchError::Tls { .. }), "{error}");
     let message = error.to_string();
-    assert!(message.starts_with(&format!("TLS with {host} failed: ")), "{message}");
+    assert!(
+        message.starts_with(&format!("TLS with {host} failed: ")),
+        "{message}"
+    );
     assert!(message.contains("source_authorities"), "{message}");
     assert!(message.contains("--sources-path"), "{message}");
 }
@@ -634,8 +802,17 @@ async fn basic_auth_through_a_docker_config_json() {
     let bad = docker_config(setup.dir.path(), &host, "alice", "wrong");
     let denied = setup.fetcher_with("other", setup.insecure_sources(), Some(bad.clone()));
     let error = fetch_error(&denied, &uri).await.to_string();
-    assert!(error.starts_with(&format!("401 Unauthorized from {host}: ")), "{error}");
-    assert!(error.contains(&format!("as `alice` (credentials for {host} in {})", bad.display())), "{error}");
+    assert!(
+        error.starts_with(&format!("401 Unauthorized from {host}: ")),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!(
+            "as `alice` (credentials for {host} in {})",
+            bad.display()
+        )),
+        "{error}"
+    );
 
     // No credentials at all: 401, saying it was anonymous and why.
     let error = fetch_error(&setup.fetcher("third"), &uri).await.to_string();

@@ -113,8 +113,12 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn report(args: &InspectArgs) -> anyhow::Result<Report> {
-    let (source, path, fetch) =
-        super::fetch_arg(&args.component, &args.fetch, args.cache.cache_dir.as_deref()).await?;
+    let (source, path, fetch) = super::fetch_arg(
+        &args.component,
+        &args.fetch,
+        args.cache.cache_dir.as_deref(),
+    )
+    .await?;
     let path = &path;
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let digest = Digest::of(&bytes);

@@ -15,9 +15,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use portcullis::admission::parse_review_or_request;
 use portcullis::bindings::AdmissionRequest;
-use portcullis::source::{
-    Credentials, DownloadStore, Fetch, Fetcher, Location, Source, Sources,
-};
+use portcullis::source::{Credentials, DownloadStore, Fetch, Fetcher, Location, Source, Sources};
 use portcullis::{CompiledCache, Engine, Environment, Limits, PolicySpec, config};
 
 use crate::cli::{CacheArgs, Command, FetchArgs, PolicySource, SettingsArgs};

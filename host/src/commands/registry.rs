@@ -112,7 +112,8 @@ pub async fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     let reference = registry_reference(&args.uri)?;
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let kind = artifact::kind_of(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+    let kind =
+        artifact::kind_of(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
     let format = args.format.unwrap_or(match kind {
         Kind::Component => Format::Cncf,
         Kind::Module => Format::Kubewarden,

@@ -259,8 +259,7 @@ mod tests {
 
     #[test]
     fn cncf_layout() {
-        let artifact =
-            build(EMPTY_COMPONENT, Format::Cncf, "2026-01-01T00:00:00Z".into()).unwrap();
+        let artifact = build(EMPTY_COMPONENT, Format::Cncf, "2026-01-01T00:00:00Z".into()).unwrap();
         let manifest = manifest(&artifact);
         assert_eq!(manifest["mediaType"], OCI_MANIFEST);
         assert_eq!(manifest["config"]["mediaType"], CNCF_CONFIG);

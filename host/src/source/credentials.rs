@@ -62,7 +62,9 @@ impl Credentials {
             origin: format!("anonymously ({why})"),
         };
         let Some(path) = &self.path else {
-            return anonymous("no Docker config.json: neither DOCKER_CONFIG nor HOME is set".into());
+            return anonymous(
+                "no Docker config.json: neither DOCKER_CONFIG nor HOME is set".into(),
+            );
         };
         let file = match std::fs::File::open(path) {
             Ok(file) => file,
@@ -75,7 +77,10 @@ impl Credentials {
             docker_credential::get_credential_from_reader(std::io::BufReader::new(file), registry);
         match found {
             Ok(DockerCredential::UsernamePassword(user, password)) => Login {
-                origin: format!("as `{user}` (credentials for {registry} in {})", path.display()),
+                origin: format!(
+                    "as `{user}` (credentials for {registry} in {})",
+                    path.display()
+                ),
                 auth: RegistryAuth::Basic(user, password),
             },
             // An identity token is an OAuth refresh token to trade at the
@@ -86,9 +91,10 @@ impl Credentials {
                  store a username and password (or a token as password) instead",
                 path.display()
             )),
-            Err(CredentialRetrievalError::NoCredentialConfigured) => {
-                anonymous(format!("no credentials for {registry} in {}", path.display()))
-            }
+            Err(CredentialRetrievalError::NoCredentialConfigured) => anonymous(format!(
+                "no credentials for {registry} in {}",
+                path.display()
+            )),
             Err(e) => anonymous(format!(
                 "credentials for {registry} in {} unusable: {e}",
                 path.display()
@@ -116,10 +122,16 @@ mod tests {
             r#"{"auths": {"127.0.0.1:5000": {"auth": "YWxpY2U6czNjcmV0"}}}"#,
         );
         let login = Credentials::new(Some(path.clone())).login("127.0.0.1:5000");
-        assert_eq!(login.auth, RegistryAuth::Basic("alice".into(), "s3cret".into()));
+        assert_eq!(
+            login.auth,
+            RegistryAuth::Basic("alice".into(), "s3cret".into())
+        );
         assert_eq!(
             login.origin,
-            format!("as `alice` (credentials for 127.0.0.1:5000 in {})", path.display())
+            format!(
+                "as `alice` (credentials for 127.0.0.1:5000 in {})",
+                path.display()
+            )
         );
         assert!(!format!("{login:?}").contains("s3cret"));
     }

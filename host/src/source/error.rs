@@ -31,8 +31,19 @@ pub enum FetchError {
         /// The sources file in force, or how to give one.
         sources: String,
     },
+    /// The server answered a TLS hello with something else: plain HTTP.
+    #[error(
+        "{host} does not speak TLS. If it is a plain-HTTP registry, list \"{host}\" under \
+         `insecure_sources` in sources.yml ({sources})"
+    )]
+    NotTls {
+        /// `host[:port]`.
+        host: String,
+        /// The sources file in force, or how to give one.
+        sources: String,
+    },
     /// 401/403: the registry refused the credentials (or their absence).
-    #[error("{status} from {host}: not allowed to pull {what}; pulled {login}")]
+    #[error("{status} from {host}: access to {what} refused; authenticated {login}")]
     Denied {
         /// `401 Unauthorized` or `403 Forbidden`.
         status: &'static str,
@@ -75,7 +86,9 @@ pub enum FetchError {
         actual: String,
     },
     /// The transfer stopped before the end.
-    #[error("download interrupted after {received} of {expected} bytes: {detail}; nothing was stored")]
+    #[error(
+        "download interrupted after {received} of {expected} bytes: {detail}; nothing was stored"
+    )]
     Interrupted {
         /// Bytes received.
         received: u64,
@@ -124,7 +137,11 @@ pub struct PolicyFetchError {
 
 impl fmt::Display for PolicyFetchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "policy `{}` ({}): {}", self.policy, self.source, self.error)?;
+        write!(
+            f,
+            "policy `{}` ({}): {}",
+            self.policy, self.source, self.error
+        )?;
         // A scheme-less string read as a registry reference may have been
         // meant as a path.
         if !self.source.written().contains("://")
@@ -169,6 +186,13 @@ impl std::error::Error for FetchErrors {}
 /// oci-client): connection refused, TLS, or other.
 pub(crate) fn transport(host: &str, error: &reqwest::Error, sources: &str) -> FetchError {
     if let Some(tls) = tls_error(error) {
+        if tls.contains("InvalidContentType") {
+            // What a plain-HTTP server answers to a TLS hello.
+            return FetchError::NotTls {
+                host: host.to_owned(),
+                sources: sources.to_owned(),
+            };
+        }
         return FetchError::Tls {
             host: host.to_owned(),
             detail: tls,

@@ -20,7 +20,15 @@ pub(super) async fn get(fetcher: &Fetcher, url: &reqwest::Url) -> Result<Fetch, 
         && let Ok(digest) = resolved.digest.parse()
         && let Some((path, size)) = store.blob(&digest)
     {
-        return Ok(Fetch::new(path, digest, size, FetchOrigin::Store, 0, started, None));
+        return Ok(Fetch::new(
+            path,
+            digest,
+            size,
+            FetchOrigin::Store,
+            0,
+            started,
+            None,
+        ));
     }
 
     let host = host_port(url);

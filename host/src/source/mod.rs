@@ -199,7 +199,15 @@ impl Fetcher {
                     path: path.clone(),
                     source,
                 })?;
-                Ok(Fetch::new(path, digest, size, FetchOrigin::Local, 0, started, None))
+                Ok(Fetch::new(
+                    path,
+                    digest,
+                    size,
+                    FetchOrigin::Local,
+                    0,
+                    started,
+                    None,
+                ))
             }
             Location::Registry(reference) => registry::pull(self, reference).await,
             Location::Http(url) => http::get(self, url).await,
@@ -345,7 +353,8 @@ impl Fetcher {
             .into_iter()
             .map(oci_client::Client::try_from)
             .collect();
-        let built = built.map_err(|e| FetchError::Protocol(format!("OCI client for {host}: {e}")))?;
+        let built =
+            built.map_err(|e| FetchError::Protocol(format!("OCI client for {host}: {e}")))?;
         clients.insert(host.to_owned(), built.clone());
         Ok(built)
     }

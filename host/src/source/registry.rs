@@ -135,7 +135,10 @@ pub(super) async fn pull(fetcher: &Fetcher, reference: &Reference) -> Result<Fet
 }
 
 /// The manifest digest `reference` resolves to now (asks the registry).
-pub(super) async fn resolve(fetcher: &Fetcher, reference: &Reference) -> Result<String, FetchError> {
+pub(super) async fn resolve(
+    fetcher: &Fetcher,
+    reference: &Reference,
+) -> Result<String, FetchError> {
     let clients = fetcher.registry_client(reference.resolve_registry())?;
     let login = fetcher.credentials().login(reference.resolve_registry());
     let auth = &login.auth;
@@ -168,9 +171,7 @@ pub(super) async fn push(
     let fail = |e| classify(fetcher, reference, &login.origin, e);
     let auth = &login.auth;
     let (client, authenticated) = answering(clients, |client| async move {
-        client
-            .auth(reference, auth, RegistryOperation::Push)
-            .await
+        client.auth(reference, auth, RegistryOperation::Push).await
     })
     .await;
     authenticated.map_err(fail)?;
@@ -184,7 +185,10 @@ pub(super) async fn push(
         .await
         .map_err(fail)?;
     let digest = format!("sha256:{}", Digest::of(&artifact.manifest).hex());
-    let content_type = artifact.manifest_media_type.parse().expect("a valid header value");
+    let content_type = artifact
+        .manifest_media_type
+        .parse()
+        .expect("a valid header value");
     client
         .push_manifest_raw(reference, artifact.manifest, content_type)
         .await
@@ -231,7 +235,10 @@ fn from_store(
     let store = fetcher.store();
     let resolved = store.resolved(uri)?;
     let manifest_digest = resolved.manifest.as_deref()?;
-    if reference.digest().is_some_and(|pinned| pinned != manifest_digest) {
+    if reference
+        .digest()
+        .is_some_and(|pinned| pinned != manifest_digest)
+    {
         return None;
     }
     let manifest: OciManifest = serde_json::from_slice(&store.manifest(manifest_digest)?).ok()?;
@@ -371,7 +378,10 @@ fn classify(
         }
         OciDistributionError::DigestError(e) => FetchError::DigestMismatch {
             what: "manifest",
-            expected: reference.digest().unwrap_or("the registry's digest").to_owned(),
+            expected: reference
+                .digest()
+                .unwrap_or("the registry's digest")
+                .to_owned(),
             actual: match e {
                 oci_client::errors::DigestError::VerificationError { actual, .. } => actual,
                 other => other.to_string(),

@@ -86,15 +86,19 @@ impl Sources {
 
     /// Parses the text of a sources file.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Self, String> {
-        let raw: Option<RawSources> = serde_saphyr::from_str(text)
-            .map_err(|e| format!("not a valid sources file: {e}"))?;
+        let raw: Option<RawSources> =
+            serde_saphyr::from_str(text).map_err(|e| format!("not a valid sources file: {e}"))?;
         let raw = raw.unwrap_or_default();
         let mut authorities = BTreeMap::new();
         for (host, entries) in raw.source_authorities {
             let mut certificates = Vec::with_capacity(entries.len());
             for (index, entry) in entries.into_iter().enumerate() {
                 let at = format!("source_authorities.\"{host}\"[{index}]");
-                certificates.push(entry.certificate(base_dir).map_err(|m| format!("{at}: {m}"))?);
+                certificates.push(
+                    entry
+                        .certificate(base_dir)
+                        .map_err(|m| format!("{at}: {m}"))?,
+                );
             }
             authorities.insert(host, certificates);
         }
@@ -195,9 +199,7 @@ fn is_der_sequence(bytes: &[u8]) -> bool {
 /// `host:port` → `host` (IPv6 literals keep their brackets).
 fn without_port(host: &str) -> &str {
     match host.rsplit_once(':') {
-        Some((name, port)) if !name.is_empty() && port.chars().all(|c| c.is_ascii_digit()) => {
-            name
-        }
+        Some((name, port)) if !name.is_empty() && port.chars().all(|c| c.is_ascii_digit()) => name,
         _ => host,
     }
 }

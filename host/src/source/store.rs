@@ -104,7 +104,9 @@ impl DownloadStore {
     /// Stores a manifest whose bytes hash to `digest`.
     pub fn put_manifest(&self, digest: &str, bytes: &[u8]) -> std::io::Result<()> {
         let Some(path) = self.manifest_path(digest) else {
-            return Err(std::io::Error::other(format!("unsupported digest `{digest}`")));
+            return Err(std::io::Error::other(format!(
+                "unsupported digest `{digest}`"
+            )));
         };
         self.write(&path, bytes)
     }

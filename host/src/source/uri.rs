@@ -56,7 +56,9 @@ impl Source {
             return Err(fail("must not be empty".into()));
         }
         let location = match written.split_once("://") {
-            Some(("registry", reference)) => Location::Registry(reference_of(reference).map_err(fail)?),
+            Some(("registry", reference)) => {
+                Location::Registry(reference_of(reference).map_err(fail)?)
+            }
             Some(("http" | "https", _)) => {
                 let url = reqwest::Url::parse(written).map_err(|e| fail(e.to_string()))?;
                 if url.host_str().is_none_or(str::is_empty) {
@@ -244,7 +246,11 @@ mod tests {
             ("file:///opt/p.wasm", "/opt/p.wasm"),
             ("file://rel/p.wasm", "/etc/portcullis/rel/p.wasm"),
         ] {
-            assert_eq!(location(text), Location::File(PathBuf::from(path)), "{text}");
+            assert_eq!(
+                location(text),
+                Location::File(PathBuf::from(path)),
+                "{text}"
+            );
         }
     }
 
