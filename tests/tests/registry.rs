@@ -627,36 +627,36 @@ async fn cut_after_blob(
     }
 }
 
-#[tokio::test]
-async fn an_artifact_without_a_wasm_layer_names_what_it_holds() {
-    let setup = Setup::new();
-    let host = setup.registry.host();
-    // A container-image-like artifact, pushed with oci-client directly.
+/// Pushes an artifact of one layer with oci-client directly (not through
+/// `portcullis push`, which only pushes wasm).
+async fn push_raw(host: &str, name: &str, layer: &[u8], layer_type: &str, config_type: &str) {
     let client = oci_client::Client::new(oci_client::client::ClientConfig {
         protocol: oci_client::client::ClientProtocol::Http,
         ..Default::default()
     });
-    let reference: oci_client::Reference = format!("{host}/image:v1").parse().unwrap();
-    let layer = oci_client::client::ImageLayer::new(
-        b"not a tarball".to_vec(),
-        "application/vnd.oci.image.layer.v1.tar+gzip".into(),
-        None,
-    );
-    let config = oci_client::client::Config::new(
-        b"{}".to_vec(),
-        "application/vnd.oci.image.config.v1+json".into(),
-        None,
-    );
+    let reference: oci_client::Reference = format!("{host}/{name}").parse().unwrap();
+    let layer = oci_client::client::ImageLayer::new(layer.to_vec(), layer_type.into(), None);
+    let config = oci_client::client::Config::new(b"{}".to_vec(), config_type.into(), None);
+    let anonymous = oci_client::secrets::RegistryAuth::Anonymous;
     client
-        .push(
-            &reference,
-            &[layer],
-            config,
-            &oci_client::secrets::RegistryAuth::Anonymous,
-            None,
-        )
+        .push(&reference, &[layer], config, &anonymous, None)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn an_artifact_without_a_wasm_layer_names_what_it_holds() {
+    let setup = Setup::new();
+    let host = setup.registry.host();
+    // A container image, not a policy.
+    push_raw(
+        &host,
+        "image:v1",
+        b"not a tarball",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.oci.image.config.v1+json",
+    )
+    .await;
     let fetcher = setup.fetcher("store");
     let error = fetch_error(&fetcher, &setup.uri("image:v1"))
         .await
@@ -670,27 +670,14 @@ async fn an_artifact_without_a_wasm_layer_names_what_it_holds() {
     );
 
     // A wasm media type on bytes that are not wasm.
-    let layer = oci_client::client::ImageLayer::new(
-        b"#!/bin/sh\necho not wasm\n".to_vec(),
-        "application/wasm".into(),
-        None,
-    );
-    let config = oci_client::client::Config::new(
-        b"{}".to_vec(),
-        "application/vnd.wasm.config.v0+json".into(),
-        None,
-    );
-    let reference: oci_client::Reference = format!("{host}/fake:v1").parse().unwrap();
-    client
-        .push(
-            &reference,
-            &[layer],
-            config,
-            &oci_client::secrets::RegistryAuth::Anonymous,
-            None,
-        )
-        .await
-        .unwrap();
+    push_raw(
+        &host,
+        "fake:v1",
+        b"#!/bin/sh\necho not wasm\n",
+        "application/wasm",
+        "application/vnd.wasm.config.v0+json",
+    )
+    .await;
     let error = fetch_error(&fetcher, &setup.uri("fake:v1")).await;
     assert!(matches!(error, FetchError::NotWasm { .. }), "{error}");
     assert!(error.to_string().contains("#!/bin/sh"), "{error}");
