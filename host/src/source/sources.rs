@@ -237,6 +237,29 @@ mod tests {
     }
 
     #[test]
+    fn a_der_file_is_read_as_der() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["h".into()]).unwrap();
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        std::fs::write(dir.path().join("ca.der"), &der).unwrap();
+        let sources = Sources::parse(
+            "source_authorities:\n  h:\n    - path: ca.der\n",
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(sources.authorities("h"), [Certificate::Der(der.clone())]);
+        // Cut short, it is no certificate.
+        std::fs::write(dir.path().join("ca.der"), &der[..der.len() - 1]).unwrap();
+        let error = Sources::parse(
+            "source_authorities:\n  h:\n    - path: ca.der\n",
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(error.contains("neither a PEM nor a DER"), "{error}");
+    }
+
+    #[test]
     fn empty_file_is_no_sources() {
         let sources = Sources::parse("", Path::new("/")).unwrap();
         assert!(!sources.is_insecure("x"));
