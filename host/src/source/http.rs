@@ -15,11 +15,14 @@ use super::{Fetch, FetchOrigin, Fetcher, MAX_MODULE_BYTES};
 pub(super) async fn get(fetcher: &Fetcher, url: &reqwest::Url) -> Result<Fetch, FetchError> {
     let started = Instant::now();
     let uri = url.to_string();
-    let store = fetcher.store();
-    if let Some(resolved) = store.resolved(&uri)
-        && let Ok(digest) = resolved.digest.parse()
-        && let Some((path, size)) = store.blob(&digest)
-    {
+    let key = uri.clone();
+    let stored = fetcher
+        .on_store(move |store| {
+            let digest = store.resolved(&key)?.digest.parse().ok()?;
+            store.blob(&digest).map(|(path, size)| (path, digest, size))
+        })
+        .await;
+    if let Some((path, digest, size)) = stored {
         return Ok(Fetch::new(
             path,
             digest,
@@ -107,15 +110,19 @@ pub(super) async fn get(fetcher: &Fetcher, url: &reqwest::Url) -> Result<Fetch, 
             start: error::start_of(&bytes),
         });
     }
-    let (path, digest) = store.put_blob(&bytes).map_err(|e| fetcher.store_error(e))?;
-    store
+    let size = bytes.len();
+    let (path, digest) = fetcher
+        .on_store(move |store| store.put_blob(&bytes))
+        .await
+        .map_err(|e| fetcher.store_error(e))?;
+    fetcher
+        .store()
         .put_resolved(&ResolvedRef {
             uri,
             manifest: None,
             digest: digest.to_string(),
         })
         .map_err(|e| fetcher.store_error(e))?;
-    let size = bytes.len();
     Ok(Fetch::new(
         path,
         digest,

@@ -385,6 +385,19 @@ impl Fetcher {
         }
     }
 
+    /// Runs `work` on the store on the blocking pool: hashing an 18 MB
+    /// module or syncing it to disk must not hold up the runtime's threads
+    /// (other fetches, and `serve`'s probes, run on them).
+    async fn on_store<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&DownloadStore) -> T + Send + 'static,
+    ) -> T {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .expect("store work does not panic")
+    }
+
     /// The lock held while `key` is downloaded.
     fn lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.inner.locks.lock().expect("not poisoned");

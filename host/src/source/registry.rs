@@ -18,7 +18,7 @@ use oci_client::{Reference, RegistryOperation};
 
 use super::artifact::{self, Format};
 use super::error::{self, FetchError};
-use super::store::ResolvedRef;
+use super::store::{DownloadStore, ResolvedRef};
 use super::{Fetch, FetchOrigin, Fetcher, MAX_MODULE_BYTES};
 use crate::component::Digest;
 
@@ -39,9 +39,16 @@ const MAX_MANIFEST_BYTES: usize = 4 << 20;
 pub(super) async fn pull(fetcher: &Fetcher, reference: &Reference) -> Result<Fetch, FetchError> {
     let started = Instant::now();
     let uri = canonical(reference);
-    let store = fetcher.store();
     let latest = reference.digest().is_none() && reference.tag() == Some("latest");
-    if !latest && let Some((resolved, path, size)) = from_store(fetcher, &uri, reference) {
+    let stored = if latest {
+        None
+    } else {
+        let (uri, pinned) = (uri.clone(), reference.digest().map(str::to_owned));
+        fetcher
+            .on_store(move |store| from_store(store, &uri, pinned.as_deref()))
+            .await
+    };
+    if let Some((resolved, path, size)) = stored {
         return Ok(Fetch::new(
             path,
             resolved.digest.parse().map_err(FetchError::Protocol)?,
@@ -88,12 +95,15 @@ pub(super) async fn pull(fetcher: &Fetcher, reference: &Reference) -> Result<Fet
     // here and then finds it in the store.
     let lock = fetcher.lock(&layer.digest);
     let _held = lock.lock().await;
-    let (path, size, origin, downloaded) = match store.blob(&digest) {
+    let (path, size, origin, downloaded) = match fetcher.on_store(move |s| s.blob(&digest)).await {
         Some((path, size)) => (path, size, FetchOrigin::Store, 0),
         None => {
             let bytes = download(fetcher, &client, reference, layer, &login.origin).await?;
-            let downloaded = bytes.len() as u64;
-            let (path, stored) = store.put_blob(&bytes).map_err(|e| fetcher.store_error(e))?;
+            let size = bytes.len();
+            let (path, stored) = fetcher
+                .on_store(move |s| s.put_blob(&bytes))
+                .await
+                .map_err(|e| fetcher.store_error(e))?;
             if stored != digest {
                 // oci-client verified the stream; a store that disagrees is broken.
                 return Err(FetchError::DigestMismatch {
@@ -102,9 +112,10 @@ pub(super) async fn pull(fetcher: &Fetcher, reference: &Reference) -> Result<Fet
                     actual: stored.to_string(),
                 });
             }
-            (path, bytes.len(), FetchOrigin::Pulled, downloaded)
+            (path, size, FetchOrigin::Pulled, size as u64)
         }
     };
+    let store = fetcher.store();
     store
         .put_manifest(&manifest_digest, &manifest_bytes)
         .map_err(|e| fetcher.store_error(e))?;
@@ -228,17 +239,13 @@ pub fn canonical(reference: &Reference) -> String {
 /// The stored module for `uri`, when the store has a sound copy whose
 /// manifest still names it (and, for a pinned digest, is that digest).
 fn from_store(
-    fetcher: &Fetcher,
+    store: &DownloadStore,
     uri: &str,
-    reference: &Reference,
+    pinned: Option<&str>,
 ) -> Option<(ResolvedRef, std::path::PathBuf, usize)> {
-    let store = fetcher.store();
     let resolved = store.resolved(uri)?;
     let manifest_digest = resolved.manifest.as_deref()?;
-    if reference
-        .digest()
-        .is_some_and(|pinned| pinned != manifest_digest)
-    {
+    if pinned.is_some_and(|pinned| pinned != manifest_digest) {
         return None;
     }
     let manifest: OciManifest = serde_json::from_slice(&store.manifest(manifest_digest)?).ok()?;
