@@ -84,3 +84,37 @@ ensure_componentize_py() {
         exit 1
     fi
 }
+
+# --- Debian packages -----------------------------------------------------------
+
+as_root() {
+    if [[ $EUID -eq 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+# ensure_debian_packages COMMAND=PACKAGE...: installs each PACKAGE whose
+# COMMAND is not on PATH, with apt-get. Services the packages ship (the
+# docker-registry package starts one on :5000, on every interface) are not
+# started: a policy-rc.d that forbids it is put in place for the install when
+# the machine has none.
+ensure_debian_packages() {
+    local pair missing=()
+    for pair in "$@"; do
+        command -v "${pair%%=*}" >/dev/null || missing+=("${pair#*=}")
+    done
+    ((${#missing[@]})) || return 0
+    echo "==> apt-get install ${missing[*]}" >&2
+    local policy=/usr/sbin/policy-rc.d made_policy=
+    if [[ ! -e "$policy" ]]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+        as_root chmod +x "$policy"
+        made_policy=1
+    fi
+    local status=0
+    as_root apt-get update -qq >&2 &&
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >&2 || status=$?
+    if [[ -n "$made_policy" ]]; then
+        as_root rm -f "$policy"
+    fi
+    return "$status"
+}

@@ -9,6 +9,7 @@ use crate::commands::bench::BenchArgs;
 use crate::commands::compile::CompileArgs;
 use crate::commands::inspect::InspectArgs;
 use crate::commands::new::NewArgs;
+use crate::commands::registry::{DigestArgs, PullArgs, PushArgs};
 
 /// Kubernetes admission policies as WebAssembly components.
 #[derive(Debug, Parser)]
@@ -55,6 +56,12 @@ pub enum Command {
     Bench(BenchArgs),
     /// Compile components into the compiled cache ahead of time (for images built once).
     Compile(CompileArgs),
+    /// Fetch a module (registry://, https://, file) into the download store; print its path and digest.
+    Pull(PullArgs),
+    /// Push a module to an OCI registry; print its immutable `registry://…@sha256:…` reference.
+    Push(PushArgs),
+    /// Print the immutable `registry://…@sha256:…` reference a registry reference resolves to now.
+    Digest(DigestArgs),
     /// Print the Validating- and MutatingWebhookConfiguration for a policies file.
     WebhookConfig(crate::commands::webhook_config::WebhookConfigArgs),
 }
@@ -64,9 +71,13 @@ impl Command {
         match self {
             Command::Serve(_) => "info",
             Command::Run(_) => "warn,portcullis::guest=info",
-            Command::New(_) | Command::Inspect(_) | Command::Bench(_) | Command::Compile(_) => {
-                "warn"
-            }
+            Command::New(_)
+            | Command::Inspect(_)
+            | Command::Bench(_)
+            | Command::Compile(_)
+            | Command::Pull(_)
+            | Command::Push(_)
+            | Command::Digest(_) => "warn",
             Command::WebhookConfig(_) => "warn",
         }
     }
@@ -85,6 +96,25 @@ pub struct PolicySource {
         default_value = "target/wasm32-wasip2/policy"
     )]
     pub components_dir: PathBuf,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+}
+
+/// How `registry://` and `https://` modules are fetched (Kubewarden's flag names).
+#[derive(Debug, Clone, Args)]
+pub struct FetchArgs {
+    /// Directory modules are downloaded to, keyed by digest [default: the
+    /// `downloads` directory of the compiled cache's directory].
+    #[arg(long, env = "PORTCULLIS_POLICIES_DOWNLOAD_DIR")]
+    pub policies_download_dir: Option<PathBuf>,
+    /// Kubewarden's sources.yml: extra CAs per registry host (`source_authorities`),
+    /// hosts reached without TLS verification (`insecure_sources`).
+    #[arg(long, env = "PORTCULLIS_SOURCES_PATH")]
+    pub sources_path: Option<PathBuf>,
+    /// Docker config.json with registry credentials [default:
+    /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json].
+    #[arg(long, env = "PORTCULLIS_DOCKER_CONFIG_JSON_PATH")]
+    pub docker_config_json_path: Option<PathBuf>,
 }
 
 /// A policy's settings, from a file or inline.
@@ -229,9 +259,9 @@ pub struct ServeArgs {
 /// Arguments of `portcullis run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The policy component (`.wasm`).
+    /// The policy component: a `.wasm` file, or a `registry://`, `https://` or `file://` URI.
     #[arg(long, short = 'p')]
-    pub policy: PathBuf,
+    pub policy: String,
     /// The request: an AdmissionReview or a bare AdmissionRequest (JSON).
     #[arg(long, short = 'r')]
     pub request: PathBuf,
@@ -239,6 +269,8 @@ pub struct RunArgs {
     pub settings: SettingsArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
 }
 
 /// Where compiled components are cached.

@@ -52,6 +52,20 @@ impl Digest {
     }
 }
 
+impl std::str::FromStr for Digest {
+    type Err = String;
+
+    /// Parses `sha256:<64 hex digits>`, as [`Display`](fmt::Display) prints it.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let hex = text
+            .strip_prefix("sha256:")
+            .ok_or_else(|| format!("`{text}` is not a sha256 digest"))?;
+        let mut bytes = [0; 32];
+        hex::decode_to_slice(hex, &mut bytes).map_err(|e| format!("`{text}`: {e}"))?;
+        Ok(Self(bytes))
+    }
+}
+
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "sha256:{}", self.hex())

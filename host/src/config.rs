@@ -3,7 +3,7 @@
 //!
 //! ```yaml
 //! privileged-pods:
-//!   module: pod_privileged.wasm     # or `url: file:///abs/path.wasm`
+//!   module: pod_privileged.wasm     # or registry://…, https://…, file://… (see `source::uri`)
 //!   policyMode: protect             # or monitor
 //!   allowedToMutate: false
 //!   timeoutEvalSeconds: 2
@@ -20,6 +20,7 @@ use serde::de::{MapAccess, Visitor};
 
 use crate::limits::LimitOverrides;
 use crate::policy::{PolicyMode, PolicySpec};
+use crate::source::{Location, Source};
 
 /// The example policies' configuration, compiled into the binary: what
 /// `portcullis serve` runs when no `--policies` file is given. Its relative
@@ -99,12 +100,12 @@ pub fn parse(text: &str, base_dir: &Path, origin: &str) -> Result<Vec<PolicySpec
                 _ => fail(format!("key `{key}`: {}", e.into_inner())),
             }
         })?;
-        let module = match (&entry.module, &entry.url) {
+        let source = match (&entry.module, &entry.url) {
             (Some(module), None) => {
-                module_path(module, base_dir).map_err(|m| fail(format!("key `module`: {m}")))?
+                Source::parse(module, base_dir).map_err(|m| fail(format!("key `module`: {m}")))?
             }
             (None, Some(url)) => {
-                module_path(url, base_dir).map_err(|m| fail(format!("key `url`: {m}")))?
+                Source::parse(url, base_dir).map_err(|m| fail(format!("key `url`: {m}")))?
             }
             (Some(_), Some(_)) => {
                 return Err(fail("give either `module` or `url`, not both".into()));
@@ -119,9 +120,16 @@ pub fn parse(text: &str, base_dir: &Path, origin: &str) -> Result<Vec<PolicySpec
                 "key `contextAwareResources`: context-aware policies are not supported".into(),
             ));
         }
+        // A remote module's local file is known once it is fetched.
+        let module = match source.location() {
+            Location::File(path) => path.clone(),
+            _ => PathBuf::new(),
+        };
         specs.push(PolicySpec {
             id: id.clone(),
             module,
+            source: Some(source),
+            fetch: None,
             settings: match entry.settings {
                 None | Some(serde_json::Value::Null) => serde_json::json!({}),
                 Some(settings) => settings,
@@ -153,23 +161,6 @@ pub fn load(path: &Path) -> Result<Vec<PolicySpec>, ConfigError> {
         message: format!("cannot read: {e}"),
     })?;
     parse(&text, path.parent().unwrap_or(Path::new(".")), &origin)
-}
-
-/// A local path or `file://` URL, made absolute against `base_dir`.
-fn module_path(location: &str, base_dir: &Path) -> Result<PathBuf, String> {
-    let path = match location.split_once("://") {
-        None => location,
-        Some(("file", path)) => path,
-        Some((scheme, _)) => {
-            return Err(format!(
-                "`{location}`: only local paths and file:// URLs are supported, not {scheme}://"
-            ));
-        }
-    };
-    if path.is_empty() {
-        return Err("must not be empty".into());
-    }
-    Ok(base_dir.join(path))
 }
 
 /// The top-level map, in file order and with duplicates kept (so a duplicate
@@ -270,10 +261,31 @@ mod tests {
             error("a:\n  policyMode: monitor\n"),
             "policies.yml: policy `a`: key `module` (or `url`) is required"
         );
-        let message = error("a:\n  url: registry://ghcr.io/x/y:v1\n");
+        let message = error("a:\n  url: registry://ghcr.io/X/y:v1\n");
         assert!(
-            message.contains("key `url`: `registry://ghcr.io/x/y:v1`: only local paths"),
+            message.starts_with(
+                "policies.yml: policy `a`: key `url`: `registry://ghcr.io/X/y:v1`: not an OCI reference"
+            ),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn remote_modules_are_kept_as_written() {
+        let specs = parse_str(
+            "a:\n  module: registry://127.0.0.1:5000/p:v1\n\
+             b:\n  url: ghcr.io/kubewarden/policies/pod-privileged:v1.0.3\n\
+             c:\n  module: https://example.com/p.wasm\n",
+        )
+        .unwrap();
+        for spec in &specs {
+            let source = spec.source.as_ref().unwrap();
+            assert!(source.is_remote(), "{source}");
+            assert_eq!(spec.module, PathBuf::new());
+        }
+        assert_eq!(
+            specs[1].source.as_ref().unwrap().written(),
+            "ghcr.io/kubewarden/policies/pod-privileged:v1.0.3"
         );
     }
 

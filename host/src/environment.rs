@@ -288,6 +288,13 @@ impl Loader<'_> {
     /// sequential [`load`](Self::load), which does it again and reports the
     /// error against the first policy that uses the component, as before.
     async fn prefetch(&mut self, specs: &[PolicySpec]) {
+        // A fetched module was hashed by the download store a moment ago.
+        for spec in specs {
+            if let Some(fetch) = &spec.fetch {
+                let known = (fetch.digest, fetch.size);
+                self.digests_by_path.insert(spec.module.clone(), known);
+            }
+        }
         let mut wanted: Vec<(PathBuf, Engine)> = Vec::new();
         for spec in specs {
             let Ok(limits) = self.engine.limits().with_overrides(&spec.limits) else {
@@ -308,7 +315,7 @@ impl Loader<'_> {
         let mut tasks = tokio::task::JoinSet::new();
         let mut paths: Vec<&PathBuf> = Vec::new();
         for (path, _) in &wanted {
-            if !paths.contains(&path) {
+            if !paths.contains(&path) && !self.digests_by_path.contains_key(path) {
                 paths.push(path);
                 let path = path.clone();
                 tasks.spawn_blocking(move || {

@@ -2,7 +2,9 @@
 //! WebAssembly components.
 //!
 //! A request flows one way through the modules:
-//! [`policy`] (what the operator declared) → [`environment`] (one compiled,
+//! [`policy`] (what the operator declared) → [`source`] (each module from
+//! its registry, URL or file, verified, into the download store) →
+//! [`environment`] (one compiled,
 //! pre-linked component per unique digest) → [`evaluation`] (a fresh store
 //! and instance per call, under [`limits`]) → [`admission`] (AdmissionReview
 //! in, AdmissionResponse out), with [`enforcement`] applying the declared
@@ -37,6 +39,7 @@ pub mod limits;
 pub mod logging;
 pub mod policy;
 pub mod server;
+pub mod source;
 pub mod store;
 
 pub use cache::CompiledCache;

@@ -1,9 +1,11 @@
 //! What an operator declares about one policy.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::limits::LimitOverrides;
+use crate::source::{Fetch, Source};
 
 /// How a policy's verdict is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -33,8 +35,17 @@ impl PolicyMode {
 pub struct PolicySpec {
     /// The id requests address it by (`/validate/{id}`).
     pub id: String,
-    /// The component file.
+    /// The component file. For a module from a registry or URL, its copy in
+    /// the download store, once [`Fetcher::fetch_policies`] ran (empty before).
+    ///
+    /// [`Fetcher::fetch_policies`]: crate::source::Fetcher::fetch_policies
     pub module: PathBuf,
+    /// Where the module comes from, as the operator wrote it (`None`: the
+    /// file `module`, given in code).
+    pub source: Option<Source>,
+    /// How the module was obtained, once fetched; shared by the policies
+    /// that name the same module.
+    pub fetch: Option<Arc<Fetch>>,
     /// The policy's settings, handed to it as JSON (`{}` when none).
     pub settings: serde_json::Value,
     /// Whether rejections are enforced.
@@ -53,6 +64,8 @@ impl PolicySpec {
         Self {
             id: id.into(),
             module: module.into(),
+            source: None,
+            fetch: None,
             settings: serde_json::Value::Object(Default::default()),
             mode: PolicyMode::default(),
             allowed_to_mutate: false,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use portcullis::{Engine, Limits};
 
 pub mod pki;
+pub mod registry;
 pub mod server;
 
 /// The repository root.

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use portcullis::server::{BodyLimits, ListenerLimits, RunningServer, ServerConfig};
-use portcullis::{Limits, config};
+use portcullis::{Limits, PolicySpec, config};
 
 use crate::{engine_with, shared_cache, target_dir};
 
@@ -45,6 +45,12 @@ impl TestServer {
     pub async fn start_with(policies: &str, config: ServerConfig, limits: Limits) -> Self {
         let components = target_dir().join("wasm32-wasip2/policy");
         let specs = config::parse(policies, &components, "test policies").unwrap();
+        Self::start_specs(specs, config, limits).await
+    }
+
+    /// Starts a server for `specs` (remote modules already fetched), with
+    /// `config` and `limits`.
+    pub async fn start_specs(specs: Vec<PolicySpec>, config: ServerConfig, limits: Limits) -> Self {
         let scheme = if config.tls.is_some() {
             "https"
         } else {

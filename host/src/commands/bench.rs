@@ -12,13 +12,13 @@ use serde::Serialize;
 
 use super::SinglePolicy;
 use super::inspect::Output;
-use crate::cli::{CacheArgs, SettingsArgs};
+use crate::cli::{CacheArgs, FetchArgs, SettingsArgs};
 
 /// Arguments of `portcullis bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The policy component (`.wasm`).
-    pub component: PathBuf,
+    /// The policy component: a `.wasm` file, or a `registry://`, `https://` or `file://` URI.
+    pub component: String,
     /// The request: an AdmissionReview or a bare AdmissionRequest (JSON).
     #[arg(long, short = 'r')]
     pub request: PathBuf,
@@ -35,6 +35,8 @@ pub struct BenchArgs {
     pub output: Output,
     #[command(flatten)]
     pub cache: CacheArgs,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
 }
 
 /// The figures of one phase, in microseconds.
@@ -49,7 +51,7 @@ struct Summary {
 
 #[derive(Debug, Serialize)]
 struct Report {
-    component: PathBuf,
+    component: String,
     digest: String,
     size: usize,
     /// `compiled` or `cache`.
@@ -70,7 +72,14 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         environment,
         id,
         request,
-    } = SinglePolicy::load(&args.component, &args.request, &args.settings, &args.cache).await?;
+    } = SinglePolicy::load(
+        &args.component,
+        &args.request,
+        &args.settings,
+        &args.cache,
+        &args.fetch,
+    )
+    .await?;
     let policy = environment.policy(&id).expect("the policy just loaded");
 
     for _ in 0..args.warmup {
@@ -145,7 +154,7 @@ fn text(report: &Report) -> String {
         (false, None) => "rejected".to_owned(),
     };
     // Writing to a String cannot fail.
-    let _ = writeln!(out, "component  {}", report.component.display());
+    let _ = writeln!(out, "component  {}", report.component);
     let _ = writeln!(out, "digest     {}", report.digest);
     let _ = writeln!(out, "size       {} bytes", report.size);
     let _ = writeln!(

@@ -6,6 +6,11 @@
 //! have the key those commands look up: the component's digest and the
 //! engine's compatibility hash (wasmtime version and code-generation
 //! settings, which the per-policy limits do not change).
+//!
+//! A `registry://` or `https://` component is fetched first, into the
+//! download store under the same cache directory: an image that ships the
+//! directory then starts `serve` without the registry (a digest, or a tag
+//! other than `latest`, found in the store is not looked up again).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,36 +20,43 @@ use clap::Args;
 use portcullis::component::{CompileOrigin, Digest, PolicyComponent};
 use portcullis::{CompiledCache, Engine, Limits};
 
+use crate::cli::FetchArgs;
+
 /// Arguments of `portcullis compile`.
 #[derive(Debug, Args)]
 pub struct CompileArgs {
-    /// The policy components (`.wasm`) to compile.
+    /// The policy components to compile: `.wasm` files, or `registry://`,
+    /// `https://` or `file://` URIs.
     #[arg(required = true)]
-    pub components: Vec<PathBuf>,
+    pub components: Vec<String>,
     /// Directory of the compiled-component cache; `serve` and `run` must be
     /// given the same [default: $XDG_CACHE_HOME/portcullis].
     #[arg(long, env = "PORTCULLIS_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
 }
 
 /// Runs `portcullis compile`: one line per component; the first component
-/// that cannot be compiled or is not a policy stops it with an error.
-pub fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
+/// that cannot be fetched, compiled or is not a policy stops it with an error.
+pub async fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
     let dir = args
         .cache_dir
         .clone()
         .or_else(CompiledCache::default_dir)
         .context("no cache directory: pass --cache-dir (neither XDG_CACHE_HOME nor HOME is set)")?;
-    let cache = CompiledCache::new(dir);
+    let cache = CompiledCache::new(&dir);
     let engine = Engine::new(Limits::default())?;
-    for path in &args.components {
+    for given in &args.components {
+        let (_, path, _) = super::fetch_arg(given, &args.fetch, Some(&dir)).await?;
+        let path = &path;
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let digest = Digest::of(&bytes);
         // `prepare` also pre-links the component, so a file that is not a
         // policy this host can run fails here, at image build time.
         let component = PolicyComponent::prepare(&engine, path, &bytes, digest, Some(&cache))
-            .with_context(|| path.display().to_string())?;
+            .with_context(|| given.clone())?;
         let how = match component.origin() {
             CompileOrigin::Compiled => {
                 format!("compiled in {} ms", component.compile_time().as_millis())
@@ -55,12 +67,11 @@ pub fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
             // `prepare` only warns when it cannot store an entry; for this
             // command storing it is the whole point.
             anyhow::bail!(
-                "{}: compiled, but no cache entry could be written in {} (see the warning above)",
-                path.display(),
+                "{given}: compiled, but no cache entry could be written in {} (see the warning above)",
                 cache.dir().display()
             );
         };
-        println!("{digest} {}: {how} -> {}", path.display(), entry.display());
+        println!("{digest} {given}: {how} -> {}", entry.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -14,18 +14,20 @@ use portcullis::evaluation::{Call, Returned, evaluate};
 use portcullis::{Engine, Limits};
 use serde::Serialize;
 
-use crate::cli::CacheArgs;
+use crate::cli::{CacheArgs, FetchArgs};
 
 /// Arguments of `portcullis inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The policy component (`.wasm`).
-    pub component: PathBuf,
+    /// The policy component: a `.wasm` file, or a `registry://`, `https://` or `file://` URI.
+    pub component: String,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
     #[command(flatten)]
     pub cache: CacheArgs,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
 }
 
 /// How `inspect` prints its report.
@@ -40,6 +42,12 @@ pub enum Output {
 /// Everything `inspect` learns. Field names are the JSON output's.
 #[derive(Debug, Serialize)]
 struct Report {
+    /// Where the component came from, when it was fetched (a URI).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
+    /// The OCI manifest digest, for a component from a registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    manifest: Option<String>,
     path: PathBuf,
     digest: String,
     size: usize,
@@ -105,7 +113,13 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn report(args: &InspectArgs) -> anyhow::Result<Report> {
-    let path = &args.component;
+    let (source, path, fetch) = super::fetch_arg(
+        &args.component,
+        &args.fetch,
+        args.cache.cache_dir.as_deref(),
+    )
+    .await?;
+    let path = &path;
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let digest = Digest::of(&bytes);
     let engine = Engine::new(Limits::default())?;
@@ -131,6 +145,8 @@ async fn report(args: &InspectArgs) -> anyhow::Result<Report> {
     };
     let version = interface.policy_version().map(str::to_owned);
     Ok(Report {
+        source: fetch.as_ref().map(|_| source.to_string()),
+        manifest: fetch.and_then(|fetch| fetch.manifest),
         path: path.clone(),
         digest: digest.to_string(),
         size: bytes.len(),
@@ -209,6 +225,12 @@ fn text(report: &Report) -> String {
     let mut line = |label: &str, value: &str| {
         let _ = writeln!(out, "{label:<10} {value}");
     };
+    if let Some(source) = &report.source {
+        line("source", source);
+    }
+    if let Some(manifest) = &report.manifest {
+        line("manifest", manifest);
+    }
     line("path", &report.path.display().to_string());
     line("digest", &report.digest);
     line("size", &format!("{} bytes", report.size));

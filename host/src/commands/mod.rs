@@ -4,19 +4,21 @@ pub mod bench;
 pub mod compile;
 pub mod inspect;
 pub mod new;
+pub mod registry;
 mod run;
 mod serve;
 pub mod webhook_config;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use portcullis::admission::parse_review_or_request;
 use portcullis::bindings::AdmissionRequest;
+use portcullis::source::{Credentials, DownloadStore, Fetch, Fetcher, Location, Source, Sources};
 use portcullis::{CompiledCache, Engine, Environment, Limits, PolicySpec, config};
 
-use crate::cli::{CacheArgs, Command, PolicySource, SettingsArgs};
+use crate::cli::{CacheArgs, Command, FetchArgs, PolicySource, SettingsArgs};
 
 pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
@@ -25,7 +27,10 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::New(args) => new::new(args),
         Command::Inspect(args) => runtime(None)?.block_on(inspect::inspect(args)),
         Command::Bench(args) => runtime(None)?.block_on(bench::bench(args)),
-        Command::Compile(args) => compile::compile(args),
+        Command::Compile(args) => runtime(None)?.block_on(compile::compile(args)),
+        Command::Pull(args) => runtime(None)?.block_on(registry::pull(args)),
+        Command::Push(args) => runtime(None)?.block_on(registry::push(args)),
+        Command::Digest(args) => runtime(None)?.block_on(registry::digest(args)),
         Command::WebhookConfig(args) => {
             runtime(None)?.block_on(webhook_config::webhook_config(args))
         }
@@ -52,6 +57,55 @@ fn cache(args: &CacheArgs) -> Option<CompiledCache> {
         .map(CompiledCache::new)
 }
 
+/// The fetcher the user asked for: the download store (given, or under
+/// `cache_dir`, or under the default cache directory), `sources.yml` and the
+/// Docker credentials.
+fn fetcher(args: &FetchArgs, cache_dir: Option<&Path>) -> anyhow::Result<Fetcher> {
+    let dir = match &args.policies_download_dir {
+        Some(dir) => dir.clone(),
+        None => DownloadStore::default_dir(
+            &cache_dir
+                .map(Path::to_owned)
+                .or_else(CompiledCache::default_dir)
+                .context(
+                    "no download directory: pass --policies-download-dir \
+                     (neither XDG_CACHE_HOME nor HOME is set)",
+                )?,
+        ),
+    };
+    let sources = match &args.sources_path {
+        Some(path) => Sources::load(path)?,
+        None => Sources::default(),
+    };
+    let credentials = Credentials::new(args.docker_config_json_path.clone());
+    Ok(Fetcher::new(DownloadStore::new(dir), sources, credentials))
+}
+
+/// Parses a module location given on the command line (a path, or a
+/// `registry://`, `https://`, `file://` URI, or a bare reference).
+fn source_arg(text: &str) -> anyhow::Result<Source> {
+    Ok(Source::parse(text, Path::new(""))?)
+}
+
+/// The local file of the module `text` names, fetched first when remote
+/// (with how it was fetched).
+async fn fetch_arg(
+    text: &str,
+    args: &FetchArgs,
+    cache_dir: Option<&Path>,
+) -> anyhow::Result<(Source, PathBuf, Option<Fetch>)> {
+    let source = source_arg(text)?;
+    if let Location::File(path) = source.location() {
+        // Used in place; reading errors name the file as they always did.
+        return Ok((source.clone(), path.clone(), None));
+    }
+    let fetch = fetcher(args, cache_dir)?
+        .fetch(&source)
+        .await
+        .with_context(|| format!("cannot obtain {source}"))?;
+    Ok((source, fetch.path.clone(), Some(fetch)))
+}
+
 /// The settings from a file or inline JSON, or `{}` when neither is given.
 fn settings(args: &SettingsArgs) -> anyhow::Result<serde_json::Value> {
     let (text, origin) = match (&args.settings, &args.settings_json) {
@@ -66,6 +120,23 @@ fn settings(args: &SettingsArgs) -> anyhow::Result<serde_json::Value> {
     serde_json::from_str(&text).with_context(|| format!("settings in {origin} are not valid JSON"))
 }
 
+/// `specs` with each remote module fetched into the download store (all at
+/// once; every failure reported).
+async fn fetch_remote(
+    specs: Vec<PolicySpec>,
+    source: &PolicySource,
+    cache: &CacheArgs,
+) -> anyhow::Result<Vec<PolicySpec>> {
+    if !specs
+        .iter()
+        .any(|spec| spec.source.as_ref().is_some_and(Source::is_remote))
+    {
+        return Ok(specs);
+    }
+    let fetcher = fetcher(&source.fetch, cache.cache_dir.as_deref())?;
+    Ok(fetcher.fetch_policies(specs).await?)
+}
+
 /// The policies of `source`: its policies.yml, or the embedded default.
 fn policies(source: &PolicySource) -> anyhow::Result<Vec<PolicySpec>> {
     Ok(match &source.policies {
@@ -78,10 +149,17 @@ fn policies(source: &PolicySource) -> anyhow::Result<Vec<PolicySpec>> {
     })
 }
 
-/// The file name without extension: how logs and errors name the policy.
-fn policy_id(path: &Path) -> String {
+/// How logs and errors name a policy given on the command line: the file
+/// name without extension, or the last segment of the repository or URL.
+fn policy_id(source: &Source) -> String {
+    let path: PathBuf = match source.location() {
+        Location::File(path) => path.clone(),
+        Location::Registry(reference) => reference.repository().into(),
+        Location::Http(url) => url.path().into(),
+    };
     path.file_stem()
         .map(|stem| stem.to_string_lossy().into_owned())
+        .filter(|stem| !stem.is_empty())
         .unwrap_or_else(|| "policy".to_owned())
 }
 
@@ -95,22 +173,26 @@ struct SinglePolicy {
 }
 
 impl SinglePolicy {
-    /// Parses the settings, then reads the request file, then loads
-    /// `component` with those settings. It may mutate: `run` and `bench` show
-    /// what the policy does, mutations included, like `kwctl run`.
+    /// Parses the settings, then reads the request file, then fetches and
+    /// loads `component` (a path or URI) with those settings. It may mutate:
+    /// `run` and `bench` show what the policy does, mutations included, like
+    /// `kwctl run`.
     async fn load(
-        component: &Path,
+        component: &str,
         request: &Path,
         settings: &SettingsArgs,
         cache_args: &CacheArgs,
+        fetch_args: &FetchArgs,
     ) -> anyhow::Result<Self> {
         let settings = self::settings(settings)?;
         let request_bytes = std::fs::read(request)
             .with_context(|| format!("cannot read the request {}", request.display()))?;
         let request = parse_review_or_request(&request_bytes)
             .with_context(|| format!("request {}", request.display()))?;
-        let id = policy_id(component);
-        let spec = PolicySpec::new(&id, component)
+        let (source, path, _) =
+            fetch_arg(component, fetch_args, cache_args.cache_dir.as_deref()).await?;
+        let id = policy_id(&source);
+        let spec = PolicySpec::new(&id, path)
             .with_settings(settings)
             .allowed_to_mutate(true);
         let engine = Engine::new(Limits::default())?;

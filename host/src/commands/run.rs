@@ -12,7 +12,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         environment,
         id,
         request,
-    } = SinglePolicy::load(&args.policy, &args.request, &args.settings, &args.cache).await?;
+    } = SinglePolicy::load(
+        &args.policy,
+        &args.request,
+        &args.settings,
+        &args.cache,
+        &args.fetch,
+    )
+    .await?;
     let verdict = environment.validate(&id, &request).await?;
     let response =
         AdmissionResponse::from_verdict(&request.uid, verdict.response, request.object.as_deref())?;

@@ -75,6 +75,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // (which get a runtime of their own): memory stays flat in --workers.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     super::runtime(Some(workers.min(cpus)))?.block_on(async move {
+        let specs = super::fetch_remote(specs, &args.source, &args.cache).await?;
         let engine = Engine::new(limits)?;
         let mut server = portcullis::server::start(config, engine, specs, cache).await?;
         tokio::select! {

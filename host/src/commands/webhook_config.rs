@@ -77,6 +77,7 @@ pub async fn webhook_config(args: WebhookConfigArgs) -> anyhow::Result<ExitCode>
     let endpoint = Endpoint::from_args(&args)?;
     let ca_bundle = ca_bundle(&args.ca_file)?;
     let specs = super::policies(&args.source)?;
+    let specs = super::fetch_remote(specs, &args.source, &args.cache).await?;
     let engine = Engine::new(Limits {
         timeout: Duration::from_secs(args.policy_timeout.max(1)),
         ..Limits::default()

@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 
 use super::connections::Connections;
 use crate::enforcement::Outcome;
+use crate::source::Fetch;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EvaluationLabels {
@@ -42,6 +43,12 @@ struct ShedLabels {
     reason: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FetchLabels {
+    origin: &'static str,
+    scheme: &'static str,
+}
+
 /// 50 µs .. ~3.3 s: instantiation lives at the bottom, timeouts at the top.
 fn latency_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -62,6 +69,9 @@ pub struct Metrics {
     buffered_body_bytes: Gauge,
     /// The listeners' connection sets, read when metrics are encoded.
     listeners: Mutex<Vec<(&'static str, Arc<Connections>)>>,
+    fetches: Family<FetchLabels, Counter>,
+    fetch_bytes: Counter<u64, AtomicU64>,
+    fetch_seconds: Family<FetchLabels, Histogram>,
 }
 
 impl Default for Metrics {
@@ -128,6 +138,28 @@ impl Metrics {
              --request-body-budget)",
             buffered_body_bytes.clone(),
         );
+        let fetches = Family::<FetchLabels, Counter>::default();
+        registry.register(
+            "policy_fetches",
+            "Remote modules obtained at start-up, by origin (pulled now, or found in the download store) and scheme",
+            fetches.clone(),
+        );
+        let fetch_bytes = Counter::default();
+        registry.register(
+            "policy_fetch_bytes",
+            "Bytes downloaded for remote modules at start-up",
+            fetch_bytes.clone(),
+        );
+        let fetch_seconds = Family::<FetchLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.001, 4.0, 10,
+            ))
+        });
+        registry.register(
+            "policy_fetch_seconds",
+            "Time to obtain a remote module at start-up",
+            fetch_seconds.clone(),
+        );
         Self {
             registry,
             evaluations,
@@ -139,7 +171,23 @@ impl Metrics {
             shed_connections,
             buffered_body_bytes,
             listeners: Mutex::new(Vec::new()),
+            fetches,
+            fetch_bytes,
+            fetch_seconds,
         }
+    }
+
+    /// Records one remote module obtained at start-up over `scheme`.
+    pub fn fetched(&self, fetch: &Fetch, scheme: &'static str) {
+        let labels = FetchLabels {
+            origin: fetch.origin.as_str(),
+            scheme,
+        };
+        self.fetches.get_or_create(&labels).inc();
+        self.fetch_bytes.inc_by(fetch.downloaded);
+        self.fetch_seconds
+            .get_or_create(&labels)
+            .observe(fetch.elapsed.as_secs_f64());
     }
 
     /// Counts one evaluation of `policy`.

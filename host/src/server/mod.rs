@@ -343,6 +343,9 @@ pub async fn start(
         always_accept_namespace: config.always_accept_namespace.clone(),
     });
     let (shutdown, stopping) = watch::channel(false);
+    for (fetch, scheme) in crate::source::distinct_fetches(&specs) {
+        state.metrics.fetched(&fetch, scheme);
+    }
     let mut tasks = tokio::task::JoinSet::new();
     let grace = config.shutdown_grace;
 
