@@ -5,12 +5,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::commands::annotate::AnnotateArgs;
 use crate::commands::bench::BenchArgs;
 use crate::commands::compile::CompileArgs;
 use crate::commands::inspect::InspectArgs;
 use crate::commands::new::NewArgs;
 
-/// Kubernetes admission policies as WebAssembly components.
+/// Kubernetes admission policies as WebAssembly components (and Kubewarden's policies, unchanged).
 #[derive(Debug, Parser)]
 #[command(name = "portcullis", version, about)]
 pub struct Cli {
@@ -49,12 +50,14 @@ pub enum Command {
     Run(RunArgs),
     /// Scaffold a new policy crate (SDK, example policy, tests, fixtures, README).
     New(NewArgs),
-    /// Show a component's digest, world, imports/exports, whether this host runs it, and its metadata.
+    /// Show a policy's digest, kind (component or Kubewarden module), imports/exports, whether this host runs it, and its metadata.
     Inspect(InspectArgs),
     /// Time instantiation and evaluation of one policy on one request (min/median/p99 over N runs).
     Bench(BenchArgs),
-    /// Compile components into the compiled cache ahead of time (for images built once).
+    /// Compile policies into the compiled cache ahead of time (for images built once).
     Compile(CompileArgs),
+    /// Write Kubewarden's metadata.yml into a core module (like `kwctl annotate`).
+    Annotate(AnnotateArgs),
     /// Print the Validating- and MutatingWebhookConfiguration for a policies file.
     WebhookConfig(crate::commands::webhook_config::WebhookConfigArgs),
 }
@@ -64,9 +67,11 @@ impl Command {
         match self {
             Command::Serve(_) => "info",
             Command::Run(_) => "warn,portcullis::guest=info",
-            Command::New(_) | Command::Inspect(_) | Command::Bench(_) | Command::Compile(_) => {
-                "warn"
-            }
+            Command::New(_)
+            | Command::Inspect(_)
+            | Command::Bench(_)
+            | Command::Compile(_)
+            | Command::Annotate(_) => "warn",
             Command::WebhookConfig(_) => "warn",
         }
     }
@@ -176,7 +181,7 @@ pub struct ServeArgs {
 /// Arguments of `portcullis run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The policy component (`.wasm`).
+    /// The policy (`.wasm`): a component or a Kubewarden module.
     #[arg(long, short = 'p')]
     pub policy: PathBuf,
     /// The request: an AdmissionReview or a bare AdmissionRequest (JSON).

@@ -25,6 +25,7 @@
 pub mod admission;
 pub mod bindings;
 pub mod cache;
+pub mod capabilities;
 pub mod component;
 pub mod config;
 pub mod enforcement;
@@ -33,6 +34,7 @@ pub mod environment;
 pub mod evaluation;
 pub mod limits;
 pub mod policy;
+pub mod runtime;
 pub mod server;
 pub mod store;
 

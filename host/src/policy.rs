@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::capabilities::Grants;
 use crate::limits::LimitOverrides;
 
 /// How a policy's verdict is applied.
@@ -27,13 +28,13 @@ impl PolicyMode {
     }
 }
 
-/// One policy to load: an id, the component that implements it, and how it is
-/// configured.
+/// One policy to load: an id, the code that implements it (a component or a
+/// Kubewarden module), and how it is configured.
 #[derive(Debug, Clone)]
 pub struct PolicySpec {
     /// The id requests address it by (`/validate/{id}`).
     pub id: String,
-    /// The component file.
+    /// The policy's file (a component or a Kubewarden module).
     pub module: PathBuf,
     /// The policy's settings, handed to it as JSON (`{}` when none).
     pub settings: serde_json::Value,
@@ -45,6 +46,9 @@ pub struct PolicySpec {
     pub limits: LimitOverrides,
     /// A rejection message that replaces the policy's own.
     pub message: Option<String>,
+    /// The host capabilities and Kubernetes resources it may use
+    /// (`hostCapabilities`, `contextAwareResources`); none by default.
+    pub grants: Grants,
 }
 
 impl PolicySpec {
@@ -58,6 +62,7 @@ impl PolicySpec {
             allowed_to_mutate: false,
             limits: LimitOverrides::default(),
             message: None,
+            grants: Grants::default(),
         }
     }
 
@@ -76,6 +81,12 @@ impl PolicySpec {
     /// The same spec with an evaluation timeout of its own.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.limits.timeout = Some(timeout);
+        self
+    }
+
+    /// The same spec with `grants`.
+    pub fn with_grants(mut self, grants: Grants) -> Self {
+        self.grants = grants;
         self
     }
 

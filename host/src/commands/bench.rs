@@ -17,7 +17,7 @@ use crate::cli::{CacheArgs, SettingsArgs};
 /// Arguments of `portcullis bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The policy component (`.wasm`).
+    /// The policy (`.wasm`): a component or a Kubewarden module.
     pub component: PathBuf,
     /// The request: an AdmissionReview or a bare AdmissionRequest (JSON).
     #[arg(long, short = 'r')]
@@ -50,6 +50,8 @@ struct Summary {
 #[derive(Debug, Serialize)]
 struct Report {
     component: PathBuf,
+    /// `component`, `kubewarden-wapc` or `kubewarden-wasi`.
+    kind: &'static str,
     digest: String,
     size: usize,
     /// `compiled` or `cache`.
@@ -89,9 +91,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         last = Some(verdict.response);
     }
     let response = last.expect("at least one run");
-    let component = policy.component();
+    let component = policy.code();
     let report = Report {
         component: args.component.clone(),
+        kind: component.kind().as_str(),
         digest: component.digest().to_string(),
         size: component.size(),
         origin: match component.origin() {
@@ -145,7 +148,8 @@ fn text(report: &Report) -> String {
         (false, None) => "rejected".to_owned(),
     };
     // Writing to a String cannot fail.
-    let _ = writeln!(out, "component  {}", report.component.display());
+    let _ = writeln!(out, "policy     {}", report.component.display());
+    let _ = writeln!(out, "kind       {}", report.kind);
     let _ = writeln!(out, "digest     {}", report.digest);
     let _ = writeln!(out, "size       {} bytes", report.size);
     let _ = writeln!(

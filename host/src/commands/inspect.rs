@@ -1,6 +1,7 @@
-//! `portcullis inspect`: what a component is, which version of the contract it
-//! targets, whether this host can run it (and if not, why), and what it says
-//! about itself — like `kwctl inspect`, from the component alone.
+//! `portcullis inspect`: what a policy is — a component, and which version of
+//! the contract it targets, or a Kubewarden module, and what its metadata
+//! declares —, whether this host can run it (and if not, why), and what it
+//! says about itself: like `kwctl inspect`, from the file alone.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,6 +12,9 @@ use clap::{Args, ValueEnum};
 use portcullis::bindings::{self, Operation, PolicyMetadata};
 use portcullis::component::{self, ComponentInterface, Digest, PolicyComponent};
 use portcullis::evaluation::{Call, Returned, evaluate};
+use portcullis::runtime::kubewarden::PolicyContext;
+use portcullis::runtime::kubewarden::metadata::Metadata as KubewardenMetadata;
+use portcullis::runtime::{self, PolicyCode};
 use portcullis::{Engine, Limits};
 use serde::Serialize;
 
@@ -19,7 +23,7 @@ use crate::cli::CacheArgs;
 /// Arguments of `portcullis inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The policy component (`.wasm`).
+    /// The policy (`.wasm`): a component or a Kubewarden module.
     pub component: PathBuf,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
@@ -43,6 +47,9 @@ struct Report {
     path: PathBuf,
     digest: String,
     size: usize,
+    /// `component`, `kubewarden-wapc`, `kubewarden-wasi`, or `core module`
+    /// (one without Kubewarden metadata).
+    kind: &'static str,
     world: World,
     /// Whether this host can load and call the component.
     runnable: bool,
@@ -50,8 +57,29 @@ struct Report {
     reason: Option<String>,
     imports: Vec<String>,
     exports: Vec<Export>,
-    /// What the policy's `metadata` export returned (only when runnable).
+    /// What the policy's `metadata` export returned (only when runnable),
+    /// or a Kubewarden module's metadata in the same terms.
     metadata: Option<Metadata>,
+    /// A Kubewarden module's metadata, as its section holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kubewarden: Option<Kubewarden>,
+}
+
+/// What a Kubewarden module declares, with Kubewarden's names.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Kubewarden {
+    /// `waPC` or `WASI`.
+    protocol: &'static str,
+    execution_mode: &'static str,
+    protocol_version: Option<String>,
+    policy_type: &'static str,
+    mutating: bool,
+    background_audit: bool,
+    context_aware_resources: Vec<String>,
+    host_capabilities: Vec<String>,
+    annotations: std::collections::BTreeMap<String, String>,
+    minimum_kubewarden_version: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -110,6 +138,9 @@ async fn report(args: &InspectArgs) -> anyhow::Result<Report> {
     let digest = Digest::of(&bytes);
     let engine = Engine::new(Limits::default())?;
     let cache = super::cache(&args.cache);
+    if runtime::is_core_module(&bytes) {
+        return module_report(&engine, path, &bytes, digest, cache.as_ref());
+    }
     let started = Instant::now();
     let compiled = component::compile(&engine, &bytes, &digest, cache.as_ref())
         .with_context(|| path.display().to_string())?;
@@ -142,6 +173,7 @@ async fn report(args: &InspectArgs) -> anyhow::Result<Report> {
             version,
             host: bindings::WORLD,
         },
+        kind: "component",
         runnable,
         reason,
         imports: interface.imports.clone(),
@@ -155,18 +187,106 @@ async fn report(args: &InspectArgs) -> anyhow::Result<Report> {
             })
             .collect(),
         metadata,
+        kubewarden: None,
+    })
+}
+
+/// The report on a core module: a Kubewarden policy, or a module this host
+/// cannot run (and why).
+fn module_report(
+    engine: &Engine,
+    path: &Path,
+    bytes: &[u8],
+    digest: Digest,
+    cache: Option<&portcullis::CompiledCache>,
+) -> anyhow::Result<Report> {
+    let module = wasmtime::Module::new(engine.wasmtime(), bytes)
+        .map_err(|e| anyhow::anyhow!("{}: cannot compile the module: {e:#}", path.display()))?;
+    let imports = module
+        .imports()
+        .map(|i| format!("{}.{}", i.module(), i.name()))
+        .collect();
+    let exports = module
+        .exports()
+        .map(|e| Export {
+            name: e.name().to_owned(),
+            kind: match e.ty() {
+                wasmtime::ExternType::Func(_) => "function",
+                wasmtime::ExternType::Memory(_) => "memory",
+                wasmtime::ExternType::Table(_) => "table",
+                wasmtime::ExternType::Global(_) => "global",
+                wasmtime::ExternType::Tag(_) => "tag",
+            },
+            functions: Vec::new(),
+        })
+        .collect();
+    let prepared = PolicyCode::prepare(engine, path, bytes, digest, cache);
+    let declared = KubewardenMetadata::from_module(bytes).ok();
+    let kind = match &prepared {
+        Ok(code) => code.kind().as_str(),
+        Err(_) => "core module",
+    };
+    let kubewarden = declared.as_ref().map(|m| Kubewarden {
+        protocol: match m.execution_mode.as_str() {
+            "wasi" => "WASI",
+            "kubewarden-wapc" => "waPC",
+            _ => "Rego",
+        },
+        execution_mode: m.execution_mode.as_str(),
+        protocol_version: m.protocol_version.clone(),
+        policy_type: match m.policy_type {
+            portcullis::runtime::kubewarden::metadata::PolicyType::Raw => "raw",
+            _ => "kubernetes",
+        },
+        mutating: m.mutating,
+        background_audit: m.background_audit,
+        context_aware_resources: m
+            .context_aware_resources
+            .iter()
+            .map(|r| format!("{}/{}", r.api_version, r.kind))
+            .collect(),
+        host_capabilities: m.host_capabilities.clone().unwrap_or_default(),
+        annotations: m.annotations.clone(),
+        minimum_kubewarden_version: m.minimum_kubewarden_version.clone(),
+    });
+    Ok(Report {
+        path: path.to_owned(),
+        digest: digest.to_string(),
+        size: bytes.len(),
+        kind,
+        world: World {
+            targets: None,
+            version: None,
+            interface: None,
+            host: bindings::WORLD,
+        },
+        runnable: prepared.is_ok(),
+        reason: prepared.as_ref().err().map(ToString::to_string),
+        imports,
+        exports,
+        metadata: match (&prepared, &declared) {
+            (Ok(_), Some(m)) => Some(convert(m.to_policy_metadata())),
+            _ => None,
+        },
+        kubewarden,
     })
 }
 
 async fn read_metadata(
     engine: &Engine,
-    component: &PolicyComponent,
+    component: &std::sync::Arc<PolicyComponent>,
     path: &Path,
 ) -> Result<Metadata, String> {
     let id = path
         .file_stem()
         .map_or_else(|| "policy".into(), |s| s.to_string_lossy());
-    let evaluation = evaluate(engine, component, &id, engine.limits(), Call::Metadata)
+    let context = PolicyContext {
+        id: &id,
+        grants: Default::default(),
+        capabilities: engine.capabilities().clone(),
+    };
+    let code = PolicyCode::Component(component.clone());
+    let evaluation = evaluate(engine, &code, &context, engine.limits(), Call::Metadata)
         .await
         .map_err(|e| format!("metadata failed: {e}"))?;
     match evaluation.returned {
@@ -201,6 +321,14 @@ fn operation(operation: Operation) -> &'static str {
     }
 }
 
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none)".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
 /// The human-readable report.
 fn text(report: &Report) -> String {
     use std::fmt::Write;
@@ -212,21 +340,55 @@ fn text(report: &Report) -> String {
     line("path", &report.path.display().to_string());
     line("digest", &report.digest);
     line("size", &format!("{} bytes", report.size));
-    line(
-        "world",
-        report
-            .world
-            .targets
-            .as_deref()
-            .unwrap_or("none (exports no portcullis:policy/admission interface)"),
-    );
+    line("kind", report.kind);
+    if report.kind == "component" {
+        line(
+            "world",
+            report
+                .world
+                .targets
+                .as_deref()
+                .unwrap_or("none (exports no portcullis:policy/admission interface)"),
+        );
+    }
     line(
         "runnable",
-        &match &report.reason {
-            None => format!("yes (this host implements {})", report.world.host),
-            Some(reason) => format!("no: {reason}"),
+        &match (&report.reason, report.kind) {
+            (None, "component") => format!("yes (this host implements {})", report.world.host),
+            (None, _) => "yes (a Kubewarden policy this host runs unchanged)".to_owned(),
+            (Some(reason), _) => format!("no: {reason}"),
         },
     );
+    if let Some(kw) = &report.kubewarden {
+        let _ = writeln!(out, "kubewarden");
+        let mut kv = |label: &str, value: &str| {
+            let _ = writeln!(out, "  {label:<24} {value}");
+        };
+        kv("protocol", kw.protocol);
+        kv("executionMode", kw.execution_mode);
+        kv(
+            "protocolVersion",
+            kw.protocol_version.as_deref().unwrap_or("(none)"),
+        );
+        kv("policyType", kw.policy_type);
+        kv("mutating", &kw.mutating.to_string());
+        kv("backgroundAudit", &kw.background_audit.to_string());
+        kv(
+            "contextAwareResources",
+            &list_or_none(&kw.context_aware_resources),
+        );
+        kv("hostCapabilities", &list_or_none(&kw.host_capabilities));
+        if let Some(version) = &kw.minimum_kubewarden_version {
+            kv("minimumKubewardenVersion", version);
+        }
+        if !kw.annotations.is_empty() {
+            let _ = writeln!(out, "  annotations");
+            for (key, value) in &kw.annotations {
+                let value = value.lines().next().unwrap_or_default();
+                let _ = writeln!(out, "    {key}: {value}");
+            }
+        }
+    }
     let _ = writeln!(out, "imports");
     for import in &report.imports {
         let _ = writeln!(out, "  {import}");

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod annotate;
 pub mod bench;
 pub mod compile;
 pub mod inspect;
@@ -26,6 +27,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => runtime(None)?.block_on(inspect::inspect(args)),
         Command::Bench(args) => runtime(None)?.block_on(bench::bench(args)),
         Command::Compile(args) => compile::compile(args),
+        Command::Annotate(args) => annotate::annotate(args),
         Command::WebhookConfig(args) => {
             runtime(None)?.block_on(webhook_config::webhook_config(args))
         }
@@ -85,8 +87,8 @@ fn policy_id(path: &Path) -> String {
         .unwrap_or_else(|| "policy".to_owned())
 }
 
-/// One component loaded alone and one request to give it: what `run` and
-/// `bench` evaluate.
+/// One policy (component or Kubewarden module) loaded alone and one request
+/// to give it: what `run` and `bench` evaluate.
 struct SinglePolicy {
     environment: Environment,
     /// The policy's id in `environment` (see [`policy_id`]).
