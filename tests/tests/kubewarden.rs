@@ -315,10 +315,12 @@ async fn served_kubewarden_modules_answer_as_kubewarden_would() {
 
     // Host capabilities: denied as Kubewarden denies them, or not provided yet.
     let response = post(&server, "/validate/capability", &privileged).await;
+    // The SDK wraps the host's error in its own words.
     assert_eq!(
         response["status"]["message"],
-        "host capability failed: Policy has not been granted access to the \
-         'net/v1/dns_lookup_host' host capability. The violation has been reported."
+        "host capability failed: error invoking host capability net.dns_lookup_host: Host \
+         error: Policy has not been granted access to the 'net/v1/dns_lookup_host' host \
+         capability. The violation has been reported."
     );
     let response = post(&server, "/validate/capability-granted", &privileged).await;
     let message = response["status"]["message"].as_str().unwrap();

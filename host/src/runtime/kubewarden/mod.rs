@@ -298,17 +298,29 @@ impl KubewardenModule {
             .instantiate_async(&mut *store)
             .await
             .map_err(Failure::Instantiate)?;
-        let (response, instantiated) = match self.metadata.execution_mode {
+        let outcome = match self.metadata.execution_mode {
             ExecutionMode::Wasi => {
                 let instantiated = started.elapsed();
-                (wasi_cli::run(&instance, store).await?, instantiated)
+                wasi_cli::run(&instance, store)
+                    .await
+                    .map(|response| (response, instantiated))
             }
             _ => {
                 // Initialisers run per instance: part of getting it ready.
                 wapc::initialize(&instance, store).await?;
                 let instantiated = started.elapsed();
-                (wapc::guest_call(&instance, store).await?, instantiated)
+                wapc::guest_call(&instance, store)
+                    .await
+                    .map(|response| (response, instantiated))
             }
+        };
+        let (response, instantiated) = match (outcome, call) {
+            // As in Kubewarden, settings the policy cannot even read (its
+            // `validate_settings` answers with an error) are invalid settings.
+            (Err(Failure::Policy(message)), Call::ValidateSettings { .. }) => {
+                return Ok((Returned::Settings(Err(message)), started.elapsed()));
+            }
+            (outcome, _) => outcome?,
         };
         let returned = match call {
             Call::Metadata => unreachable!("answered above"),
