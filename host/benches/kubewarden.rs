@@ -240,9 +240,8 @@ async fn measure_bare(
             let init = instance.get_typed_func::<(), ()>(&mut store, "wapc_init")?;
             init.call_async(&mut store, ()).await?;
             let call = instance.get_typed_func::<(i32, i32), i32>(&mut store, "__guest_call")?;
-            let ok = call
-                .call_async(&mut store, (8, store.data().payload.len() as i32))
-                .await?;
+            let len = store.data().payload.len() as i32;
+            let ok = call.call_async(&mut store, (8, len)).await?;
             anyhow::ensure!(
                 ok == 1 && !store.data().response.is_empty(),
                 "guest call failed"

@@ -274,10 +274,7 @@ fn webhook_config_takes_rules_from_the_metadata() {
         "--ca-file".as_ref(),
         ca.as_os_str(),
     ]));
-    let documents: Vec<serde_json::Value> = yaml
-        .split("---\n")
-        .map(|doc| serde_saphyr_like(doc))
-        .collect();
+    let documents: Vec<serde_json::Value> = yaml.split("---\n").map(yaml_to_json).collect();
     let validating = &documents[0]["webhooks"];
     let mutating = &documents[1]["webhooks"];
     let kw = validating
@@ -325,7 +322,7 @@ fn write_policies(path: &Path) {
     .unwrap();
 }
 
-/// The YAML `webhook-config` prints, as JSON (serde-saphyr reads YAML).
-fn serde_saphyr_like(doc: &str) -> serde_json::Value {
+/// One YAML document `webhook-config` prints, as JSON.
+fn yaml_to_json(doc: &str) -> serde_json::Value {
     serde_saphyr::from_str(doc).expect("webhook-config prints YAML")
 }
