@@ -1,12 +1,15 @@
 //! Portcullis: a Kubernetes admission policy engine that runs policies as
-//! WebAssembly components.
+//! WebAssembly components — and Kubewarden's policies, unchanged.
 //!
 //! A request flows one way through the modules:
 //! [`policy`] (what the operator declared) → [`environment`] (one compiled,
-//! pre-linked component per unique digest) → [`evaluation`] (a fresh store
-//! and instance per call, under [`limits`]) → [`admission`] (AdmissionReview
-//! in, AdmissionResponse out), with [`enforcement`] applying the declared
-//! mode and mutation permission, and [`server`] serving it all over HTTP(S).
+//! pre-linked policy per unique digest: a [`component`] of the
+//! `portcullis:policy` world or a Kubewarden module, each kind with its
+//! [`runtime`]) → [`evaluation`] (a fresh store and instance per call, under
+//! [`limits`], host calls gated by the policy's grants of [`capabilities`]) →
+//! [`admission`] (AdmissionReview in, AdmissionResponse out), with
+//! [`enforcement`] applying the declared mode and mutation permission, and
+//! [`server`] serving it all over HTTP(S).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
