@@ -12,10 +12,9 @@ use crate::cache::CompiledCache;
 use crate::capabilities::Grants;
 use crate::component::{CompileOrigin, ComponentError, Digest};
 use crate::engine::Engine;
-use crate::evaluation::{Call, EvaluationError, Returned, evaluate};
+use crate::evaluation::{Call, EvaluationError, PolicyContext, Returned, evaluate};
 use crate::limits::Limits;
 use crate::policy::PolicySpec;
-use crate::runtime::kubewarden::PolicyContext;
 use crate::runtime::{CodeError, PolicyCode};
 
 /// A policy ready to evaluate requests.

@@ -5,17 +5,28 @@
 //! classification of failures live, for components and Kubewarden modules
 //! alike; the [runtime](crate::runtime) of each kind only makes the call.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::{Store, Trap};
 
 use crate::bindings::{AdmissionRequest, PolicyMetadata, ValidationResponse};
+use crate::capabilities::{Capabilities, Grants};
 use crate::component::PolicyComponent;
 use crate::engine::Engine;
 use crate::limits::Limits;
-use crate::runtime::kubewarden::PolicyContext;
 use crate::runtime::{Failure, GuestFault, PolicyCode};
 use crate::store::{EvaluationState, GuestIo, new_store};
+
+/// Who is calling a policy, and what it may ask of the host.
+pub struct PolicyContext<'a> {
+    /// The policy's id, for logs.
+    pub id: &'a str,
+    /// What it has been granted.
+    pub grants: Arc<Grants>,
+    /// The host capabilities of the engine.
+    pub capabilities: Arc<Capabilities>,
+}
 
 /// A call into a policy.
 #[derive(Debug, Clone, Copy)]

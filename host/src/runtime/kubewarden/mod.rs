@@ -31,7 +31,7 @@ use crate::bindings::PolicyMetadata;
 use crate::capabilities::{Capabilities, Grants};
 use crate::component::{CompileOrigin, Digest};
 use crate::engine::Engine;
-use crate::evaluation::{Call, Returned};
+use crate::evaluation::{Call, PolicyContext, Returned};
 use crate::limits::Limits;
 use crate::store::{EvaluationState, GuestIo, GuestOutput, StdinPipe};
 
@@ -343,16 +343,6 @@ impl KubewardenModule {
     pub fn is_raw(&self) -> bool {
         self.metadata.policy_type == PolicyType::Raw
     }
-}
-
-/// Who is calling a policy, and what it may ask of the host.
-pub struct PolicyContext<'a> {
-    /// The policy's id, for logs.
-    pub id: &'a str,
-    /// What it has been granted.
-    pub grants: Arc<Grants>,
-    /// The host capabilities of the engine.
-    pub capabilities: Arc<Capabilities>,
 }
 
 /// One evaluation's waPC exchange and host-call context, kept in the

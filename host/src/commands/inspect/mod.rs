@@ -11,14 +11,16 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use portcullis::bindings::{self, Operation, PolicyMetadata};
 use portcullis::component::{self, ComponentInterface, Digest, PolicyComponent};
-use portcullis::evaluation::{Call, Returned, evaluate};
-use portcullis::runtime::kubewarden::PolicyContext;
-use portcullis::runtime::kubewarden::metadata::Metadata as KubewardenMetadata;
+use portcullis::evaluation::{Call, PolicyContext, Returned, evaluate};
 use portcullis::runtime::{self, PolicyCode};
 use portcullis::{Engine, Limits};
 use serde::Serialize;
 
 use crate::cli::CacheArgs;
+
+mod module;
+
+use self::module::Kubewarden;
 
 /// Arguments of `portcullis inspect`.
 #[derive(Debug, Args)]
@@ -63,23 +65,6 @@ struct Report {
     /// A Kubewarden module's metadata, as its section holds it.
     #[serde(skip_serializing_if = "Option::is_none")]
     kubewarden: Option<Kubewarden>,
-}
-
-/// What a Kubewarden module declares, with Kubewarden's names.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Kubewarden {
-    /// `waPC` or `WASI`.
-    protocol: &'static str,
-    execution_mode: &'static str,
-    protocol_version: Option<String>,
-    policy_type: &'static str,
-    mutating: bool,
-    background_audit: bool,
-    context_aware_resources: Vec<String>,
-    host_capabilities: Vec<String>,
-    annotations: std::collections::BTreeMap<String, String>,
-    minimum_kubewarden_version: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -139,7 +124,7 @@ async fn report(args: &InspectArgs) -> anyhow::Result<Report> {
     let engine = Engine::new(Limits::default())?;
     let cache = super::cache(&args.cache);
     if runtime::is_core_module(&bytes) {
-        return module_report(&engine, path, &bytes, digest, cache.as_ref());
+        return module::report(&engine, path, &bytes, digest, cache.as_ref());
     }
     let started = Instant::now();
     let compiled = component::compile(&engine, &bytes, &digest, cache.as_ref())
@@ -188,87 +173,6 @@ async fn report(args: &InspectArgs) -> anyhow::Result<Report> {
             .collect(),
         metadata,
         kubewarden: None,
-    })
-}
-
-/// The report on a core module: a Kubewarden policy, or a module this host
-/// cannot run (and why).
-fn module_report(
-    engine: &Engine,
-    path: &Path,
-    bytes: &[u8],
-    digest: Digest,
-    cache: Option<&portcullis::CompiledCache>,
-) -> anyhow::Result<Report> {
-    let module = wasmtime::Module::new(engine.wasmtime(), bytes)
-        .map_err(|e| anyhow::anyhow!("{}: cannot compile the module: {e:#}", path.display()))?;
-    let imports = module
-        .imports()
-        .map(|i| format!("{}.{}", i.module(), i.name()))
-        .collect();
-    let exports = module
-        .exports()
-        .map(|e| Export {
-            name: e.name().to_owned(),
-            kind: match e.ty() {
-                wasmtime::ExternType::Func(_) => "function",
-                wasmtime::ExternType::Memory(_) => "memory",
-                wasmtime::ExternType::Table(_) => "table",
-                wasmtime::ExternType::Global(_) => "global",
-                wasmtime::ExternType::Tag(_) => "tag",
-            },
-            functions: Vec::new(),
-        })
-        .collect();
-    let prepared = PolicyCode::prepare(engine, path, bytes, digest, cache);
-    let declared = KubewardenMetadata::from_module(bytes).ok();
-    let kind = match &prepared {
-        Ok(code) => code.kind().as_str(),
-        Err(_) => "core module",
-    };
-    let kubewarden = declared.as_ref().map(|m| Kubewarden {
-        protocol: match m.execution_mode.as_str() {
-            "wasi" => "WASI",
-            "kubewarden-wapc" => "waPC",
-            _ => "Rego",
-        },
-        execution_mode: m.execution_mode.as_str(),
-        protocol_version: m.protocol_version.clone(),
-        policy_type: match m.policy_type {
-            portcullis::runtime::kubewarden::metadata::PolicyType::Raw => "raw",
-            _ => "kubernetes",
-        },
-        mutating: m.mutating,
-        background_audit: m.background_audit,
-        context_aware_resources: m
-            .context_aware_resources
-            .iter()
-            .map(|r| format!("{}/{}", r.api_version, r.kind))
-            .collect(),
-        host_capabilities: m.host_capabilities.clone().unwrap_or_default(),
-        annotations: m.annotations.clone(),
-        minimum_kubewarden_version: m.minimum_kubewarden_version.clone(),
-    });
-    Ok(Report {
-        path: path.to_owned(),
-        digest: digest.to_string(),
-        size: bytes.len(),
-        kind,
-        world: World {
-            targets: None,
-            version: None,
-            interface: None,
-            host: bindings::WORLD,
-        },
-        runnable: prepared.is_ok(),
-        reason: prepared.as_ref().err().map(ToString::to_string),
-        imports,
-        exports,
-        metadata: match (&prepared, &declared) {
-            (Ok(_), Some(m)) => Some(convert(m.to_policy_metadata())),
-            _ => None,
-        },
-        kubewarden,
     })
 }
 
