@@ -3,42 +3,10 @@
 //! `compile` and `webhook-config` take the annotated module like a component.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 mod common;
 
-use common::{component, repo};
-
-fn portcullis<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
-    Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .output()
-        .expect("running portcullis")
-}
-
-fn success(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn failure(output: &Output) -> String {
-    assert!(!output.status.success(), "expected a failure");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
-}
-
-fn fixture(name: &str) -> PathBuf {
-    repo().join("examples/pod-privileged/test_data").join(name)
-}
+use common::{component, failure, fixture, portcullis, repo, success};
 
 /// The unannotated build of a Kubewarden test policy.
 fn unannotated(name: &str) -> PathBuf {

@@ -1,90 +1,18 @@
 //! Kubewarden-protocol policies written with Kubewarden's own Rust SDK
 //! (tests/kubewarden-policies, built for wasm32-wasip1 and annotated by
 //! `portcullis annotate`), loaded beside components and evaluated by the
-//! same host: Kubewarden's pod-privileged test data gives Kubewarden's
-//! verdicts, and each other fixture its own cases (verdict, message, patch).
+//! same host: each fixture's own cases (verdict, message, patch). The
+//! pod-privileged one meets Kubewarden's test data in `pod_privileged.rs`.
 
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use portcullis::admission::parse_review_or_request;
 use portcullis::environment::LoadFailure;
 use portcullis::runtime::PolicyKind;
 use portcullis::{Environment, PolicySpec};
 use portcullis_tests::server::TestServer;
-use portcullis_tests::{component, engine, http_client, json_file, repo_file, review};
+use portcullis_tests::{component, engine, http_client, json_file, review};
 use serde_json::{Value, json};
-
-const TEST_DATA: &str = "examples/pod-privileged/test_data";
-
-async fn verdict(settings: Value, fixture: &str) -> (bool, Option<String>) {
-    let spec =
-        PolicySpec::new("privileged", component("kw_pod_privileged")).with_settings(settings);
-    let env = Environment::load(&engine(), [spec], None).await.unwrap();
-    let body = std::fs::read(repo_file(format!("{TEST_DATA}/{fixture}"))).unwrap();
-    let request = parse_review_or_request(&body).unwrap();
-    let verdict = env.validate("privileged", &request).await.unwrap();
-    (verdict.response.allowed, verdict.response.message)
-}
-
-fn rejected(message: &str) -> (bool, Option<String>) {
-    (false, Some(message.to_owned()))
-}
-
-const ACCEPTED: (bool, Option<String>) = (true, None);
-
-#[tokio::test]
-async fn pod_privileged_gives_kubewardens_verdicts_on_its_test_data() {
-    let cases = [
-        (
-            "privileged_container.json",
-            rejected("Privileged container is not allowed"),
-        ),
-        (
-            "privileged_init_container.json",
-            rejected("Privileged init container is not allowed"),
-        ),
-        (
-            "privileged_ephemeral_container.json",
-            rejected("Privileged ephemeral container is not allowed"),
-        ),
-        ("no_privileged_containers.json", ACCEPTED),
-        (
-            "deployment_with_privileged_containers.json",
-            rejected("Privileged container is not allowed"),
-        ),
-        (
-            "statefulset_with_privileged_container.json",
-            rejected("Privileged container is not allowed"),
-        ),
-        (
-            "privileged_pod_review.json",
-            rejected("Privileged container is not allowed"),
-        ),
-    ];
-    for (fixture, expected) in cases {
-        assert_eq!(verdict(json!({}), fixture).await, expected, "{fixture}");
-    }
-    let settings = json_file(format!(
-        "{TEST_DATA}/settings_skip_init_and_ephemeral_containers.json"
-    ));
-    let cases = [
-        (
-            "privileged_container.json",
-            rejected("Privileged container is not allowed"),
-        ),
-        ("privileged_init_container.json", ACCEPTED),
-        ("privileged_ephemeral_container.json", ACCEPTED),
-        ("no_privileged_containers.json", ACCEPTED),
-    ];
-    for (fixture, expected) in cases {
-        assert_eq!(
-            verdict(settings.clone(), fixture).await,
-            expected,
-            "{fixture}"
-        );
-    }
-}
 
 #[tokio::test]
 async fn a_kubewarden_module_and_a_component_load_side_by_side() {

@@ -1,5 +1,7 @@
 //! Kubewarden's own pod-privileged fixtures give Kubewarden's verdicts through
-//! the real component, loaded and evaluated by the host.
+//! the real component and through a Kubewarden-protocol module with the same
+//! semantics (written with Kubewarden's Rust SDK), each loaded and evaluated
+//! by the host.
 
 use portcullis::admission::parse_review_or_request;
 use portcullis::{Environment, PolicySpec};
@@ -8,8 +10,15 @@ use serde_json::json;
 
 const TEST_DATA: &str = "examples/pod-privileged/test_data";
 
-async fn verdict(settings: serde_json::Value, fixture: &str) -> (bool, Option<String>) {
-    let spec = PolicySpec::new("privileged", component("pod_privileged")).with_settings(settings);
+/// The component and the Kubewarden module.
+const POLICIES: [&str; 2] = ["pod_privileged", "kw_pod_privileged"];
+
+async fn verdict(
+    policy: &str,
+    settings: serde_json::Value,
+    fixture: &str,
+) -> (bool, Option<String>) {
+    let spec = PolicySpec::new("privileged", component(policy)).with_settings(settings);
     let env = Environment::load(&engine(), [spec], None).await.unwrap();
     let body = std::fs::read(repo_file(format!("{TEST_DATA}/{fixture}"))).unwrap();
     let request = parse_review_or_request(&body).unwrap();
@@ -52,8 +61,11 @@ async fn kubewarden_fixtures_with_default_settings() {
             rejected("Privileged container is not allowed"),
         ),
     ];
-    for (fixture, expected) in cases {
-        assert_eq!(verdict(json!({}), fixture).await, expected, "{fixture}");
+    for policy in POLICIES {
+        for (fixture, expected) in &cases {
+            let got = verdict(policy, json!({}), fixture).await;
+            assert_eq!(&got, expected, "{policy}: {fixture}");
+        }
     }
 }
 
@@ -71,12 +83,11 @@ async fn kubewarden_fixtures_skipping_init_and_ephemeral_containers() {
         ("privileged_ephemeral_container.json", ACCEPTED),
         ("no_privileged_containers.json", ACCEPTED),
     ];
-    for (fixture, expected) in cases {
-        assert_eq!(
-            verdict(settings.clone(), fixture).await,
-            expected,
-            "{fixture}"
-        );
+    for policy in POLICIES {
+        for (fixture, expected) in &cases {
+            let got = verdict(policy, settings.clone(), fixture).await;
+            assert_eq!(&got, expected, "{policy}: {fixture}");
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 
 pub mod kubewarden;
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,14 +66,43 @@ pub enum CodeError {
 
 impl PolicyCode {
     /// Prepares the policy in the file at `path`, whose digest and size are
-    /// known ([`Digest::of_file`]): from `cache` when it holds it, otherwise
-    /// read, recognised, checked, compiled and stored.
+    /// known ([`Digest::of_file`]): from `cache` when it holds it (a
+    /// component's file is then not read at all), otherwise read,
+    /// recognised, checked, compiled and stored.
     pub fn prepare_file(
         engine: &Engine,
         path: &Path,
         digest: Digest,
         size: usize,
         cache: Option<&CompiledCache>,
+    ) -> Result<Self, CodeError> {
+        Self::prepare_with(engine, path, size, digest, cache, || {
+            Ok(Cow::Owned(read_checked(path, &digest)?))
+        })
+    }
+
+    /// Prepares the policy in `bytes`, read from `path`: from `cache` when
+    /// it holds it, otherwise compiled and stored.
+    pub fn prepare(
+        engine: &Engine,
+        path: &Path,
+        bytes: &[u8],
+        digest: Digest,
+        cache: Option<&CompiledCache>,
+    ) -> Result<Self, CodeError> {
+        Self::prepare_with(engine, path, bytes.len(), digest, cache, || {
+            Ok(Cow::Borrowed(bytes))
+        })
+    }
+
+    /// Prepares from `cache`, or from the bytes `read` gives.
+    fn prepare_with<'a>(
+        engine: &Engine,
+        path: &Path,
+        size: usize,
+        digest: Digest,
+        cache: Option<&CompiledCache>,
+        read: impl FnOnce() -> Result<Cow<'a, [u8]>, CodeError>,
     ) -> Result<Self, CodeError> {
         let started = Instant::now();
         match cached(engine, &digest, cache) {
@@ -88,8 +118,7 @@ impl PolicyCode {
             }
             Some(Compiled::Module(module)) => {
                 // The metadata lives in the wasm, not in the compiled form.
-                let bytes = read_checked(path, &digest)?;
-                let accepted = kubewarden::accept(&bytes)?;
+                let accepted = kubewarden::accept(&read()?)?;
                 Ok(Self::Kubewarden(KubewardenModule::link(
                     engine,
                     path,
@@ -100,45 +129,7 @@ impl PolicyCode {
                     started,
                 )?))
             }
-            None => {
-                let bytes = read_checked(path, &digest)?;
-                Self::compile(engine, path, &bytes, digest, cache, started)
-            }
-        }
-    }
-
-    /// Prepares the policy in `bytes`, read from `path`: from `cache` when
-    /// it holds it, otherwise compiled and stored.
-    pub fn prepare(
-        engine: &Engine,
-        path: &Path,
-        bytes: &[u8],
-        digest: Digest,
-        cache: Option<&CompiledCache>,
-    ) -> Result<Self, CodeError> {
-        let started = Instant::now();
-        let size = bytes.len();
-        match cached(engine, &digest, cache) {
-            Some(Compiled::Component(component)) => {
-                Ok(Self::Component(PolicyComponent::from_compiled(
-                    engine,
-                    path,
-                    size,
-                    digest,
-                    (component, CompileOrigin::Cache),
-                    started.elapsed(),
-                )?))
-            }
-            Some(Compiled::Module(module)) => Ok(Self::Kubewarden(KubewardenModule::link(
-                engine,
-                path,
-                size,
-                digest,
-                (module, CompileOrigin::Cache),
-                kubewarden::accept(bytes)?,
-                started,
-            )?)),
-            None => Self::compile(engine, path, bytes, digest, cache, started),
+            None => Self::compile(engine, path, &read()?, digest, cache, started),
         }
     }
 
