@@ -162,7 +162,7 @@ pub async fn evaluate(
     let started = Instant::now();
     let (io, kubewarden) = match code {
         PolicyCode::Component(_) => (GuestIo::Log, None),
-        PolicyCode::Kubewarden(module) => module.prepare(call, policy, limits),
+        PolicyCode::Kubewarden(module) => module.call_setup(call, policy, limits),
     };
     let mut store = new_store(engine, limits, started + timeout, io);
     store.data_mut().kubewarden = kubewarden;

@@ -259,11 +259,11 @@ pub(crate) struct StdinPipe {
 }
 
 impl StdinPipe {
-    /// A pipe holding `bytes`.
-    pub(crate) fn new(bytes: &[u8]) -> Self {
-        let pipe = Self::default();
-        pipe.append(bytes);
-        pipe
+    /// A pipe holding `bytes` (taken over, not copied).
+    pub(crate) fn new(bytes: Vec<u8>) -> Self {
+        Self {
+            buffer: Arc::new(Mutex::new(VecDeque::from(bytes))),
+        }
     }
 
     /// Appends `bytes` for the policy to read.

@@ -218,7 +218,7 @@ impl KubewardenModule {
 
     /// How the store of an evaluation of `call` is set up, and the waPC
     /// exchange it starts with (`None`: the call needs no instance).
-    pub(crate) fn prepare(
+    pub(crate) fn call_setup(
         &self,
         call: Call<'_>,
         policy: &PolicyContext<'_>,
@@ -254,7 +254,7 @@ impl KubewardenModule {
         };
         let io = match self.metadata.execution_mode {
             ExecutionMode::Wasi => {
-                let stdin = StdinPipe::new(&payload);
+                let stdin = StdinPipe::new(payload);
                 // One byte over the limit is enough to know it was exceeded.
                 let stdout = GuestOutput::new(limits.response_bytes.saturating_add(1));
                 state.stdin = Some(stdin.clone());
@@ -279,8 +279,8 @@ impl KubewardenModule {
     }
 
     /// Runs `call` in a fresh instance in `store` (set up by
-    /// [`prepare`](Self::prepare)): what it returned, and when the instance
-    /// was ready.
+    /// [`call_setup`](Self::call_setup)): what it returned, and when the
+    /// instance was ready.
     pub(crate) async fn run(
         &self,
         store: &mut Store<EvaluationState>,

@@ -19,23 +19,47 @@ pub(super) const NULL_OBJECT_MUTATION: &str = "Incoming object is null, which ha
 /// `{"request": <AdmissionRequest>, "settings": <settings>}`, the request
 /// in Kubernetes' JSON with absent fields left out (as Kubewarden sends it:
 /// its SDKs read absent strings as empty, but not `null` ones).
+///
+/// The documents — object, old object, options, settings — are JSON the
+/// host already parsed on the way in (the API server's bytes, the
+/// operator's settings): they are spliced in as they are, not scanned again.
 pub(super) fn validation_request(request: &AdmissionRequest, settings: &str) -> String {
-    let body = ValidationRequest {
-        request: KubeRequest::from(request),
-        settings: raw(settings),
-    };
-    serde_json::to_string(&body).expect("a request of JSON values serializes")
+    let head = serde_json::to_string(&KubeRequest::from(request))
+        .expect("a request of strings serializes");
+    let documents = [
+        ("object", request.object.as_deref()),
+        ("oldObject", request.old_object.as_deref()),
+        ("options", request.options.as_deref()),
+    ];
+    let size = documents
+        .iter()
+        .flat_map(|(_, d)| d)
+        .map(|d| d.len())
+        .sum::<usize>();
+    let mut out = String::with_capacity(head.len() + size + settings.len() + 64);
+    out.push_str(r#"{"request":"#);
+    // The head is an object with at least a uid: drop its `}` and go on.
+    out.push_str(&head[..head.len() - 1]);
+    for (name, document) in documents {
+        if let Some(document) = document {
+            out.push_str(",\"");
+            out.push_str(name);
+            out.push_str("\":");
+            out.push_str(document);
+        }
+    }
+    out.push_str(r#"},"settings":"#);
+    out.push_str(settings);
+    out.push('}');
+    out
 }
 
 /// `{"request": <document>, "settings": <settings>}` for a raw policy. A
 /// body in Kubewarden's envelope, `{"request": X}`, hands the policy X (as
 /// Kubewarden's `/validate_raw` does); any other document is handed as is.
 pub(super) fn raw_validation_request(document: &str, settings: &str) -> String {
-    let body = RawValidationRequest {
-        request: envelope_content(document).unwrap_or_else(|| raw(document)),
-        settings: raw(settings),
-    };
-    serde_json::to_string(&body).expect("JSON values serialize")
+    let request = envelope_content(document).map_or(document, RawValue::get);
+    format!(r#"{{"request":{request},"settings":{settings}}}"#)
 }
 
 /// X, when `document` is exactly `{"request": X}`.
@@ -49,25 +73,6 @@ fn envelope_content(document: &str) -> Option<&RawValue> {
     serde_json::from_str::<Envelope<'_>>(document)
         .ok()
         .map(|e| e.request)
-}
-
-/// A JSON text the host already holds as valid JSON (the API server's
-/// object, the operator's settings, a parsed raw document).
-fn raw(text: &str) -> &RawValue {
-    serde_json::from_str(text)
-        .unwrap_or_else(|_| serde_json::from_str("null").expect("null is JSON"))
-}
-
-#[derive(Serialize)]
-struct ValidationRequest<'a> {
-    request: KubeRequest<'a>,
-    settings: &'a RawValue,
-}
-
-#[derive(Serialize)]
-struct RawValidationRequest<'a> {
-    request: &'a RawValue,
-    settings: &'a RawValue,
 }
 
 #[derive(Serialize)]
@@ -90,13 +95,7 @@ struct KubeRequest<'a> {
     namespace: Option<&'a str>,
     operation: &'static str,
     user_info: UserInfo<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    object: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    old_object: Option<&'a RawValue>,
     dry_run: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    options: Option<&'a RawValue>,
 }
 
 #[derive(Serialize)]
@@ -170,10 +169,7 @@ impl<'a> From<&'a AdmissionRequest> for KubeRequest<'a> {
                     .map(|(k, v)| (k.as_str(), v.as_slice()))
                     .collect(),
             },
-            object: r.object.as_deref().map(raw),
-            old_object: r.old_object.as_deref().map(raw),
             dry_run: r.dry_run,
-            options: r.options.as_deref().map(raw),
         }
     }
 }
@@ -331,6 +327,11 @@ mod tests {
         assert_eq!(text, r#"{"request":{"user": "tonio"},"settings":{}}"#);
         let text = raw_validation_request(r#"{"user": "tonio"}"#, "{}");
         assert_eq!(text, r#"{"request":{"user": "tonio"},"settings":{}}"#);
+        let text = raw_validation_request(r#"{"request": 1, "uid": "u"}"#, "{}");
+        assert_eq!(
+            text,
+            r#"{"request":{"request": 1, "uid": "u"},"settings":{}}"#
+        );
         let verdict =
             raw_validation_response(br#"{"accepted":true,"mutated_object":{"u":1}}"#, true)
                 .unwrap();
