@@ -73,6 +73,42 @@ fn annotate_writes_the_metadata_and_run_evaluates_the_module() {
 }
 
 #[test]
+fn run_gives_kubewardens_verdicts_on_its_test_data() {
+    let cache = tempfile::tempdir().unwrap();
+    let expected: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo().join("tests/kubewarden-policies/pod-privileged/expected.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let module = component("kw_pod_privileged");
+    for case in expected["cases"].as_array().unwrap() {
+        let fixture_name = case["fixture"].as_str().unwrap();
+        let mut args = vec![
+            "run".into(),
+            "--cache-dir".into(),
+            cache.path().as_os_str().to_owned(),
+            "-p".into(),
+            module.as_os_str().to_owned(),
+            "-r".into(),
+            fixture(fixture_name).into_os_string(),
+        ];
+        if let Some(settings) = case["settings"].as_str() {
+            args.push("-s".into());
+            args.push(fixture(settings).into_os_string());
+        }
+        let response: serde_json::Value =
+            serde_json::from_str(&success(&portcullis(&args))).unwrap();
+        assert_eq!(response["allowed"], case["allowed"], "{fixture_name}");
+        assert_eq!(
+            response["status"]["message"].as_str(),
+            case["message"].as_str(),
+            "{fixture_name} ({:?})",
+            case["settings"]
+        );
+    }
+}
+
+#[test]
 fn annotate_refuses_bad_metadata_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let metadata = dir.path().join("metadata.yml");
