@@ -130,6 +130,16 @@ capability: { module: kw_capability.wasm }
 capability-granted:
   module: kw_capability.wasm
   hostCapabilities: ["net/*"]
+read-secret:
+  module: kw_capability.wasm
+  hostCapabilities: [kubernetes/get_resource]
+  contextAwareResources: [{apiVersion: v1, kind: Namespace}]
+  settings: {readKind: Secret}
+read-namespace:
+  module: kw_capability.wasm
+  hostCapabilities: [kubernetes/get_resource]
+  contextAwareResources: [{apiVersion: v1, kind: Namespace}]
+  settings: {readKind: Namespace}
 wasi:
   module: kw_wasi_command.wasm
   settings: { deniedLabels: [forbidden] }
@@ -255,6 +265,25 @@ async fn served_kubewarden_modules_answer_as_kubewarden_would() {
     assert!(
         message.contains(
             "the 'net/v1/dns_lookup_host' host capability is not provided by Portcullis yet"
+        ),
+        "{message}"
+    );
+
+    // Kubernetes reads: `contextAwareResources` gates the resource.
+    let response = post(&server, "/validate/read-secret", &privileged).await;
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.ends_with(
+            "Policy has not been granted access to Kubernetes v1/Secret resources. \
+             The violation has been reported."
+        ),
+        "{message}"
+    );
+    let response = post(&server, "/validate/read-namespace", &privileged).await;
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "the 'kubernetes/get_resource' host capability is not provided by Portcullis yet"
         ),
         "{message}"
     );
