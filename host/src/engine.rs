@@ -45,20 +45,28 @@ struct EngineInner {
 impl Engine {
     /// Builds the engine with `limits`, and starts its epoch ticker.
     pub fn new(limits: Limits) -> wasmtime::Result<Self> {
+        Self::with_capabilities(limits, Capabilities::default())
+    }
+
+    /// Builds the engine with `limits` and the host `capabilities` policies
+    /// may call; each capability adds what it needs to the linkers.
+    pub fn with_capabilities(limits: Limits, capabilities: Capabilities) -> wasmtime::Result<Self> {
         let wasmtime = wasmtime::Engine::new(&config(&limits))?;
         let mut linker = Linker::new(&wasmtime);
-        // Only standard WASI is linked: a policy that imports anything else is
-        // refused at load time, naming the missing import.
+        // Standard WASI, and the imports of the host's capabilities: a policy
+        // that imports anything else is refused at load time, naming the
+        // missing import.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         let mut module_linker = wasmtime::Linker::new(&wasmtime);
         crate::runtime::kubewarden::add_to_linker(&mut module_linker)?;
+        capabilities.add_to_linkers(&mut linker, &mut module_linker)?;
         spawn_epoch_ticker(&wasmtime);
         Ok(Self {
             inner: Arc::new(EngineInner {
                 wasmtime,
                 linker,
                 module_linker,
-                capabilities: Arc::new(Capabilities::default()),
+                capabilities: Arc::new(capabilities),
                 limits,
             }),
         })
@@ -96,10 +104,13 @@ impl Engine {
     /// wasmtime fixes the stack limit per engine, so a policy with a stack
     /// limit of its own runs on an engine of its own (with its own pool).
     pub fn with_stack(&self, stack_bytes: usize) -> wasmtime::Result<Self> {
-        Self::new(Limits {
-            stack_bytes,
-            ..self.inner.limits.clone()
-        })
+        Self::with_capabilities(
+            Limits {
+                stack_bytes,
+                ..self.inner.limits.clone()
+            },
+            self.inner.capabilities.as_ref().clone(),
+        )
     }
 }
 

@@ -16,9 +16,10 @@ mod tracing_log;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 pub use self::grants::{ContextAwareResource, Grants, HostCapabilities, PatternError};
-use crate::store::GuestOutput;
+use crate::store::{EvaluationState, GuestOutput};
 
 /// The binding every Kubewarden host call names.
 pub const BINDING: &str = "kubewarden";
@@ -52,11 +53,24 @@ pub trait Capability: Send + Sync {
         operation: &'a str,
         payload: &'a [u8],
     ) -> CallFuture<'a>;
+
+    /// Adds what policies import to reach this capability directly, beside
+    /// Kubewarden's host call: a WIT interface for components, functions for
+    /// core modules. Kubewarden's host call alone needs nothing.
+    fn add_to_linkers(
+        &self,
+        _components: &mut wasmtime::component::Linker<EvaluationState>,
+        _modules: &mut wasmtime::Linker<EvaluationState>,
+    ) -> wasmtime::Result<()> {
+        Ok(())
+    }
 }
 
-/// Every capability the host knows, provided or not.
+/// Every capability the host knows, provided or not. Cheap to clone: the
+/// capabilities themselves are shared.
+#[derive(Clone)]
 pub struct Capabilities {
-    providers: Vec<Box<dyn Capability>>,
+    providers: Vec<Arc<dyn Capability>>,
 }
 
 impl std::fmt::Debug for Capabilities {
@@ -73,8 +87,8 @@ impl Default for Capabilities {
     fn default() -> Self {
         Self {
             providers: vec![
-                Box::new(tracing_log::TracingLog),
-                Box::new(NotProvided {
+                Arc::new(tracing_log::TracingLog),
+                Arc::new(NotProvided {
                     namespace: "kubernetes",
                     operations: &[
                         "list_resources_by_namespace",
@@ -83,7 +97,7 @@ impl Default for Capabilities {
                         "can_i",
                     ],
                 }),
-                Box::new(NotProvided {
+                Arc::new(NotProvided {
                     namespace: "oci",
                     operations: &[
                         "v1/verify",
@@ -93,11 +107,11 @@ impl Default for Capabilities {
                         "v2/verify",
                     ],
                 }),
-                Box::new(NotProvided {
+                Arc::new(NotProvided {
                     namespace: "net",
                     operations: &["v1/dns_lookup_host"],
                 }),
-                Box::new(NotProvided {
+                Arc::new(NotProvided {
                     namespace: "crypto",
                     operations: &["v1/is_certificate_trusted"],
                 }),
@@ -109,11 +123,23 @@ impl Default for Capabilities {
 impl Capabilities {
     /// These capabilities with `capability` added, replacing any other of
     /// its namespace: how a capability plugs itself in.
-    pub fn with(mut self, capability: Box<dyn Capability>) -> Self {
+    pub fn with(mut self, capability: Arc<dyn Capability>) -> Self {
         self.providers
             .retain(|p| p.namespace() != capability.namespace());
         self.providers.push(capability);
         self
+    }
+
+    /// Lets every capability add its imports to the engine's linkers.
+    pub(crate) fn add_to_linkers(
+        &self,
+        components: &mut wasmtime::component::Linker<EvaluationState>,
+        modules: &mut wasmtime::Linker<EvaluationState>,
+    ) -> wasmtime::Result<()> {
+        for provider in &self.providers {
+            provider.add_to_linkers(components, modules)?;
+        }
+        Ok(())
     }
 
     /// Serves one host call, gated by the policy's grants as Kubewarden
