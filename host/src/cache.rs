@@ -1,12 +1,16 @@
-//! A content-addressed on-disk cache of compiled components.
+//! A content-addressed on-disk cache of compiled policies: components and
+//! Kubewarden's core modules.
 //!
-//! An entry is keyed by the component's sha256 digest *and* a hash of the
+//! An entry is keyed by the policy's sha256 digest *and* a hash of the
 //! engine's compatibility (wasmtime version and every setting that changes
 //! generated code), so a new wasmtime or a different config never reads an
-//! old entry: `<digest>-<engine>-<crc32>.cwasm`.
+//! old entry: `<digest>-<engine>-<crc32>.cwasm` for a component,
+//! `<digest>-<engine>-<crc32>.module.cwasm` for a core module (the name says
+//! which, so a warm start knows the kind without reading the wasm).
 //!
-//! The file holds exactly what `Component::serialize` produced (so stock
-//! tools can load it too, e.g. `wasmtime run --allow-precompiled`). The
+//! The file holds exactly what `Component::serialize` (or
+//! `Module::serialize`) produced (so stock tools can load it too, e.g.
+//! `wasmtime run --allow-precompiled`). The
 //! CRC-32 of the file, in its name, catches a truncated or corrupted file
 //! before wasmtime sees it; the entry is then recompiled. A checksum that
 //! catches accidents is enough: whoever can write the cache directory can
@@ -25,9 +29,38 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use wasmtime::Module;
 use wasmtime::component::Component;
 
 use crate::component::Digest;
+
+/// A compiled policy, as stored in and loaded from the cache.
+#[derive(Clone)]
+pub enum Compiled {
+    /// A component (a `portcullis:policy` policy).
+    Component(Component),
+    /// A core module (a Kubewarden policy).
+    Module(Module),
+}
+
+impl Compiled {
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        match self {
+            Compiled::Component(component) => component.serialize(),
+            Compiled::Module(module) => module.serialize(),
+        }
+    }
+
+    fn suffix(&self) -> &'static str {
+        match self {
+            Compiled::Component(_) => COMPONENT_SUFFIX,
+            Compiled::Module(_) => MODULE_SUFFIX,
+        }
+    }
+}
+
+const COMPONENT_SUFFIX: &str = ".cwasm";
+const MODULE_SUFFIX: &str = ".module.cwasm";
 
 /// A directory of compiled components.
 #[derive(Debug, Clone)]
@@ -96,20 +129,24 @@ impl CompiledCache {
         let entries = fs::read_dir(&self.dir).into_iter().flatten().flatten();
         entries.filter_map(move |entry| {
             let name = entry.file_name();
-            let checksum = name
-                .to_str()?
-                .strip_prefix(prefix)?
-                .strip_suffix(".cwasm")?;
+            let rest = name.to_str()?.strip_prefix(prefix)?;
+            let checksum = rest
+                .strip_suffix(MODULE_SUFFIX)
+                .or_else(|| rest.strip_suffix(COMPONENT_SUFFIX))?;
             let checksum = u32::from_str_radix(checksum, 16).ok()?;
             Some((entry.path(), checksum))
         })
     }
 
     /// Loads the compiled form of `digest`, if a sound entry exists.
-    pub fn load(&self, engine: &wasmtime::Engine, digest: &Digest) -> Result<Component, CacheMiss> {
+    pub fn load(&self, engine: &wasmtime::Engine, digest: &Digest) -> Result<Compiled, CacheMiss> {
         let Some((path, expected)) = self.find(&Self::entry_prefix(engine, digest)) else {
             return Err(CacheMiss::Absent);
         };
+        let is_module = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.ends_with(MODULE_SUFFIX));
         let file = fs::File::open(&path).map_err(|e| damaged(&path, e))?;
         // SAFETY: the mapping lives until the end of this function; entries
         // are replaced by rename, never rewritten in place (module docs).
@@ -117,11 +154,17 @@ impl CompiledCache {
         if crc32fast::hash(&bytes) != expected {
             return Err(damaged(&path, "checksum mismatch (truncated or corrupted)"));
         }
-        // SAFETY: the bytes are what `Component::serialize` produced for this
-        // engine configuration (checked by the checksum above and the
+        // SAFETY: the bytes are what `Component::serialize` (or
+        // `Module::serialize`, as the name says) produced for this engine
+        // configuration (checked by the checksum above and the
         // engine-compatibility hash in the file name), written by this
         // process or an earlier one into a directory the operator controls.
-        unsafe { Component::deserialize(engine, &bytes[..]) }.map_err(|e| damaged(&path, e))
+        let compiled = if is_module {
+            unsafe { Module::deserialize(engine, &bytes[..]) }.map(Compiled::Module)
+        } else {
+            unsafe { Component::deserialize(engine, &bytes[..]) }.map(Compiled::Component)
+        };
+        compiled.map_err(|e| damaged(&path, e))
     }
 
     /// Stores the compiled form of `digest`, atomically (write, then rename),
@@ -130,13 +173,15 @@ impl CompiledCache {
         &self,
         engine: &wasmtime::Engine,
         digest: &Digest,
-        component: &Component,
+        compiled: &Compiled,
     ) -> anyhow::Result<PathBuf> {
-        let payload = component.serialize()?;
+        let payload = compiled.serialize()?;
         let prefix = Self::entry_prefix(engine, digest);
-        let path = self
-            .dir
-            .join(format!("{prefix}{:08x}.cwasm", crc32fast::hash(&payload)));
+        let path = self.dir.join(format!(
+            "{prefix}{:08x}{}",
+            crc32fast::hash(&payload),
+            compiled.suffix()
+        ));
         fs::create_dir_all(&self.dir)?;
         // Write beside the final name, then rename: a reader sees either no
         // entry or a whole one, even with several processes sharing the dir.

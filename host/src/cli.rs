@@ -5,13 +5,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::commands::annotate::AnnotateArgs;
 use crate::commands::bench::BenchArgs;
 use crate::commands::compile::CompileArgs;
 use crate::commands::inspect::InspectArgs;
 use crate::commands::new::NewArgs;
 use crate::commands::registry::{DigestArgs, PullArgs, PushArgs};
 
-/// Kubernetes admission policies as WebAssembly components.
+/// Kubernetes admission policies as WebAssembly components (and Kubewarden's policies, unchanged).
 #[derive(Debug, Parser)]
 #[command(name = "portcullis", version, about)]
 pub struct Cli {
@@ -50,11 +51,11 @@ pub enum Command {
     Run(RunArgs),
     /// Scaffold a new policy crate (SDK, example policy, tests, fixtures, README).
     New(NewArgs),
-    /// Show a component's digest, world, imports/exports, whether this host runs it, and its metadata.
+    /// Show a policy's digest, kind (component or Kubewarden module), imports/exports, whether this host runs it, and its metadata.
     Inspect(InspectArgs),
     /// Time instantiation and evaluation of one policy on one request (min/median/p99 over N runs).
     Bench(BenchArgs),
-    /// Compile components into the compiled cache ahead of time (for images built once).
+    /// Compile policies into the compiled cache ahead of time (for images built once).
     Compile(CompileArgs),
     /// Fetch a module (registry://, https://, file) into the download store; print its path and digest.
     Pull(PullArgs),
@@ -62,6 +63,8 @@ pub enum Command {
     Push(PushArgs),
     /// Print the immutable `registry://…@sha256:…` reference a registry reference resolves to now.
     Digest(DigestArgs),
+    /// Write Kubewarden's metadata.yml into a core module (like `kwctl annotate`).
+    Annotate(AnnotateArgs),
     /// Print the Validating- and MutatingWebhookConfiguration for a policies file.
     WebhookConfig(crate::commands::webhook_config::WebhookConfigArgs),
 }
@@ -77,7 +80,8 @@ impl Command {
             | Command::Compile(_)
             | Command::Pull(_)
             | Command::Push(_)
-            | Command::Digest(_) => "warn",
+            | Command::Digest(_)
+            | Command::Annotate(_) => "warn",
             Command::WebhookConfig(_) => "warn",
         }
     }
@@ -259,7 +263,8 @@ pub struct ServeArgs {
 /// Arguments of `portcullis run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The policy component: a `.wasm` file, or a `registry://`, `https://` or `file://` URI.
+    /// The policy (a component or a Kubewarden module): a `.wasm` file, or a `registry://`,
+    /// `https://` or `file://` URI.
     #[arg(long, short = 'p')]
     pub policy: String,
     /// The request: an AdmissionReview or a bare AdmissionRequest (JSON).

@@ -13,7 +13,7 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, ComponentExportIndex};
 
 use crate::bindings::{INTERFACE, INTERFACE_UNVERSIONED, PolicyPre, REQUIRED_FUNCTIONS, WORLD};
-use crate::cache::{CacheMiss, CompiledCache};
+use crate::cache::{CacheMiss, Compiled, CompiledCache};
 use crate::engine::Engine;
 use crate::store::EvaluationState;
 
@@ -365,7 +365,7 @@ fn kind(item: &ComponentItem) -> &'static str {
 
 /// Tells a component from a core module from something else, so the error
 /// says which instead of a parser message.
-fn check_header(bytes: &[u8]) -> Result<(), ComponentError> {
+pub(crate) fn check_header(bytes: &[u8]) -> Result<(), ComponentError> {
     const MAGIC: &[u8] = b"\0asm";
     const CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
     match bytes.get(..8) {
@@ -396,7 +396,9 @@ fn load_or_compile(
 /// damaged entry is logged (and will be replaced by the recompiled one).
 fn cached(engine: &Engine, digest: &Digest, cache: Option<&CompiledCache>) -> Option<Component> {
     match cache?.load(engine.wasmtime(), digest) {
-        Ok(component) => Some(component),
+        Ok(Compiled::Component(component)) => Some(component),
+        // The same bytes cannot be both; a foreign entry is replaced.
+        Ok(Compiled::Module(_)) => None,
         Err(CacheMiss::Absent) => None,
         Err(miss) => {
             tracing::warn!(%digest, "compiled cache: {miss}; recompiling");
@@ -405,8 +407,9 @@ fn cached(engine: &Engine, digest: &Digest, cache: Option<&CompiledCache>) -> Op
     }
 }
 
-/// Compiles `bytes` and stores the result in `cache`.
-fn compile_and_store(
+/// Compiles `bytes` (checked to be a component: see
+/// [`runtime`](crate::runtime)) and stores the result in `cache`.
+pub(crate) fn compile_and_store(
     engine: &Engine,
     bytes: &[u8],
     digest: &Digest,
@@ -415,7 +418,11 @@ fn compile_and_store(
     let component = Component::new(engine.wasmtime(), bytes)
         .map_err(|e| ComponentError::Compile(format!("{e:#}")))?;
     if let Some(cache) = cache
-        && let Err(e) = cache.store(engine.wasmtime(), digest, &component)
+        && let Err(e) = cache.store(
+            engine.wasmtime(),
+            digest,
+            &Compiled::Component(component.clone()),
+        )
     {
         // A read-only or full cache directory costs start-up time, not service.
         tracing::warn!(%digest, dir = %cache.dir().display(), "compiled cache: cannot store: {e:#}");

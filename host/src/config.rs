@@ -9,6 +9,9 @@
 //!   timeoutEvalSeconds: 2
 //!   settings:
 //!     skip_init_containers: true
+//!   hostCapabilities: [oci/*]       # what it may ask the host for
+//!   contextAwareResources:          # what it may read from the cluster
+//!     - { apiVersion: v1, kind: Namespace }
 //! ```
 
 use std::fmt;
@@ -18,6 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
 
+use crate::capabilities::{ContextAwareResource, Grants, HostCapabilities};
 use crate::limits::LimitOverrides;
 use crate::policy::{PolicyMode, PolicySpec};
 use crate::source::{Location, Source};
@@ -61,11 +65,13 @@ struct Entry {
     max_instances: Option<usize>,
     max_response_bytes: Option<usize>,
     max_log_bytes: Option<usize>,
-    /// Accepted for compatibility when empty; context-aware policies (that
-    /// read other cluster resources) need a host capability Portcullis does not
-    /// offer yet.
+    /// The Kubernetes resources the policy may read through host
+    /// capabilities.
     #[serde(default)]
-    context_aware_resources: Vec<serde_json::Value>,
+    context_aware_resources: Vec<ContextAwareResource>,
+    /// The host capabilities the policy may call (Kubewarden's patterns).
+    #[serde(default)]
+    host_capabilities: Vec<String>,
 }
 
 /// Parses `text` (YAML) into policy specs, in file order. Relative module
@@ -115,11 +121,8 @@ pub fn parse(text: &str, base_dir: &Path, origin: &str) -> Result<Vec<PolicySpec
         if entry.timeout_eval_seconds == Some(0) {
             return Err(fail("key `timeoutEvalSeconds`: must be at least 1".into()));
         }
-        if !entry.context_aware_resources.is_empty() {
-            return Err(fail(
-                "key `contextAwareResources`: context-aware policies are not supported".into(),
-            ));
-        }
+        let host_capabilities = HostCapabilities::new(&entry.host_capabilities)
+            .map_err(|e| fail(format!("key `hostCapabilities`: {e}")))?;
         // A remote module's local file is known once it is fetched.
         let module = match source.location() {
             Location::File(path) => path.clone(),
@@ -146,6 +149,10 @@ pub fn parse(text: &str, base_dir: &Path, origin: &str) -> Result<Vec<PolicySpec
                 log_bytes: entry.max_log_bytes,
             },
             message: entry.message,
+            grants: Grants {
+                host_capabilities,
+                context_aware_resources: entry.context_aware_resources,
+            },
         });
     }
     Ok(specs)
@@ -286,6 +293,35 @@ mod tests {
         assert_eq!(
             specs[1].source.as_ref().unwrap().written(),
             "ghcr.io/kubewarden/policies/pod-privileged:v1.0.3"
+        );
+    }
+
+    #[test]
+    fn grants_are_read_and_checked() {
+        let specs = parse_str(
+            "a:\n  module: a.wasm\n  hostCapabilities: [\"oci/*\", kubernetes/get_resource]\n  \
+             contextAwareResources:\n    - apiVersion: v1\n      kind: Namespace\n",
+        )
+        .unwrap();
+        let grants = &specs[0].grants;
+        assert!(grants.host_capabilities.allows("oci/v1/verify"));
+        assert!(!grants.host_capabilities.allows("net/v1/dns_lookup_host"));
+        assert_eq!(
+            grants.context_aware_resources,
+            [ContextAwareResource {
+                api_version: "v1".into(),
+                kind: "Namespace".into()
+            }]
+        );
+        assert_eq!(
+            error("a:\n  module: a.wasm\n  hostCapabilities: [oci/v1]\n"),
+            "policies.yml: policy `a`: key `hostCapabilities`: `oci/v1` is a group of host \
+             capabilities: write `oci/v1/*`"
+        );
+        let message = error("a:\n  module: a.wasm\n  contextAwareResources: [{kind: Pod}]\n");
+        assert!(
+            message.contains("key `contextAwareResources[0]`: missing field `apiVersion`"),
+            "{message}"
         );
     }
 

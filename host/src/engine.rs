@@ -1,5 +1,7 @@
 //! The one `wasmtime::Engine` of the process, configured for admission control:
-//! many short evaluations of a few components, each in a fresh instance.
+//! many short evaluations of a few policies, each in a fresh instance, and
+//! the two linkers their imports are satisfied from: one for components,
+//! one for Kubewarden's core modules.
 
 use std::sync::Arc;
 use std::thread;
@@ -8,6 +10,7 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use crate::capabilities::Capabilities;
 use crate::limits::Limits;
 use crate::store::EvaluationState;
 
@@ -15,7 +18,7 @@ use crate::store::EvaluationState;
 /// every tick, which is what lets a wall-clock timeout interrupt a loop.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// A configured engine plus the linker every component is pre-linked with.
+/// A configured engine plus the linkers every policy is pre-linked with.
 ///
 /// Cheap to clone; every clone shares the same compiled code and pools.
 #[derive(Clone)]
@@ -34,22 +37,36 @@ impl std::fmt::Debug for Engine {
 struct EngineInner {
     wasmtime: wasmtime::Engine,
     linker: Linker<EvaluationState>,
+    module_linker: wasmtime::Linker<EvaluationState>,
+    capabilities: Arc<Capabilities>,
     limits: Limits,
 }
 
 impl Engine {
     /// Builds the engine with `limits`, and starts its epoch ticker.
     pub fn new(limits: Limits) -> wasmtime::Result<Self> {
+        Self::with_capabilities(limits, Capabilities::default())
+    }
+
+    /// Builds the engine with `limits` and the host `capabilities` policies
+    /// may call; each capability adds what it needs to the linkers.
+    pub fn with_capabilities(limits: Limits, capabilities: Capabilities) -> wasmtime::Result<Self> {
         let wasmtime = wasmtime::Engine::new(&config(&limits))?;
         let mut linker = Linker::new(&wasmtime);
-        // Only standard WASI is linked: a policy that imports anything else is
-        // refused at load time, naming the missing import.
+        // Standard WASI, and the imports of the host's capabilities: a policy
+        // that imports anything else is refused at load time, naming the
+        // missing import.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        let mut module_linker = wasmtime::Linker::new(&wasmtime);
+        crate::runtime::kubewarden::add_to_linker(&mut module_linker)?;
+        capabilities.add_to_linkers(&mut linker, &mut module_linker)?;
         spawn_epoch_ticker(&wasmtime);
         Ok(Self {
             inner: Arc::new(EngineInner {
                 wasmtime,
                 linker,
+                module_linker,
+                capabilities: Arc::new(capabilities),
                 limits,
             }),
         })
@@ -65,6 +82,18 @@ impl Engine {
         &self.inner.linker
     }
 
+    /// The linker that satisfies a Kubewarden core module's imports: all of
+    /// WASI preview1 (granting nothing), waPC's host side and the host-call
+    /// import of WASI-mode policies.
+    pub fn module_linker(&self) -> &wasmtime::Linker<EvaluationState> {
+        &self.inner.module_linker
+    }
+
+    /// The host capabilities policies may call (as their grants allow).
+    pub fn capabilities(&self) -> &Arc<Capabilities> {
+        &self.inner.capabilities
+    }
+
     /// The limits this engine was built with.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
@@ -75,18 +104,22 @@ impl Engine {
     /// wasmtime fixes the stack limit per engine, so a policy with a stack
     /// limit of its own runs on an engine of its own (with its own pool).
     pub fn with_stack(&self, stack_bytes: usize) -> wasmtime::Result<Self> {
-        Self::new(Limits {
-            stack_bytes,
-            ..self.inner.limits.clone()
-        })
+        Self::with_capabilities(
+            Limits {
+                stack_bytes,
+                ..self.inner.limits.clone()
+            },
+            self.inner.capabilities.as_ref().clone(),
+        )
     }
 }
 
 fn config(limits: &Limits) -> Config {
     let mut pool = PoolingAllocationConfig::new();
-    // One evaluation = one component instance. Its core instances, memories
-    // and tables are what a Rust policy (1 each) or a componentize-py policy
-    // (a handful) needs; the totals bound how many evaluations can be alive.
+    // One evaluation = one component instance (or, for a Kubewarden module,
+    // one core instance). Its core instances, memories and tables are what a
+    // Rust policy (1 each) or a componentize-py policy (a handful) needs; the
+    // totals bound how many evaluations can be alive.
     let max_instances = limits.max_instances;
     pool.total_component_instances(max_instances);
     pool.max_core_instances_per_component(32);

@@ -1,5 +1,6 @@
 //! The evaluation environment: every configured policy, loaded once, backed
-//! by one compiled and pre-linked component per unique digest.
+//! by one compiled and pre-linked policy (component or Kubewarden module)
+//! per unique digest.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -8,11 +9,13 @@ use std::time::Duration;
 
 use crate::bindings::{AdmissionRequest, PolicyMetadata, ValidationResponse};
 use crate::cache::CompiledCache;
-use crate::component::{CompileOrigin, ComponentError, Digest, PolicyComponent};
+use crate::capabilities::Grants;
+use crate::component::{CompileOrigin, ComponentError, Digest};
 use crate::engine::Engine;
-use crate::evaluation::{Call, EvaluationError, Returned, evaluate};
+use crate::evaluation::{Call, EvaluationError, PolicyContext, Returned, evaluate};
 use crate::limits::Limits;
 use crate::policy::PolicySpec;
+use crate::runtime::{CodeError, PolicyCode};
 
 /// A policy ready to evaluate requests.
 #[derive(Debug)]
@@ -21,8 +24,9 @@ pub struct Policy {
     settings_json: String,
     limits: Limits,
     engine: Engine,
-    component: Arc<PolicyComponent>,
+    code: PolicyCode,
     metadata: Arc<PolicyMetadata>,
+    grants: Arc<Grants>,
 }
 
 impl Policy {
@@ -36,12 +40,13 @@ impl Policy {
         &self.spec
     }
 
-    /// The component it runs.
-    pub fn component(&self) -> &Arc<PolicyComponent> {
-        &self.component
+    /// The code it runs (a component or a Kubewarden module).
+    pub fn code(&self) -> &PolicyCode {
+        &self.code
     }
 
-    /// What the component says about itself.
+    /// What the policy says about itself (a component's `metadata` export,
+    /// a Kubewarden module's metadata section).
     pub fn metadata(&self) -> &PolicyMetadata {
         &self.metadata
     }
@@ -90,9 +95,9 @@ pub enum LoadFailure {
     /// Another policy already has this id.
     #[error("duplicate policy id")]
     DuplicateId,
-    /// The component is unusable.
+    /// The code is unusable.
     #[error(transparent)]
-    Component(#[from] ComponentError),
+    Code(#[from] CodeError),
     /// The policy's `validate-settings` refused the settings.
     #[error("settings rejected: {0}")]
     SettingsRejected(String),
@@ -250,8 +255,12 @@ impl Policy {
     }
 
     async fn verdict(&self, call: Call<'_>) -> Result<Verdict, EvaluationError> {
-        let evaluation =
-            evaluate(&self.engine, &self.component, self.id(), &self.limits, call).await?;
+        let context = PolicyContext {
+            id: self.id(),
+            grants: self.grants.clone(),
+            capabilities: self.engine.capabilities().clone(),
+        };
+        let evaluation = evaluate(&self.engine, &self.code, &context, &self.limits, call).await?;
         match evaluation.returned {
             Returned::Verdict(response) => Ok(Verdict {
                 response,
@@ -272,9 +281,9 @@ struct Loader<'a> {
     /// Digest and size of each file read so far.
     digests_by_path: HashMap<PathBuf, (Digest, usize)>,
     /// Components [`prefetch`](Self::prefetch) prepared, not yet asked for.
-    prefetched: HashMap<(Digest, usize), Arc<PolicyComponent>>,
-    /// Prepared components by digest and the stack size of their engine.
-    components: HashMap<(Digest, usize), (Arc<PolicyComponent>, Arc<PolicyMetadata>)>,
+    prefetched: HashMap<(Digest, usize), PolicyCode>,
+    /// Prepared policies by digest and the stack size of their engine.
+    components: HashMap<(Digest, usize), (PolicyCode, Arc<PolicyMetadata>)>,
     stats: LoadStats,
 }
 
@@ -344,7 +353,7 @@ impl Loader<'_> {
             let cache = self.cache.cloned();
             tasks.spawn_blocking(move || {
                 let prepared =
-                    PolicyComponent::prepare_file(&engine, &path, digest, size, cache.as_ref());
+                    PolicyCode::prepare_file(&engine, &path, digest, size, cache.as_ref());
                 (key, prepared.ok())
             });
         }
@@ -362,12 +371,18 @@ impl Loader<'_> {
             .with_overrides(&spec.limits)
             .map_err(LoadFailure::Limits)?;
         let engine = self.engine_for(limits.stack_bytes)?;
-        let (component, metadata) = self.component(&spec.module, &engine).await?;
+        let (code, metadata) = self.component(&spec.module, &engine).await?;
         let settings_json = spec.settings.to_string();
         let call = Call::ValidateSettings {
             settings: &settings_json,
         };
-        let evaluation = evaluate(&engine, &component, &spec.id, &limits, call)
+        let grants = Arc::new(spec.grants.clone());
+        let context = PolicyContext {
+            id: &spec.id,
+            grants: grants.clone(),
+            capabilities: engine.capabilities().clone(),
+        };
+        let evaluation = evaluate(&engine, &code, &context, &limits, call)
             .await
             .map_err(|error| LoadFailure::Call {
                 what: "validate-settings",
@@ -383,8 +398,9 @@ impl Loader<'_> {
             settings_json,
             limits,
             engine,
-            component,
+            code,
             metadata,
+            grants,
         })
     }
 
@@ -412,11 +428,12 @@ impl Loader<'_> {
         &mut self,
         path: &Path,
         engine: &Engine,
-    ) -> Result<(Arc<PolicyComponent>, Arc<PolicyMetadata>), LoadFailure> {
+    ) -> Result<(PolicyCode, Arc<PolicyMetadata>), LoadFailure> {
         let (digest, size) = match self.digests_by_path.get(path) {
             Some(&known) => known,
             None => {
-                let known = Digest::of_file(path).map_err(ComponentError::Read)?;
+                let known =
+                    Digest::of_file(path).map_err(|e| CodeError::from(ComponentError::Read(e)))?;
                 self.digests_by_path.insert(path.to_owned(), known);
                 known
             }
@@ -425,7 +442,7 @@ impl Loader<'_> {
         if !self.components.contains_key(&key) {
             let component = match self.prefetched.remove(&key) {
                 Some(component) => component,
-                None => PolicyComponent::prepare_file(engine, path, digest, size, self.cache)?,
+                None => PolicyCode::prepare_file(engine, path, digest, size, self.cache)?,
             };
             let prepared = self.describe(engine, path, component).await?;
             self.components.insert(key, prepared);
@@ -438,8 +455,8 @@ impl Loader<'_> {
         &mut self,
         engine: &Engine,
         path: &Path,
-        component: Arc<PolicyComponent>,
-    ) -> Result<(Arc<PolicyComponent>, Arc<PolicyMetadata>), LoadFailure> {
+        component: PolicyCode,
+    ) -> Result<(PolicyCode, Arc<PolicyMetadata>), LoadFailure> {
         let digest = component.digest();
         match component.origin() {
             CompileOrigin::Compiled => self.stats.compiled += 1,
@@ -451,10 +468,16 @@ impl Loader<'_> {
             size = component.size(),
             origin = ?component.origin(),
             ms = component.compile_time().as_millis() as u64,
-            "component prepared"
+            kind = component.kind().as_str(),
+            "policy prepared"
         );
         let limits = engine.limits();
-        let evaluation = evaluate(engine, &component, "(metadata)", limits, Call::Metadata)
+        let context = PolicyContext {
+            id: "(metadata)",
+            grants: Arc::default(),
+            capabilities: engine.capabilities().clone(),
+        };
+        let evaluation = evaluate(engine, &component, &context, limits, Call::Metadata)
             .await
             .map_err(|error| LoadFailure::Call {
                 what: "metadata",

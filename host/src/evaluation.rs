@@ -1,15 +1,32 @@
 //! One evaluation: a fresh store and instance from the shared `InstancePre`,
 //! one call under the limits, the guest's output logged, everything dropped.
+//!
+//! This is the one place limits, the deadline, output capture and the
+//! classification of failures live, for components and Kubewarden modules
+//! alike; the [runtime](crate::runtime) of each kind only makes the call.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::Trap;
+use wasmtime::{Store, Trap};
 
 use crate::bindings::{AdmissionRequest, PolicyMetadata, ValidationResponse};
+use crate::capabilities::{Capabilities, Grants};
 use crate::component::PolicyComponent;
 use crate::engine::Engine;
 use crate::limits::Limits;
-use crate::store::{EvaluationState, new_store};
+use crate::runtime::{Failure, GuestFault, PolicyCode};
+use crate::store::{EvaluationState, GuestIo, new_store};
+
+/// Who is calling a policy, and what it may ask of the host.
+pub struct PolicyContext<'a> {
+    /// The policy's id, for logs.
+    pub id: &'a str,
+    /// What it has been granted.
+    pub grants: Arc<Grants>,
+    /// The host capabilities of the engine.
+    pub capabilities: Arc<Capabilities>,
+}
 
 /// A call into a policy.
 #[derive(Debug, Clone, Copy)]
@@ -121,54 +138,46 @@ pub enum EvaluationError {
     /// Creating the instance failed for another reason.
     #[error("cannot instantiate the policy: {0}")]
     Instantiation(String),
+    /// The policy reported an error instead of an answer (a Kubewarden
+    /// module's `__guest_error`, or a WASI command's non-zero exit).
+    #[error("the policy reported an error: {0}")]
+    Policy(String),
+    /// The policy broke its protocol: an answer that is not what the
+    /// protocol says, a pointer outside its memory, a second response.
+    #[error("the policy broke the Kubewarden protocol: {0}")]
+    Protocol(String),
 }
 
-/// Runs `call` in a fresh instance of `component` under `limits` (memory,
-/// output, and the deadline `limits.timeout`). Guest output is re-emitted as
-/// `tracing` events tagged with `policy_id`.
+/// Runs `call` in a fresh instance of `code` under `limits` (memory,
+/// output, and the deadline `limits.timeout`, which covers host calls).
+/// Guest output is re-emitted as `tracing` events tagged with the policy's id.
 pub async fn evaluate(
     engine: &Engine,
-    component: &PolicyComponent,
-    policy_id: &str,
+    code: &PolicyCode,
+    policy: &PolicyContext<'_>,
     limits: &Limits,
     call: Call<'_>,
 ) -> Result<Evaluation, EvaluationError> {
     let timeout = limits.timeout;
     let started = Instant::now();
-    let mut store = new_store(engine, limits, started + timeout);
+    let (io, kubewarden) = match code {
+        PolicyCode::Component(_) => (GuestIo::Log, None),
+        PolicyCode::Kubewarden(module) => module.call_setup(call, policy, limits),
+    };
+    let mut store = new_store(engine, limits, started + timeout, io);
+    store.data_mut().kubewarden = kubewarden;
     let outcome = tokio::time::timeout(timeout, async {
-        let policy = component
-            .pre()
-            .instantiate_async(&mut store)
-            .await
-            .map_err(Failure::Instantiate)?;
-        let instantiated = started.elapsed();
-        let policy = policy.portcullis_policy_admission();
-        let returned = match call {
-            Call::Metadata => policy
-                .call_metadata(&mut store)
-                .await
-                .map(Returned::Metadata),
-            Call::ValidateSettings { settings } => policy
-                .call_validate_settings(&mut store, settings)
-                .await
-                .map(Returned::Settings),
-            Call::Validate { request, settings } => policy
-                .call_validate(&mut store, request, settings)
-                .await
-                .map(Returned::Verdict),
-            Call::ValidateRaw { document, settings } => policy
-                .call_validate_raw(&mut store, document, settings)
-                .await
-                .map(Returned::Verdict),
+        match code {
+            PolicyCode::Component(component) => {
+                call_component(component, &mut store, call, started).await
+            }
+            PolicyCode::Kubewarden(module) => module.run(&mut store, call, started).await,
         }
-        .map_err(Failure::Call)?;
-        Ok::<_, Failure>((returned, instantiated))
     })
     .await;
     let total = started.elapsed();
     let state = store.data();
-    emit_guest_output(policy_id, state);
+    emit_guest_output(policy.id, state);
     match outcome {
         Ok(Ok((returned, instantiation))) => {
             let size = returned.size();
@@ -189,13 +198,58 @@ pub async fn evaluate(
     }
 }
 
-enum Failure {
-    Instantiate(wasmtime::Error),
-    Call(wasmtime::Error),
+/// One call of a component's `admission` interface in a fresh instance.
+async fn call_component(
+    component: &PolicyComponent,
+    store: &mut Store<EvaluationState>,
+    call: Call<'_>,
+    started: Instant,
+) -> Result<(Returned, Duration), Failure> {
+    let policy = component
+        .pre()
+        .instantiate_async(&mut *store)
+        .await
+        .map_err(Failure::Instantiate)?;
+    let instantiated = started.elapsed();
+    let policy = policy.portcullis_policy_admission();
+    let returned = match call {
+        Call::Metadata => policy
+            .call_metadata(&mut *store)
+            .await
+            .map(Returned::Metadata),
+        Call::ValidateSettings { settings } => policy
+            .call_validate_settings(&mut *store, settings)
+            .await
+            .map(Returned::Settings),
+        Call::Validate { request, settings } => policy
+            .call_validate(&mut *store, request, settings)
+            .await
+            .map(Returned::Verdict),
+        Call::ValidateRaw { document, settings } => policy
+            .call_validate_raw(&mut *store, document, settings)
+            .await
+            .map(Returned::Verdict),
+    }
+    .map_err(Failure::Call)?;
+    Ok((returned, instantiated))
 }
 
 fn classify(failure: Failure, state: &EvaluationState, limits: &Limits) -> EvaluationError {
-    let (Failure::Instantiate(error) | Failure::Call(error)) = &failure;
+    let error = match failure {
+        Failure::Instantiate(ref error) | Failure::Call(ref error) => error,
+        Failure::Policy(message) => return EvaluationError::Policy(message),
+        Failure::Protocol(message) => return EvaluationError::Protocol(message),
+        Failure::Fault(fault) => return fault.into(),
+    };
+    if let Some(fault) = error.downcast_ref::<GuestFault>() {
+        return match fault {
+            GuestFault::TooLarge { size, limit } => EvaluationError::OutputTooLarge {
+                size: *size,
+                limit: *limit,
+            },
+            GuestFault::Protocol(message) => EvaluationError::Protocol(message.clone()),
+        };
+    }
     if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         return EvaluationError::Timeout(limits.timeout);
     }
@@ -212,6 +266,9 @@ fn classify(failure: Failure, state: &EvaluationState, limits: &Limits) -> Evalu
             EvaluationError::Overloaded(e.to_string())
         }
         Failure::Instantiate(e) => EvaluationError::Instantiation(format!("{e:#}")),
+        Failure::Policy(_) | Failure::Protocol(_) | Failure::Fault(_) => {
+            unreachable!("classified above")
+        }
         Failure::Call(e) => {
             let what = match e.downcast_ref::<Trap>() {
                 Some(Trap::StackOverflow) => return EvaluationError::Trap("stack overflow".into()),
@@ -241,10 +298,39 @@ fn panic_message(lines: &[String]) -> Option<String> {
     })
 }
 
+impl From<GuestFault> for EvaluationError {
+    fn from(fault: GuestFault) -> Self {
+        match fault {
+            GuestFault::TooLarge { size, limit } => EvaluationError::OutputTooLarge { size, limit },
+            GuestFault::Protocol(message) => EvaluationError::Protocol(message),
+        }
+    }
+}
+
 fn emit_guest_output(policy_id: &str, state: &EvaluationState) {
     let output = state.output();
     for line in output.lines() {
         tracing::info!(target: "portcullis::guest", policy = policy_id, "{line}");
+    }
+    // Lines sent through Kubewarden's `tracing/log`, at their own level.
+    for (level, line) in output.events() {
+        match level {
+            tracing::Level::ERROR => {
+                tracing::error!(target: "portcullis::guest", policy = policy_id, "{line}")
+            }
+            tracing::Level::WARN => {
+                tracing::warn!(target: "portcullis::guest", policy = policy_id, "{line}")
+            }
+            tracing::Level::INFO => {
+                tracing::info!(target: "portcullis::guest", policy = policy_id, "{line}")
+            }
+            tracing::Level::DEBUG => {
+                tracing::debug!(target: "portcullis::guest", policy = policy_id, "{line}")
+            }
+            tracing::Level::TRACE => {
+                tracing::trace!(target: "portcullis::guest", policy = policy_id, "{line}")
+            }
+        }
     }
     if output.truncated() {
         tracing::warn!(target: "portcullis::guest", policy = policy_id, "guest output truncated");

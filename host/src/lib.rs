@@ -1,14 +1,16 @@
 //! Portcullis: a Kubernetes admission policy engine that runs policies as
-//! WebAssembly components.
+//! WebAssembly components — and Kubewarden's policies, unchanged.
 //!
 //! A request flows one way through the modules:
 //! [`policy`] (what the operator declared) → [`source`] (each module from
 //! its registry, URL or file, verified, into the download store) →
-//! [`environment`] (one compiled,
-//! pre-linked component per unique digest) → [`evaluation`] (a fresh store
-//! and instance per call, under [`limits`]) → [`admission`] (AdmissionReview
-//! in, AdmissionResponse out), with [`enforcement`] applying the declared
-//! mode and mutation permission, and [`server`] serving it all over HTTP(S)
+//! [`environment`] (one compiled, pre-linked policy per unique digest: a
+//! [`component`] of the `portcullis:policy` world or a Kubewarden module,
+//! each kind with its [`runtime`]) → [`evaluation`] (a fresh store and
+//! instance per call, under [`limits`], host calls gated by the policy's
+//! grants of [`capabilities`]) → [`admission`] (AdmissionReview in,
+//! AdmissionResponse out), with [`enforcement`] applying the declared mode
+//! and mutation permission, and [`server`] serving it all over HTTP(S)
 //! behind a network edge that bounds what any client can hold.
 //!
 //! ```no_run
@@ -28,6 +30,7 @@
 pub mod admission;
 pub mod bindings;
 pub mod cache;
+pub mod capabilities;
 pub mod component;
 pub mod config;
 pub mod enforcement;
@@ -38,6 +41,7 @@ pub mod group;
 pub mod limits;
 pub mod logging;
 pub mod policy;
+pub mod runtime;
 pub mod server;
 pub mod source;
 pub mod store;

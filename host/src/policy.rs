@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::capabilities::Grants;
 use crate::limits::LimitOverrides;
 use crate::source::{Fetch, Source};
 
@@ -29,14 +30,15 @@ impl PolicyMode {
     }
 }
 
-/// One policy to load: an id, the component that implements it, and how it is
-/// configured.
+/// One policy to load: an id, the code that implements it (a component or a
+/// Kubewarden module), and how it is configured.
 #[derive(Debug, Clone)]
 pub struct PolicySpec {
     /// The id requests address it by (`/validate/{id}`).
     pub id: String,
-    /// The component file. For a module from a registry or URL, its copy in
-    /// the download store, once [`Fetcher::fetch_policies`] ran (empty before).
+    /// The policy's file (a component or a Kubewarden module). For a module
+    /// from a registry or URL, its copy in the download store, once
+    /// [`Fetcher::fetch_policies`] ran (empty before).
     ///
     /// [`Fetcher::fetch_policies`]: crate::source::Fetcher::fetch_policies
     pub module: PathBuf,
@@ -56,6 +58,9 @@ pub struct PolicySpec {
     pub limits: LimitOverrides,
     /// A rejection message that replaces the policy's own.
     pub message: Option<String>,
+    /// The host capabilities and Kubernetes resources it may use
+    /// (`hostCapabilities`, `contextAwareResources`); none by default.
+    pub grants: Grants,
 }
 
 impl PolicySpec {
@@ -71,6 +76,7 @@ impl PolicySpec {
             allowed_to_mutate: false,
             limits: LimitOverrides::default(),
             message: None,
+            grants: Grants::default(),
         }
     }
 
@@ -89,6 +95,12 @@ impl PolicySpec {
     /// The same spec with an evaluation timeout of its own.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.limits.timeout = Some(timeout);
+        self
+    }
+
+    /// The same spec with `grants`.
+    pub fn with_grants(mut self, grants: Grants) -> Self {
+        self.grants = grants;
         self
     }
 

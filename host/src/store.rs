@@ -1,36 +1,44 @@
 //! The state of one evaluation's `Store`: a WASI context that grants nothing,
-//! the resource limiter, and the captured guest output.
+//! the resource limiter, the captured guest output, and what a Kubewarden
+//! module's host calls need.
+//!
+//! Components and Kubewarden core modules share this state: the WASI
+//! context is a preview1 one (`WasiP1Ctx`), which also serves preview2 to
+//! components through [`WasiView`], so both kinds of policy get the same
+//! sandbox, limiter and capture.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use std::time::Instant;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::cli::{IsTerminal, StdinStream, StdoutStream};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::{InputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::engine::Engine;
 use crate::limits::{EvaluationLimiter, Limits};
+use crate::runtime::kubewarden::CallState;
 
 /// Data owned by the `Store` of a single evaluation. Dropped with it.
 pub struct EvaluationState {
-    wasi: WasiCtx,
-    table: ResourceTable,
+    wasi: WasiP1Ctx,
     limiter: EvaluationLimiter,
     output: GuestOutput,
+    /// A Kubewarden module's waPC exchange and host-call context; `None`
+    /// for components.
+    pub(crate) kubewarden: Option<Box<CallState>>,
 }
 
 impl WasiView for EvaluationState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        self.wasi.ctx()
     }
 }
 
@@ -44,31 +52,66 @@ impl EvaluationState {
     pub(crate) fn output(&self) -> &GuestOutput {
         &self.output
     }
+
+    /// The WASI preview1 context (what a core module's imports reach).
+    pub(crate) fn wasi_p1(&mut self) -> &mut WasiP1Ctx {
+        &mut self.wasi
+    }
+}
+
+/// What a policy's standard streams and arguments are.
+pub(crate) enum GuestIo {
+    /// No stdin, no arguments; stdout and stderr are captured for the log.
+    Log,
+    /// A command (a Kubewarden WASI-mode policy): arguments, a stdin the
+    /// host can append to, stdout captured apart (it holds the response),
+    /// stderr captured for the log.
+    Command {
+        /// `argv`, program name first.
+        args: Vec<String>,
+        /// The policy's stdin.
+        stdin: StdinPipe,
+        /// Where its stdout goes.
+        stdout: GuestOutput,
+    },
 }
 
 /// Creates the store for one evaluation with `limits` applied.
 ///
-/// The WASI context is the empty default: no preopened directories, no
-/// environment, no arguments, no address the sockets API may reach, no stdin.
-/// stdout and stderr go to one bounded in-memory buffer.
+/// The WASI context grants nothing: no preopened directories, no
+/// environment, no address the sockets API may reach, and (unless `io` is a
+/// command's) no arguments and no stdin. Output goes to bounded in-memory
+/// buffers.
 pub(crate) fn new_store(
     engine: &Engine,
     limits: &Limits,
     deadline: Instant,
+    io: GuestIo,
 ) -> Store<EvaluationState> {
     let output = GuestOutput::new(limits.log_bytes);
-    let wasi = WasiCtx::builder()
-        .stdout(output.clone())
+    let mut builder = WasiCtx::builder();
+    builder
         .stderr(output.clone())
         .allow_tcp(false)
         .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .build();
+        .allow_ip_name_lookup(false);
+    match io {
+        GuestIo::Log => {
+            builder.stdout(output.clone());
+        }
+        GuestIo::Command {
+            args,
+            stdin,
+            stdout,
+        } => {
+            builder.args(&args).stdin(stdin).stdout(stdout);
+        }
+    }
     let state = EvaluationState {
-        wasi,
-        table: ResourceTable::new(),
+        wasi: builder.build_p1(),
         limiter: EvaluationLimiter::new(limits),
         output,
+        kubewarden: None,
     };
     let mut store = Store::new(engine.wasmtime(), state);
     store.limiter(|state| &mut state.limiter);
@@ -98,16 +141,21 @@ pub(crate) struct GuestOutput {
 
 struct Captured {
     bytes: Vec<u8>,
+    events: Vec<(tracing::Level, String)>,
     limit: usize,
+    written: usize,
     truncated: bool,
 }
 
 impl GuestOutput {
-    fn new(limit: usize) -> Self {
+    /// A capture that keeps at most `limit` bytes.
+    pub(crate) fn new(limit: usize) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Captured {
                 bytes: Vec::new(),
+                events: Vec::new(),
                 limit,
+                written: 0,
                 truncated: false,
             })),
         }
@@ -121,6 +169,37 @@ impl GuestOutput {
             .filter(|line| !line.trim().is_empty())
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Everything captured, and whether more was written than kept.
+    pub(crate) fn take(&self) -> (Vec<u8>, bool) {
+        let mut captured = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (std::mem::take(&mut captured.bytes), captured.truncated)
+    }
+
+    /// Bytes written, kept or not.
+    pub(crate) fn written(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).written
+    }
+
+    /// Keeps one log line the policy sent through a host call (Kubewarden's
+    /// `tracing/log`), under the same bound as its stdout and stderr.
+    pub(crate) fn push_event(&self, level: tracing::Level, line: String) {
+        let mut captured = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if captured.bytes.len() + line.len() > captured.limit {
+            captured.truncated = true;
+            return;
+        }
+        // Counted against the bound with the stream bytes, kept apart so
+        // each line is re-emitted at its own level.
+        captured.limit -= line.len();
+        captured.events.push((level, line));
+    }
+
+    /// The log lines sent through host calls, with their levels.
+    pub(crate) fn events(&self) -> Vec<(tracing::Level, String)> {
+        let captured = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        captured.events.clone()
     }
 
     /// Whether output was dropped because it exceeded the bound.
@@ -154,6 +233,7 @@ impl AsyncWrite for GuestOutput {
         let room = captured.limit.saturating_sub(captured.bytes.len());
         let kept = buf.len().min(room);
         captured.bytes.extend_from_slice(&buf[..kept]);
+        captured.written = captured.written.saturating_add(buf.len());
         captured.truncated |= kept < buf.len();
         Poll::Ready(Ok(buf.len()))
     }
@@ -163,6 +243,84 @@ impl AsyncWrite for GuestOutput {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A policy's stdin: bytes the host put there and the policy has not read.
+///
+/// Reading it when it is empty is end-of-file, but not for good: a
+/// Kubewarden WASI-mode policy reads its request to EOF, then each host
+/// call's answer is appended and read to EOF in turn. (wasmtime's
+/// `MemoryInputPipe` cannot be appended to.)
+#[derive(Clone, Default)]
+pub(crate) struct StdinPipe {
+    buffer: Arc<Mutex<VecDeque<u8>>>,
+}
+
+impl StdinPipe {
+    /// A pipe holding `bytes` (taken over, not copied).
+    pub(crate) fn new(bytes: Vec<u8>) -> Self {
+        Self {
+            buffer: Arc::new(Mutex::new(VecDeque::from(bytes))),
+        }
+    }
+
+    /// Appends `bytes` for the policy to read.
+    pub(crate) fn append(&self, bytes: &[u8]) {
+        self.buffer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(bytes);
+    }
+
+    fn take(&self, size: usize) -> Vec<u8> {
+        let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        let size = size.min(buffer.len());
+        buffer.drain(..size).collect()
+    }
+}
+
+impl IsTerminal for StdinPipe {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdinStream for StdinPipe {
+    fn p2_stream(&self) -> Box<dyn InputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncRead + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl InputStream for StdinPipe {
+    fn read(&mut self, size: usize) -> StreamResult<bytes::Bytes> {
+        let read = self.take(size);
+        if read.is_empty() && size > 0 {
+            // preview1's fd_read turns this into a 0-byte read: end of file.
+            return Err(StreamError::Closed);
+        }
+        Ok(read.into())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for StdinPipe {
+    async fn ready(&mut self) {}
+}
+
+impl AsyncRead for StdinPipe {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let read = self.take(buf.remaining());
+        buf.put_slice(&read);
         Poll::Ready(Ok(()))
     }
 }

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use portcullis::component::Digest;
@@ -13,42 +13,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{component, repo};
-
-fn portcullis<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
-    Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .output()
-        .expect("running portcullis")
-}
-
-fn success(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn failure(output: &Output) -> String {
-    assert!(
-        !output.status.success(),
-        "expected a failure, got: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
-}
-
-fn fixture(name: &str) -> PathBuf {
-    repo().join("examples/pod-privileged/test_data").join(name)
-}
+use common::{component, failure, fixture, portcullis, repo, success};
 
 /// pod_privileged with its exported interface renamed to `version` (same
 /// length, so the binary stays valid): a component built for another version.

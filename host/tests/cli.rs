@@ -166,7 +166,7 @@ fn a_file_that_is_not_a_component_is_an_error() {
         &"--request",
         &fixture("privileged_container.json"),
     ]);
-    assert!(stderr(&output).contains("a core WebAssembly module, not a component"));
+    assert!(stderr(&output).contains("a core WebAssembly module without Kubewarden metadata"));
 }
 
 #[test]

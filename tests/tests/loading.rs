@@ -49,12 +49,9 @@ async fn policies_sharing_a_component_compile_it_once() {
             from_cache: 0
         }
     );
-    let shared = env.policy("a").unwrap().component();
+    let shared = env.policy("a").unwrap().code();
     for id in ["b", "c", "d"] {
-        assert!(
-            std::sync::Arc::ptr_eq(shared, env.policy(id).unwrap().component()),
-            "{id}"
-        );
+        assert!(shared.ptr_eq(env.policy(id).unwrap().code()), "{id}");
     }
     // Same component, different settings: each policy keeps its own.
     let request = privileged_request();
@@ -233,16 +230,18 @@ async fn bytes_that_are_not_wasm_are_refused() {
 }
 
 #[tokio::test]
-async fn a_core_module_is_not_a_component() {
+async fn a_core_module_without_kubewarden_metadata_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("core.wasm");
     // The smallest valid core module: magic and version 1, no sections.
     fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
     let message = load_error(PolicySpec::new("core", &path)).await.to_string();
     assert!(
-        message.contains("a core WebAssembly module, not a component"),
+        message.contains("a core WebAssembly module without Kubewarden metadata"),
         "{message}"
     );
+    // Both ways out: annotate it, or build a component.
+    assert!(message.contains("portcullis annotate"), "{message}");
     assert!(message.contains("wasm32-wasip2"), "{message}");
 }
 

@@ -105,11 +105,8 @@ async fn policies_sharing_the_python_component_compile_it_once() {
             from_cache: 0,
         }
     );
-    let component = env.policy(DENY).unwrap().component();
-    assert!(std::sync::Arc::ptr_eq(
-        component,
-        env.policy(DENY_TIER).unwrap().component()
-    ));
+    let component = env.policy(DENY).unwrap().code();
+    assert!(component.ptr_eq(env.policy(DENY_TIER).unwrap().code()));
     assert!(component.size() > 10 << 20, "{} bytes", component.size());
     // Same component, different settings: each policy keeps its own.
     let request = fixture("pod_without_denied_labels.json");

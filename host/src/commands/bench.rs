@@ -17,7 +17,8 @@ use crate::cli::{CacheArgs, FetchArgs, SettingsArgs};
 /// Arguments of `portcullis bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The policy component: a `.wasm` file, or a `registry://`, `https://` or `file://` URI.
+    /// The policy (a component or a Kubewarden module): a `.wasm` file, or a `registry://`,
+    /// `https://` or `file://` URI.
     pub component: String,
     /// The request: an AdmissionReview or a bare AdmissionRequest (JSON).
     #[arg(long, short = 'r')]
@@ -52,6 +53,8 @@ struct Summary {
 #[derive(Debug, Serialize)]
 struct Report {
     component: String,
+    /// `component`, `kubewarden-wapc` or `kubewarden-wasi`.
+    kind: &'static str,
     digest: String,
     size: usize,
     /// `compiled` or `cache`.
@@ -98,9 +101,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         last = Some(verdict.response);
     }
     let response = last.expect("at least one run");
-    let component = policy.component();
+    let component = policy.code();
     let report = Report {
         component: args.component.clone(),
+        kind: component.kind().as_str(),
         digest: component.digest().to_string(),
         size: component.size(),
         origin: match component.origin() {
@@ -154,7 +158,8 @@ fn text(report: &Report) -> String {
         (false, None) => "rejected".to_owned(),
     };
     // Writing to a String cannot fail.
-    let _ = writeln!(out, "component  {}", report.component);
+    let _ = writeln!(out, "policy     {}", report.component);
+    let _ = writeln!(out, "kind       {}", report.kind);
     let _ = writeln!(out, "digest     {}", report.digest);
     let _ = writeln!(out, "size       {} bytes", report.size);
     let _ = writeln!(

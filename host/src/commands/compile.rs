@@ -1,23 +1,25 @@
-//! `portcullis compile`: compiles components into the compiled cache ahead of
-//! time, so a container image built once starts warm.
+//! `portcullis compile`: compiles policies (components and Kubewarden
+//! modules) into the compiled cache ahead of time, so a container image
+//! built once starts warm.
 //!
 //! It goes through the very path `serve` and `run` take
-//! ([`PolicyComponent::prepare`] with a [`CompiledCache`]), so the entries
-//! have the key those commands look up: the component's digest and the
-//! engine's compatibility hash (wasmtime version and code-generation
-//! settings, which the per-policy limits do not change).
+//! ([`PolicyCode::prepare`] with a [`CompiledCache`]), so the entries have
+//! the key those commands look up: the policy's digest and the engine's
+//! compatibility hash (wasmtime version and code-generation settings, which
+//! the per-policy limits do not change).
 //!
-//! A `registry://` or `https://` component is fetched first, into the
-//! download store under the same cache directory: an image that ships the
-//! directory then starts `serve` without the registry (a digest, or a tag
-//! other than `latest`, found in the store is not looked up again).
+//! A `registry://` or `https://` policy is fetched first, into the download
+//! store under the same cache directory: an image that ships the directory
+//! then starts `serve` without the registry (a digest, or a tag other than
+//! `latest`, found in the store is not looked up again).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use portcullis::component::{CompileOrigin, Digest, PolicyComponent};
+use portcullis::component::{CompileOrigin, Digest};
+use portcullis::runtime::PolicyCode;
 use portcullis::{CompiledCache, Engine, Limits};
 
 use crate::cli::FetchArgs;
@@ -25,8 +27,8 @@ use crate::cli::FetchArgs;
 /// Arguments of `portcullis compile`.
 #[derive(Debug, Args)]
 pub struct CompileArgs {
-    /// The policy components to compile: `.wasm` files, or `registry://`,
-    /// `https://` or `file://` URIs.
+    /// The policies to compile (components or Kubewarden modules): `.wasm`
+    /// files, or `registry://`, `https://` or `file://` URIs.
     #[arg(required = true)]
     pub components: Vec<String>,
     /// Directory of the compiled-component cache; `serve` and `run` must be
@@ -53,9 +55,9 @@ pub async fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let digest = Digest::of(&bytes);
-        // `prepare` also pre-links the component, so a file that is not a
+        // `prepare` also pre-links the policy, so a file that is not a
         // policy this host can run fails here, at image build time.
-        let component = PolicyComponent::prepare(&engine, path, &bytes, digest, Some(&cache))
+        let component = PolicyCode::prepare(&engine, path, &bytes, digest, Some(&cache))
             .with_context(|| given.clone())?;
         let how = match component.origin() {
             CompileOrigin::Compiled => {

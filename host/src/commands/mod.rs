@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod annotate;
 pub mod bench;
 pub mod compile;
 pub mod inspect;
@@ -31,6 +32,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Pull(args) => runtime(None)?.block_on(registry::pull(args)),
         Command::Push(args) => runtime(None)?.block_on(registry::push(args)),
         Command::Digest(args) => runtime(None)?.block_on(registry::digest(args)),
+        Command::Annotate(args) => annotate::annotate(args),
         Command::WebhookConfig(args) => {
             runtime(None)?.block_on(webhook_config::webhook_config(args))
         }
@@ -163,8 +165,8 @@ fn policy_id(source: &Source) -> String {
         .unwrap_or_else(|| "policy".to_owned())
 }
 
-/// One component loaded alone and one request to give it: what `run` and
-/// `bench` evaluate.
+/// One policy (component or Kubewarden module) loaded alone and one request
+/// to give it: what `run` and `bench` evaluate.
 struct SinglePolicy {
     environment: Environment,
     /// The policy's id in `environment` (see [`policy_id`]).

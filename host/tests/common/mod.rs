@@ -1,6 +1,7 @@
 //! Where the process tests find the repository and the built components.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 #[allow(dead_code)] // not every test binary uses every helper
 pub mod served;
@@ -31,4 +32,47 @@ pub fn component(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Runs the `portcullis` binary with `args`.
+#[allow(dead_code)]
+pub fn portcullis<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .output()
+        .expect("running portcullis")
+}
+
+/// The stdout of a run that must have succeeded.
+#[allow(dead_code)]
+pub fn success(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+/// The stderr of a run that must have failed, without a panic.
+#[allow(dead_code)]
+pub fn failure(output: &Output) -> String {
+    assert!(
+        !output.status.success(),
+        "expected a failure, got: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+/// A fixture of the pod-privileged example (Kubewarden's test data).
+#[allow(dead_code)]
+pub fn fixture(name: &str) -> PathBuf {
+    repo().join("examples/pod-privileged/test_data").join(name)
 }

@@ -1,6 +1,7 @@
-//! `portcullis inspect`: what a component is, which version of the contract it
-//! targets, whether this host can run it (and if not, why), and what it says
-//! about itself — like `kwctl inspect`, from the component alone.
+//! `portcullis inspect`: what a policy is — a component, and which version of
+//! the contract it targets, or a Kubewarden module, and what its metadata
+//! declares —, whether this host can run it (and if not, why), and what it
+//! says about itself: like `kwctl inspect`, from the file alone.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,16 +11,22 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use portcullis::bindings::{self, Operation, PolicyMetadata};
 use portcullis::component::{self, ComponentInterface, Digest, PolicyComponent};
-use portcullis::evaluation::{Call, Returned, evaluate};
+use portcullis::evaluation::{Call, PolicyContext, Returned, evaluate};
+use portcullis::runtime::{self, PolicyCode};
 use portcullis::{Engine, Limits};
 use serde::Serialize;
 
 use crate::cli::{CacheArgs, FetchArgs};
 
+mod module;
+
+use self::module::Kubewarden;
+
 /// Arguments of `portcullis inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The policy component: a `.wasm` file, or a `registry://`, `https://` or `file://` URI.
+    /// The policy (a component or a Kubewarden module): a `.wasm` file, or a `registry://`,
+    /// `https://` or `file://` URI.
     pub component: String,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
@@ -51,6 +58,9 @@ struct Report {
     path: PathBuf,
     digest: String,
     size: usize,
+    /// `component`, `kubewarden-wapc`, `kubewarden-wasi`, or `core module`
+    /// (one without Kubewarden metadata).
+    kind: &'static str,
     world: World,
     /// Whether this host can load and call the component.
     runnable: bool,
@@ -58,8 +68,12 @@ struct Report {
     reason: Option<String>,
     imports: Vec<String>,
     exports: Vec<Export>,
-    /// What the policy's `metadata` export returned (only when runnable).
+    /// What the policy's `metadata` export returned (only when runnable),
+    /// or a Kubewarden module's metadata in the same terms.
     metadata: Option<Metadata>,
+    /// A Kubewarden module's metadata, as its section holds it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kubewarden: Option<Kubewarden>,
 }
 
 #[derive(Debug, Serialize)]
@@ -124,6 +138,12 @@ async fn report(args: &InspectArgs) -> anyhow::Result<Report> {
     let digest = Digest::of(&bytes);
     let engine = Engine::new(Limits::default())?;
     let cache = super::cache(&args.cache);
+    if runtime::is_core_module(&bytes) {
+        let mut report = module::report(&engine, path, &bytes, digest, cache.as_ref())?;
+        report.source = fetch.as_ref().map(|_| source.to_string());
+        report.manifest = fetch.and_then(|fetch| fetch.manifest);
+        return Ok(report);
+    }
     let started = Instant::now();
     let compiled = component::compile(&engine, &bytes, &digest, cache.as_ref())
         .with_context(|| path.display().to_string())?;
@@ -158,6 +178,7 @@ async fn report(args: &InspectArgs) -> anyhow::Result<Report> {
             version,
             host: bindings::WORLD,
         },
+        kind: "component",
         runnable,
         reason,
         imports: interface.imports.clone(),
@@ -171,18 +192,25 @@ async fn report(args: &InspectArgs) -> anyhow::Result<Report> {
             })
             .collect(),
         metadata,
+        kubewarden: None,
     })
 }
 
 async fn read_metadata(
     engine: &Engine,
-    component: &PolicyComponent,
+    component: &std::sync::Arc<PolicyComponent>,
     path: &Path,
 ) -> Result<Metadata, String> {
     let id = path
         .file_stem()
         .map_or_else(|| "policy".into(), |s| s.to_string_lossy());
-    let evaluation = evaluate(engine, component, &id, engine.limits(), Call::Metadata)
+    let context = PolicyContext {
+        id: &id,
+        grants: Default::default(),
+        capabilities: engine.capabilities().clone(),
+    };
+    let code = PolicyCode::Component(component.clone());
+    let evaluation = evaluate(engine, &code, &context, engine.limits(), Call::Metadata)
         .await
         .map_err(|e| format!("metadata failed: {e}"))?;
     match evaluation.returned {
@@ -217,6 +245,14 @@ fn operation(operation: Operation) -> &'static str {
     }
 }
 
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "(none)".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
 /// The human-readable report.
 fn text(report: &Report) -> String {
     use std::fmt::Write;
@@ -234,21 +270,55 @@ fn text(report: &Report) -> String {
     line("path", &report.path.display().to_string());
     line("digest", &report.digest);
     line("size", &format!("{} bytes", report.size));
-    line(
-        "world",
-        report
-            .world
-            .targets
-            .as_deref()
-            .unwrap_or("none (exports no portcullis:policy/admission interface)"),
-    );
+    line("kind", report.kind);
+    if report.kind == "component" {
+        line(
+            "world",
+            report
+                .world
+                .targets
+                .as_deref()
+                .unwrap_or("none (exports no portcullis:policy/admission interface)"),
+        );
+    }
     line(
         "runnable",
-        &match &report.reason {
-            None => format!("yes (this host implements {})", report.world.host),
-            Some(reason) => format!("no: {reason}"),
+        &match (&report.reason, report.kind) {
+            (None, "component") => format!("yes (this host implements {})", report.world.host),
+            (None, _) => "yes (a Kubewarden policy this host runs unchanged)".to_owned(),
+            (Some(reason), _) => format!("no: {reason}"),
         },
     );
+    if let Some(kw) = &report.kubewarden {
+        let _ = writeln!(out, "kubewarden");
+        let mut kv = |label: &str, value: &str| {
+            let _ = writeln!(out, "  {label:<24} {value}");
+        };
+        kv("protocol", kw.protocol);
+        kv("executionMode", kw.execution_mode);
+        kv(
+            "protocolVersion",
+            kw.protocol_version.as_deref().unwrap_or("(none)"),
+        );
+        kv("policyType", kw.policy_type);
+        kv("mutating", &kw.mutating.to_string());
+        kv("backgroundAudit", &kw.background_audit.to_string());
+        kv(
+            "contextAwareResources",
+            &list_or_none(&kw.context_aware_resources),
+        );
+        kv("hostCapabilities", &list_or_none(&kw.host_capabilities));
+        if let Some(version) = &kw.minimum_kubewarden_version {
+            kv("minimumKubewardenVersion", version);
+        }
+        if !kw.annotations.is_empty() {
+            let _ = writeln!(out, "  annotations");
+            for (key, value) in &kw.annotations {
+                let value = value.lines().next().unwrap_or_default();
+                let _ = writeln!(out, "    {key}: {value}");
+            }
+        }
+    }
     let _ = writeln!(out, "imports");
     for import in &report.imports {
         let _ = writeln!(out, "  {import}");

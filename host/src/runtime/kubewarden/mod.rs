@@ -1,0 +1,365 @@
+//! Kubewarden's policies, run unchanged: core wasm modules that speak waPC
+//! (Kubewarden's Rust and TinyGo SDKs) or are WASI commands (Go,
+//! JavaScript), recognised by their `io.kubewarden.metadata` custom section.
+//!
+//! The same architecture as components: a module is compiled once per
+//! digest (and cached), pre-linked once into an `InstancePre` against the
+//! engine's module linker (all of WASI preview1, granting nothing, plus the
+//! `wapc` and `host` imports), and every evaluation instantiates it afresh.
+//! Limits, deadline, output capture and the verdict's enforcement are the
+//! evaluation's, shared with components; this module only speaks the
+//! protocol: [`wapc`] and [`wasi_cli`] run one call, [`protocol`] turns
+//! requests into Kubewarden's JSON and its responses back, [`host_call`]
+//! hands host calls to the [capabilities](crate::capabilities).
+
+pub mod annotate;
+mod host_call;
+pub mod metadata;
+mod protocol;
+mod wapc;
+mod wasi_cli;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::{InstancePre, Linker, Module, Store};
+
+use self::metadata::{ExecutionMode, Metadata, MetadataError, PolicyType};
+use super::{Failure, GuestFault};
+use crate::bindings::PolicyMetadata;
+use crate::capabilities::{Capabilities, Grants};
+use crate::component::{CompileOrigin, Digest};
+use crate::engine::Engine;
+use crate::evaluation::{Call, PolicyContext, Returned};
+use crate::limits::Limits;
+use crate::store::{EvaluationState, GuestIo, GuestOutput, StdinPipe};
+
+/// Adds everything a Kubewarden module may import to `linker`: the whole
+/// of WASI preview1 (Kubewarden links all of it, so any preview1 import
+/// resolves; the context behind it grants nothing), waPC's host side, and
+/// WASI mode's `host.call`.
+pub fn add_to_linker(linker: &mut Linker<EvaluationState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p1::add_to_linker_async(linker, |state| state.wasi_p1())?;
+    wapc::add_to_linker(linker)?;
+    wasi_cli::add_to_linker(linker)
+}
+
+/// Why a core module cannot be run as a Kubewarden policy.
+#[derive(Debug, thiserror::Error)]
+pub enum KubewardenError {
+    /// Its metadata is missing or unusable.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// It declares a protocol this host does not speak.
+    #[error(
+        "Kubewarden metadata says protocolVersion `{0}`: Portcullis runs waPC policies of \
+         protocol `v1` (annotate the module again with `portcullis annotate` or `kwctl annotate`)"
+    )]
+    ProtocolVersion(String),
+    /// A Rego policy.
+    #[error(
+        "executionMode `{0}`: Rego policies (OPA and Gatekeeper) are not supported yet; they \
+         are a later step of Portcullis' Kubewarden compatibility"
+    )]
+    Rego(&'static str),
+    /// wasmtime refused to compile it.
+    #[error("cannot compile the module: {0}")]
+    Compile(String),
+    /// It imports something the host does not provide, or lacks an export
+    /// its execution mode needs.
+    #[error("cannot be linked as a Kubewarden {mode} policy: {reason}")]
+    Link {
+        /// The execution mode.
+        mode: &'static str,
+        /// What is missing.
+        reason: String,
+    },
+}
+
+/// A Kubewarden module compiled and pre-linked once, shared by every policy
+/// that uses it and every concurrent evaluation.
+pub struct KubewardenModule {
+    digest: Digest,
+    path: PathBuf,
+    size: usize,
+    origin: CompileOrigin,
+    compile_time: Duration,
+    metadata: Metadata,
+    policy_metadata: PolicyMetadata,
+    pre: InstancePre<EvaluationState>,
+}
+
+impl std::fmt::Debug for KubewardenModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubewardenModule")
+            .field("digest", &self.digest)
+            .field("path", &self.path)
+            .field("mode", &self.metadata.execution_mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A module whose metadata has been read and accepted, not yet compiled.
+pub(crate) struct Accepted(Metadata);
+
+/// Reads and checks the metadata of the module `bytes`: what start-up
+/// refuses before compiling anything.
+pub(crate) fn accept(bytes: &[u8]) -> Result<Accepted, KubewardenError> {
+    let metadata = Metadata::from_module(bytes)?;
+    match metadata.execution_mode {
+        ExecutionMode::Opa => return Err(KubewardenError::Rego("opa")),
+        ExecutionMode::Gatekeeper => return Err(KubewardenError::Rego("gatekeeper")),
+        // Kubewarden annotates WASI commands with protocol `Unknown`: the
+        // protocol version is waPC's.
+        ExecutionMode::Wasi => {}
+        ExecutionMode::Wapc => match metadata.protocol_version.as_deref() {
+            Some("v1") => {}
+            other => {
+                return Err(KubewardenError::ProtocolVersion(
+                    other.unwrap_or("(none)").to_owned(),
+                ));
+            }
+        },
+    }
+    Ok(Accepted(metadata))
+}
+
+/// Compiles the module `bytes` (already [accepted](accept)).
+pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> Result<Module, KubewardenError> {
+    Module::new(engine.wasmtime(), bytes).map_err(|e| KubewardenError::Compile(format!("{e:#}")))
+}
+
+impl KubewardenModule {
+    /// Pre-links a compiled `module` whose metadata was accepted.
+    pub(crate) fn link(
+        engine: &Engine,
+        path: &Path,
+        size: usize,
+        digest: Digest,
+        (module, origin): (Module, CompileOrigin),
+        accepted: Accepted,
+        started: Instant,
+    ) -> Result<Arc<Self>, KubewardenError> {
+        let Accepted(metadata) = accepted;
+        let mode = metadata.execution_mode.as_str();
+        let needed = match metadata.execution_mode {
+            ExecutionMode::Wasi => "_start",
+            _ => "__guest_call",
+        };
+        if module.get_export(needed).is_none() {
+            return Err(KubewardenError::Link {
+                mode,
+                reason: format!("it exports no `{needed}`"),
+            });
+        }
+        if !matches!(
+            module.get_export("memory"),
+            Some(wasmtime::ExternType::Memory(_))
+        ) {
+            return Err(KubewardenError::Link {
+                mode,
+                reason: "it exports no `memory`".into(),
+            });
+        }
+        let pre = engine
+            .module_linker()
+            .instantiate_pre(&module)
+            .map_err(|e| KubewardenError::Link {
+                mode,
+                reason: format!("{e:#}"),
+            })?;
+        Ok(Arc::new(Self {
+            digest,
+            path: path.to_owned(),
+            size,
+            origin,
+            compile_time: started.elapsed(),
+            policy_metadata: metadata.to_policy_metadata(),
+            metadata,
+            pre,
+        }))
+    }
+
+    /// Its digest.
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+
+    /// The file it was first read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Its size in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Whether it was compiled here or loaded from the cache.
+    pub fn origin(&self) -> CompileOrigin {
+        self.origin
+    }
+
+    /// How long compiling (or loading) and pre-linking took.
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+
+    /// Its Kubewarden metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The compiled module.
+    pub fn module(&self) -> &Module {
+        self.pre.module()
+    }
+
+    /// How the store of an evaluation of `call` is set up, and the waPC
+    /// exchange it starts with (`None`: the call needs no instance).
+    pub(crate) fn call_setup(
+        &self,
+        call: Call<'_>,
+        policy: &PolicyContext<'_>,
+        limits: &Limits,
+    ) -> (GuestIo, Option<Box<CallState>>) {
+        let (operation, payload) = match call {
+            Call::Metadata => return (GuestIo::Log, None),
+            Call::ValidateSettings { settings } => {
+                ("validate_settings", settings.as_bytes().to_vec())
+            }
+            Call::Validate { request, settings } => (
+                "validate",
+                protocol::validation_request(request, settings).into_bytes(),
+            ),
+            Call::ValidateRaw { document, settings } => (
+                "validate",
+                protocol::raw_validation_request(document, settings).into_bytes(),
+            ),
+        };
+        let mut state = CallState {
+            policy_id: policy.id.to_owned(),
+            grants: policy.grants.clone(),
+            capabilities: policy.capabilities.clone(),
+            operation,
+            payload: Vec::new(),
+            response_limit: limits.response_bytes,
+            guest_response: None,
+            guest_error: None,
+            host_response: None,
+            host_error: None,
+            stdin: None,
+            stdout: None,
+        };
+        let io = match self.metadata.execution_mode {
+            ExecutionMode::Wasi => {
+                let stdin = StdinPipe::new(payload);
+                // One byte over the limit is enough to know it was exceeded.
+                let stdout = GuestOutput::new(limits.response_bytes.saturating_add(1));
+                state.stdin = Some(stdin.clone());
+                state.stdout = Some(stdout.clone());
+                let command = if operation == "validate" {
+                    "validate"
+                } else {
+                    "validate-settings"
+                };
+                GuestIo::Command {
+                    args: vec![wasi_cli::PROGRAM.to_owned(), command.to_owned()],
+                    stdin,
+                    stdout,
+                }
+            }
+            _ => {
+                state.payload = payload;
+                GuestIo::Log
+            }
+        };
+        (io, Some(Box::new(state)))
+    }
+
+    /// Runs `call` in a fresh instance in `store` (set up by
+    /// [`call_setup`](Self::call_setup)): what it returned, and when the
+    /// instance was ready.
+    pub(crate) async fn run(
+        &self,
+        store: &mut Store<EvaluationState>,
+        call: Call<'_>,
+        started: Instant,
+    ) -> Result<(Returned, Duration), Failure> {
+        if let Call::Metadata = call {
+            return Ok((
+                Returned::Metadata(self.policy_metadata.clone()),
+                Duration::ZERO,
+            ));
+        }
+        let instance = self
+            .pre
+            .instantiate_async(&mut *store)
+            .await
+            .map_err(Failure::Instantiate)?;
+        let outcome = match self.metadata.execution_mode {
+            ExecutionMode::Wasi => {
+                let instantiated = started.elapsed();
+                wasi_cli::run(&instance, store)
+                    .await
+                    .map(|response| (response, instantiated))
+            }
+            _ => {
+                // Initialisers run per instance: part of getting it ready.
+                wapc::initialize(&instance, store).await?;
+                let instantiated = started.elapsed();
+                wapc::guest_call(&instance, store)
+                    .await
+                    .map(|response| (response, instantiated))
+            }
+        };
+        let (response, instantiated) = match (outcome, call) {
+            // As in Kubewarden, settings the policy cannot even read (its
+            // `validate_settings` answers with an error) are invalid settings.
+            (Err(Failure::Policy(message)), Call::ValidateSettings { .. }) => {
+                return Ok((Returned::Settings(Err(message)), started.elapsed()));
+            }
+            (outcome, _) => outcome?,
+        };
+        let returned = match call {
+            Call::Metadata => unreachable!("answered above"),
+            Call::ValidateSettings { .. } => Returned::Settings(
+                protocol::settings_response(&response).map_err(Failure::Protocol)?,
+            ),
+            Call::Validate { request, .. } => Returned::Verdict(
+                protocol::validation_response(&response, request.object.is_none())
+                    .map_err(Failure::Protocol)?,
+            ),
+            Call::ValidateRaw { document, .. } => Returned::Verdict(
+                protocol::raw_validation_response(&response, protocol::is_enveloped(document))
+                    .map_err(Failure::Protocol)?,
+            ),
+        };
+        Ok((returned, instantiated))
+    }
+
+    /// Whether it judges raw documents rather than admission requests.
+    pub fn is_raw(&self) -> bool {
+        self.metadata.policy_type == PolicyType::Raw
+    }
+}
+
+/// One evaluation's waPC exchange and host-call context, kept in the
+/// store so the host functions reach it.
+pub struct CallState {
+    pub(crate) policy_id: String,
+    pub(crate) grants: Arc<Grants>,
+    pub(crate) capabilities: Arc<Capabilities>,
+    operation: &'static str,
+    payload: Vec<u8>,
+    response_limit: usize,
+    guest_response: Option<Vec<u8>>,
+    guest_error: Option<String>,
+    host_response: Option<Vec<u8>>,
+    host_error: Option<String>,
+    /// WASI mode: the policy's stdin, where host-call answers are appended.
+    stdin: Option<StdinPipe>,
+    /// WASI mode: the policy's stdout, its response.
+    stdout: Option<GuestOutput>,
+}
