@@ -138,6 +138,15 @@ class Server:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)
 
+    @property
+    def base_url(self):
+        return f"http://{self.api}"
+
+    def cpu_seconds(self):
+        """User + system CPU time of the process (all its threads) so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def memory_kib(self):
         """(VmRSS, VmHWM) of the server process, in KiB."""
         fields = {}

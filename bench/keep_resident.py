@@ -19,8 +19,8 @@ import subprocess
 import tempfile
 import time
 
+import load
 from common import REQUESTS, Server, build, machine, scratch_dir
-from throughput import LUA, ensure_wrk, run_wrk
 
 POLICY, REQUEST = "privileged-pods", "privileged-pod"
 
@@ -54,16 +54,14 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-build", action="store_true")
     args = parser.parse_args()
-    ensure_wrk()
+    load.ensure_wrk()
     if not args.no_build:
         build()
     budgets = [int(b) for b in args.budgets.split(",")]
     body_path = REQUESTS / f"{REQUEST}.json"
     body = body_path.read_bytes()
     cache_dir = scratch_dir()
-    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
-    script.write(LUA)
-    script.close()
+    script = load.lua_script(cache_dir)
     runs = {budget: [] for budget in budgets}
     calls = {}
     try:
@@ -75,9 +73,8 @@ def main():
                     assert server.post(POLICY, body)["response"]["allowed"] is False
                     if budget not in calls:
                         calls[budget] = syscalls_per_evaluation(server, body)
-                    url = f"http://{server.api}/validate/{POLICY}"
-                    run_wrk(url, body_path, args.connections, 1, script.name)  # warm-up
-                    runs[budget] += [run_wrk(url, body_path, args.connections, args.seconds, script.name)
+                    load.wrk(server, POLICY, body_path, args.connections, 1, script)  # warm-up
+                    runs[budget] += [load.wrk(server, POLICY, body_path, args.connections, args.seconds, script)
                                      for _ in range(args.runs)]
                 finally:
                     server.stop()
@@ -88,16 +85,17 @@ def main():
           f"(2 threads, {args.connections} connections, keep-alive); {args.rounds} interleaved rounds x "
           f"{args.runs} runs x {args.seconds} s.\n")
     print("| --keep-resident-bytes | madvise / evaluation | PAGEMAP_SCAN / evaluation | req/s, every run "
-          "| median req/s | median p50 (ms) | median p99 (ms) | errors |")
-    print("|---:|---:|---:|---|---:|---:|---:|---:|")
+          "| median req/s | median p50 (ms) | median p99 (ms) | server CPU (µs/request) | errors |")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for budget in budgets:
         madvise, ioctl = calls[budget] or ("n/a", "n/a")
-        every = " · ".join(f"{r[0]:,.0f}" for r in runs[budget])
+        every = " · ".join(f"{r.rps:,.0f}" for r in runs[budget])
         print(f"| {budget} | {madvise} | {ioctl} | {every} "
-              f"| {statistics.median(r[0] for r in runs[budget]):,.0f} "
-              f"| {statistics.median(r[1] for r in runs[budget]):.2f} "
-              f"| {statistics.median(r[2] for r in runs[budget]):.2f} "
-              f"| {sum(r[3] for r in runs[budget])} |")
+              f"| {statistics.median(r.rps for r in runs[budget]):,.0f} "
+              f"| {statistics.median(r.p50_ms for r in runs[budget]):.2f} "
+              f"| {statistics.median(r.p99_ms for r in runs[budget]):.2f} "
+              f"| {statistics.median(r.cpu_us_per_request for r in runs[budget]):.0f} "
+              f"| {sum(r.errors for r in runs[budget])} |")
 
 
 if __name__ == "__main__":

@@ -24,26 +24,33 @@ use serde_json::value::RawValue;
 /// levels. Two documents are equal when they hold the same JSON value,
 /// whatever their spacing or member order.
 #[derive(Clone)]
-pub struct RawJson(Box<RawValue>);
+pub struct RawJson(Box<str>);
 
 impl RawJson {
     /// Checks that `text` is one valid JSON document and keeps it (without
     /// copying when it has no surrounding whitespace).
     pub fn from_string(text: String) -> serde_json::Result<Self> {
-        // The check parses every number and string but stores nothing.
+        // The check parses every number and string but stores nothing. It is
+        // the only pass over the text: a `RawValue` would validate it again
+        // (a whole second scan of the object for every evaluation).
         serde_json::from_str::<Checked>(&text)?;
-        RawValue::from_string(text).map(RawJson)
+        let document = text.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
+        if document.len() == text.len() {
+            Ok(RawJson(text.into_boxed_str()))
+        } else {
+            Ok(RawJson(document.into()))
+        }
     }
 
     /// The document of `value`.
     pub fn from_value(value: &Value) -> Self {
         // A `Value` always serializes, and always to one valid document.
-        RawJson(serde_json::value::to_raw_value(value).expect("a Value serializes to JSON"))
+        RawJson(value.to_string().into_boxed_str())
     }
 
     /// The JSON text.
     pub fn as_str(&self) -> &str {
-        self.0.get()
+        &self.0
     }
 
     /// Parses the document into `T`.
@@ -65,7 +72,7 @@ impl RawJson {
     /// How an error message names the document's JSON type ("a string", ...);
     /// the same words as [`k8s::json_type`](crate::k8s::json_type).
     pub fn json_type(&self) -> &'static str {
-        raw_json_type(&self.0)
+        json_type_of(&self.0)
     }
 
     /// The members `keys` of an object document, in the order asked, each
@@ -79,7 +86,7 @@ impl RawJson {
         &self,
         keys: [&str; N],
     ) -> Result<[Option<&RawValue>; N], &'static str> {
-        fields(&self.0, keys)
+        fields_of(&self.0, keys)
     }
 }
 
@@ -88,17 +95,28 @@ pub fn fields<'a, const N: usize>(
     document: &'a RawValue,
     keys: [&str; N],
 ) -> Result<[Option<&'a RawValue>; N], &'static str> {
-    let mut deserializer = serde_json::Deserializer::from_str(document.get());
+    fields_of(document.get(), keys)
+}
+
+fn fields_of<'a, const N: usize>(
+    document: &'a str,
+    keys: [&str; N],
+) -> Result<[Option<&'a RawValue>; N], &'static str> {
+    let mut deserializer = serde_json::Deserializer::from_str(document);
     match deserializer.deserialize_any(FieldsVisitor { keys }) {
         Ok(found) => Ok(found),
         // Only a non-object ends here: the text was checked when it was made.
-        Err(_) => Err(raw_json_type(document)),
+        Err(_) => Err(json_type_of(document)),
     }
 }
 
 /// How an error message names the JSON type of `document`.
 pub fn raw_json_type(document: &RawValue) -> &'static str {
-    match document.get().as_bytes().first() {
+    json_type_of(document.get())
+}
+
+fn json_type_of(document: &str) -> &'static str {
+    match document.as_bytes().first() {
         Some(b'{') => "an object",
         Some(b'[') => "an array",
         Some(b'"') => "a string",
@@ -242,13 +260,16 @@ impl From<Value> for RawJson {
 
 impl Serialize for RawJson {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
+        // Written as is, not re-encoded; borrowing it as a `RawValue` (a skim
+        // of already checked text) is the way to say so to serde_json.
+        let raw: &RawValue = serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for RawJson {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Box::<RawValue>::deserialize(deserializer).map(RawJson)
+        Box::<RawValue>::deserialize(deserializer).map(|raw| RawJson(raw.into()))
     }
 }
 

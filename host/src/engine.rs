@@ -157,6 +157,11 @@ fn config(limits: &Limits) -> Config {
         // The fiber stack must hold the wasm stack plus host frames below it.
         .async_stack_size(limits.stack_bytes + (1 << 20))
         .wasm_component_model(true);
+    // For profiling only (BENCHMARKS.md §3): names policies' compiled code
+    // for `perf` in /tmp/perf-PID.map.
+    if std::env::var_os("PORTCULLIS_PERF_MAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config
 }
 

@@ -36,9 +36,9 @@ pub struct Limits {
     /// pool slot restores in place and keeps resident, instead of `madvise`-ing
     /// them away (the rest, past this budget, still is): an evaluation that
     /// dirties less costs no `madvise` and leaves no page faults for the next
-    /// one in the slot. Faster evaluations (BENCHMARKS.md §3: 64 KiB covers
-    /// the example Rust policies) for memory that grows with the number of
-    /// slots in use, i.e. with the workers. 0, the default, keeps memory flat
+    /// one in the slot. Faster evaluations (BENCHMARKS.md §3: 64 KiB, the
+    /// default, covers the example Rust policies) for memory that grows with
+    /// the number of slots in use, i.e. with the workers; 0 keeps memory flat
     /// in the workers.
     pub keep_resident_bytes: usize,
 }
@@ -54,7 +54,7 @@ impl Default for Limits {
             log_bytes: 64 << 10,
             response_bytes: 8 << 20,
             max_instances: 256,
-            keep_resident_bytes: 0,
+            keep_resident_bytes: 64 << 10,
         }
     }
 }

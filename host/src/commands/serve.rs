@@ -73,8 +73,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let cache = super::cache(&args.cache);
     // HTTP threads scale with the CPUs, not with the evaluation workers
     // (which get a runtime of their own): memory stays flat in --workers.
+    // One HTTP thread per two busy workers: a request costs the HTTP side
+    // less CPU than its evaluation, and every extra thread adds hand-offs
+    // (BENCHMARKS.md §3: 3.7 context switches a request with one HTTP
+    // thread per worker, 2.2 with half as many).
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    super::runtime(Some(workers.min(cpus)))?.block_on(async move {
+    super::runtime(Some(workers.min(cpus).div_ceil(2)))?.block_on(async move {
         let specs = super::fetch_remote(specs, &args.source, &args.cache).await?;
         let engine = Engine::new(limits)?;
         let mut server = portcullis::server::start(config, engine, specs, cache).await?;
