@@ -16,7 +16,9 @@
 //! Portcullis's default (64 KiB of each memory's dirtied pages kept
 //! resident), each next to plain wasmtime with the same pool, so the ratio
 //! is the cost of the host's own work: limiter, WASI context, output
-//! capture, deadline.
+//! capture, deadline. A third baseline, bare wasmtime with epoch
+//! interruption on (the check at every call and loop that lets a deadline
+//! stop a spinning policy), shows how much of the difference that is.
 
 use std::path::{Path, PathBuf};
 
@@ -87,9 +89,9 @@ fn main() -> anyhow::Result<()> {
         "{RUNS} runs of ~{RUN_SECONDS} s each after a warm-up, sequential, one thread; medians\n"
     );
     println!(
-        "| component | size (KB) | bare wasmtime µs/eval, flat | portcullis µs/eval, flat | ratio | bare, default (64 KiB kept) | portcullis, default | ratio |"
+        "| component | size (KB) | bare wasmtime µs/eval, flat | portcullis µs/eval, flat | ratio | bare, default (64 KiB kept) | bare + epoch checks, default | portcullis, default | ratio |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let kept = Limits::default().keep_resident_bytes;
     for (component, request, settings) in cases {
         let request = parse_review_or_request(&std::fs::read(&request)?)?;
@@ -97,16 +99,13 @@ fn main() -> anyhow::Result<()> {
         let host = runtime.block_on(measure_host(&component, &request, &settings, 0))?;
         let host_kept = runtime.block_on(measure_host(&component, &request, &settings, kept))?;
         let settings = settings.to_string();
-        let bare = runtime.block_on(measure_bare(&component, &request, &settings, 0))?;
-        let bare_kept = runtime.block_on(measure_bare(&component, &request, &settings, kept))?;
-        let (host, host_kept, bare, bare_kept) = (
-            median(&host),
-            median(&host_kept),
-            median(&bare),
-            median(&bare_kept),
-        );
+        let bare = |kept, epochs| measure_bare(&component, &request, &settings, kept, epochs);
+        let bare_flat = median(&runtime.block_on(bare(0, false))?);
+        let bare_kept = median(&runtime.block_on(bare(kept, false))?);
+        let bare_epochs = median(&runtime.block_on(bare(kept, true))?);
+        let (host, host_kept, bare) = (median(&host), median(&host_kept), bare_flat);
         println!(
-            "| {} | {} | {bare:.1} | {host:.1} | {:.2} | {bare_kept:.1} | {host_kept:.1} | {:.2} |",
+            "| {} | {} | {bare:.1} | {host:.1} | {:.2} | {bare_kept:.1} | {bare_epochs:.1} | {host_kept:.1} | {:.2} |",
             component.file_name().unwrap().to_string_lossy(),
             std::fs::metadata(&component)?.len() / 1024,
             host / bare,
@@ -153,19 +152,23 @@ impl WasiView for Bare {
 
 /// Plain wasmtime with the pooling allocator: `InstancePre` once, then a
 /// default-WASI store, instance and call per evaluation, nothing else.
-/// `keep_resident_bytes`: as Portcullis's engine configures it.
+/// `keep_resident_bytes`: as Portcullis's engine configures it; `epochs`:
+/// with epoch interruption on (and a deadline never reached).
 async fn measure_bare(
     component: &Path,
     request: &AdmissionRequest,
     settings: &str,
     keep_resident_bytes: usize,
+    epochs: bool,
 ) -> anyhow::Result<Vec<f64>> {
     let mut pool = PoolingAllocationConfig::new();
     if keep_resident_bytes > 0 {
         portcullis::engine::keep_resident(&mut pool, keep_resident_bytes);
     }
     let mut config = Config::new();
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .epoch_interruption(epochs);
     let engine = wasmtime::Engine::new(&config)?;
     let mut linker = Linker::<Bare>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -177,6 +180,7 @@ async fn measure_bare(
             table: ResourceTable::new(),
         };
         let mut store = Store::new(&engine, state);
+        store.set_epoch_deadline(u64::MAX);
         let policy = pre.instantiate_async(&mut store).await?;
         std::hint::black_box(
             policy
