@@ -94,14 +94,15 @@ class Server:
     """A `portcullis serve` process on ephemeral loopback ports."""
 
     def __init__(self, workers, policies=None, cache_dir=None, extra_args=(), log_fmt="json",
-                 log_level="warn,portcullis::server=info", preexec_fn=None, keep_logs=False):
+                 log_level="warn,portcullis::server=info", preexec_fn=None, keep_logs=False, binary=BINARY):
         """`policies`: a policies.yml path; None serves the embedded default
         (examples/policies.yml, the 13-policy set) from the build's components.
         `log_level` None leaves the server's default; `preexec_fn` runs in the
         child before exec (e.g. to set its rlimits); `keep_logs` keeps the log
-        lines after "serving" in `self.logs`."""
+        lines after "serving" in `self.logs`; `binary` another build of
+        portcullis to compare with."""
         args = [
-            str(BINARY), "serve",
+            str(binary), "serve",
             "--addr", "127.0.0.1", "--port", "0", "--readiness-probe-port", "0",
             "--workers", str(workers),
             "--components-dir", str(COMPONENTS),
@@ -146,6 +147,18 @@ class Server:
         """User + system CPU time of the process (all its threads) so far."""
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def context_switches(self):
+        """Voluntary + involuntary context switches of all the process's threads so far."""
+        total = 0
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            try:
+                for line in (task / "status").read_text().splitlines():
+                    if "ctxt_switches:" in line:
+                        total += int(line.split()[1])
+            except FileNotFoundError:  # a thread that just ended
+                pass
+        return total
 
     def memory_kib(self):
         """(VmRSS, VmHWM) of the server process, in KiB."""
