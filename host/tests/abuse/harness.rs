@@ -309,8 +309,9 @@ impl Target {
         let mut peak = self.rss_mib();
         let mut pause = Duration::from_millis(20);
         loop {
-            let check = async {
-                tokio::time::sleep(pause).await;
+            let wait = pause;
+            let check = async move {
+                tokio::time::sleep(wait).await;
                 let rss = self.rss_mib();
                 self.check_serves(name).await;
                 rss
