@@ -13,8 +13,9 @@ use crate::capabilities::Grants;
 use crate::component::{CompileOrigin, ComponentError, Digest};
 use crate::engine::Engine;
 use crate::evaluation::{Call, EvaluationError, PolicyContext, Returned, evaluate};
+use crate::group::Group;
 use crate::limits::Limits;
-use crate::policy::PolicySpec;
+use crate::policy::{Configuration, PolicySpec};
 use crate::runtime::{CodeError, PolicyCode};
 
 /// A policy ready to evaluate requests.
@@ -75,6 +76,9 @@ pub struct LoadStats {
     pub compiled: usize,
     /// Components loaded from the compiled cache.
     pub from_cache: usize,
+    /// Components a reload took, already prepared, from the environment it
+    /// replaces.
+    pub reused: usize,
 }
 
 /// Why a policy could not be loaded. Names the policy and its module.
@@ -136,12 +140,30 @@ pub struct Verdict {
     pub total: Duration,
 }
 
-/// Every loaded policy, sharing the engine and the pre-linked components.
+/// Every loaded policy and group, sharing the engine and the pre-linked
+/// components.
 pub struct Environment {
     engine: Engine,
     policies: BTreeMap<String, Arc<Policy>>,
+    groups: BTreeMap<String, Arc<Group>>,
+    /// Engines for policies with a stack limit of their own, by stack size:
+    /// a reload reuses them with the code prepared for them.
+    engines: HashMap<usize, Engine>,
+    /// Every prepared policy by digest and engine stack size: what a reload
+    /// reuses.
+    prepared: HashMap<(Digest, usize), Prepared>,
     stats: LoadStats,
 }
+
+/// What a load may take from an environment loaded before.
+#[derive(Default)]
+struct Reuse {
+    engines: HashMap<usize, Engine>,
+    prepared: HashMap<(Digest, usize), Prepared>,
+}
+
+/// A compiled, pre-linked policy and what it says about itself.
+type Prepared = (PolicyCode, Arc<PolicyMetadata>);
 
 impl Environment {
     /// Loads `specs`: reads each component file once, compiles (or loads from
@@ -152,45 +174,113 @@ impl Environment {
         specs: impl IntoIterator<Item = PolicySpec>,
         cache: Option<&CompiledCache>,
     ) -> Result<Self, LoadError> {
+        let specs: Vec<PolicySpec> = specs.into_iter().collect();
+        Self::load_configuration(engine, specs.into(), cache).await
+    }
+
+    /// Loads a whole configuration, policies and groups, as
+    /// [`load`](Self::load) does.
+    pub async fn load_configuration(
+        engine: &Engine,
+        configuration: Configuration,
+        cache: Option<&CompiledCache>,
+    ) -> Result<Self, LoadError> {
+        Self::load_reusing(engine, configuration, cache, Reuse::default()).await
+    }
+
+    /// Loads `configuration` beside this environment, which keeps serving:
+    /// every policy whose code (by digest) is already prepared here reuses
+    /// it, so only new code is compiled; settings are validated again. The
+    /// new environment shares nothing else with this one, and what only
+    /// this one uses is freed with it.
+    pub async fn reload(
+        &self,
+        configuration: Configuration,
+        cache: Option<&CompiledCache>,
+    ) -> Result<Self, LoadError> {
+        let reuse = Reuse {
+            engines: self.engines.clone(),
+            prepared: self.prepared.clone(),
+        };
+        Self::load_reusing(&self.engine, configuration, cache, reuse).await
+    }
+
+    async fn load_reusing(
+        engine: &Engine,
+        configuration: Configuration,
+        cache: Option<&CompiledCache>,
+        reuse: Reuse,
+    ) -> Result<Self, LoadError> {
         let mut loader = Loader {
             engine,
-            engines: HashMap::new(),
+            engines: reuse.engines,
             cache,
             digests_by_path: HashMap::new(),
             prefetched: HashMap::new(),
+            reusable: reuse.prepared,
             components: HashMap::new(),
             stats: LoadStats::default(),
         };
-        let specs: Vec<PolicySpec> = specs.into_iter().collect();
+        let specs: Vec<&PolicySpec> = configuration.specs().collect();
         loader.prefetch(&specs).await;
         let mut policies = BTreeMap::new();
-        for spec in specs {
-            let fail = |reason: LoadFailure| LoadError {
-                policy: spec.id.clone(),
-                module: spec.module.clone(),
-                reason,
-            };
+        for spec in &configuration.policies {
             if policies.contains_key(&spec.id) {
-                return Err(fail(LoadFailure::DuplicateId));
+                return Err(load_error(spec, LoadFailure::DuplicateId));
             }
-            let policy = loader.load(&spec).await.map_err(fail)?;
+            let policy = loader.load(spec).await.map_err(|e| load_error(spec, e))?;
             policies.insert(spec.id.clone(), Arc::new(policy));
         }
+        let mut groups = BTreeMap::new();
+        for group in configuration.groups {
+            if policies.contains_key(&group.id) || groups.contains_key(&group.id) {
+                let first = &group.members[0].spec;
+                return Err(LoadError {
+                    policy: group.id.clone(),
+                    module: first.module.clone(),
+                    reason: LoadFailure::DuplicateId,
+                });
+            }
+            let mut members = BTreeMap::new();
+            for member in &group.members {
+                let policy = loader
+                    .load(&member.spec)
+                    .await
+                    .map_err(|e| load_error(&member.spec, e))?;
+                members.insert(member.name.clone(), Arc::new(policy));
+            }
+            groups.insert(group.id.clone(), Arc::new(Group::new(group, members)));
+        }
         let mut stats = loader.stats;
-        stats.policies = policies.len();
+        stats.policies = policies.len() + groups.values().map(|g| g.members().len()).sum::<usize>();
         stats.unique_components = loader.components.len();
         tracing::info!(
             policies = stats.policies,
+            groups = groups.len(),
             unique_components = stats.unique_components,
             compiled = stats.compiled,
             from_cache = stats.from_cache,
+            reused = stats.reused,
             "policies loaded"
         );
         Ok(Self {
             engine: engine.clone(),
             policies,
+            groups,
+            engines: loader.engines,
+            prepared: loader.components,
             stats,
         })
+    }
+
+    /// The group with this id.
+    pub fn group(&self, id: &str) -> Option<&Arc<Group>> {
+        self.groups.get(id)
+    }
+
+    /// Every group, by id.
+    pub fn groups(&self) -> impl ExactSizeIterator<Item = &Arc<Group>> {
+        self.groups.values()
     }
 
     /// The policy with this id.
@@ -282,9 +372,19 @@ struct Loader<'a> {
     digests_by_path: HashMap<PathBuf, (Digest, usize)>,
     /// Components [`prefetch`](Self::prefetch) prepared, not yet asked for.
     prefetched: HashMap<(Digest, usize), PolicyCode>,
+    /// Components the environment this load replaces prepared.
+    reusable: HashMap<(Digest, usize), Prepared>,
     /// Prepared policies by digest and the stack size of their engine.
-    components: HashMap<(Digest, usize), (PolicyCode, Arc<PolicyMetadata>)>,
+    components: HashMap<(Digest, usize), Prepared>,
     stats: LoadStats,
+}
+
+fn load_error(spec: &PolicySpec, reason: LoadFailure) -> LoadError {
+    LoadError {
+        policy: spec.id.clone(),
+        module: spec.module.clone(),
+        reason,
+    }
 }
 
 impl Loader<'_> {
@@ -296,7 +396,7 @@ impl Loader<'_> {
     /// Purely an optimisation: whatever fails here is left for the
     /// sequential [`load`](Self::load), which does it again and reports the
     /// error against the first policy that uses the component, as before.
-    async fn prefetch(&mut self, specs: &[PolicySpec]) {
+    async fn prefetch(&mut self, specs: &[&PolicySpec]) {
         // A fetched module was hashed by the download store a moment ago.
         for spec in specs {
             if let Some(fetch) = &spec.fetch {
@@ -346,7 +446,7 @@ impl Loader<'_> {
                 continue;
             };
             let key = (digest, engine.limits().stack_bytes);
-            if keys.contains(&key) {
+            if keys.contains(&key) || self.reusable.contains_key(&key) {
                 continue;
             }
             keys.push(key);
@@ -440,6 +540,11 @@ impl Loader<'_> {
         };
         let key = (digest, engine.limits().stack_bytes);
         if !self.components.contains_key(&key) {
+            if let Some(prepared) = self.reusable.remove(&key) {
+                self.stats.reused += 1;
+                self.components.insert(key, prepared.clone());
+                return Ok(prepared);
+            }
             let component = match self.prefetched.remove(&key) {
                 Some(component) => component,
                 None => PolicyCode::prepare_file(engine, path, digest, size, self.cache)?,
