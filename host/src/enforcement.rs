@@ -182,7 +182,7 @@ pub fn decide_group(
         }
         None => {
             let failed = verdict.runs.last().expect("a failed group ran a member");
-            let error = failed.result.as_ref().err().expect("the last run failed");
+            let error = failed.result.as_ref().expect_err("the last run failed");
             Decision {
                 response: AdmissionResponse::reject(
                     uid,
