@@ -328,7 +328,7 @@ impl Common {
     }
 }
 
-/// A group's rules: every member's, each once, in member order.
+/// A group's rules: every member's, each once (members by name).
 fn group_metadata(group: &Group) -> PolicyMetadata {
     let mut rules: Vec<Rule> = Vec::new();
     // The generated binding types compare by their Debug form only.

@@ -148,7 +148,7 @@ impl Metrics {
         let fetches = Family::<FetchLabels, Counter>::default();
         registry.register(
             "policy_fetches",
-            "Remote modules obtained at start-up, by origin (pulled now, or found in the download store) and scheme",
+            "Remote modules obtained at start-up and at each reload, by origin (pulled now, or found in the download store) and scheme",
             fetches.clone(),
         );
         let fetch_bytes = Counter::default();
