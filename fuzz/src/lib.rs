@@ -94,9 +94,9 @@ pub fn policies_yml(data: &[u8]) -> bool {
     };
     let base = Path::new("/etc/portcullis");
     match portcullis::config::parse(text, base, "fuzz.yml") {
-        Ok(specs) => {
+        Ok(configuration) => {
             let mut ids = HashSet::new();
-            for spec in &specs {
+            for spec in configuration.specs() {
                 assert!(!spec.id.is_empty(), "an empty policy id was accepted");
                 assert!(ids.insert(&spec.id), "duplicate id `{}` accepted", spec.id);
                 assert!(

@@ -423,6 +423,30 @@ pub struct Status {
     /// An HTTP status code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<u16>,
+    /// What caused it: a policy group's rejecting members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<StatusDetails>,
+}
+
+/// `status.details` of a rejection (Kubernetes' `StatusDetails`; only the
+/// causes are used).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusDetails {
+    /// One per reason for the rejection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<StatusCause>,
+}
+
+/// One cause of a rejection (Kubernetes' `StatusCause`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusCause {
+    /// Where the cause lies: `spec.policies.<member>` for a group's member,
+    /// as Kubewarden writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What the member said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A mutation that cannot be turned into a patch.
@@ -446,6 +470,7 @@ impl AdmissionResponse {
             status: Some(Status {
                 message: Some(message.into()),
                 code: Some(code),
+                details: None,
             }),
             patch_type: None,
             patch: None,
@@ -481,6 +506,7 @@ impl AdmissionResponse {
         let status = (verdict.message.is_some() || verdict.code.is_some()).then_some(Status {
             message: verdict.message,
             code: verdict.code,
+            details: None,
         });
         Ok(Self {
             uid: uid.into(),

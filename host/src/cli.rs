@@ -88,7 +88,7 @@ impl Command {
 }
 
 /// Where the policies come from: a policies.yml, or the embedded default.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct PolicySource {
     /// The policies file (Kubewarden's policies.yml format) [default: the embedded example policies].
     #[arg(long, env = "PORTCULLIS_POLICIES")]
@@ -137,6 +137,10 @@ pub struct SettingsArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub source: PolicySource,
+    /// Reload the configuration whenever the policies file or sources.yml
+    /// changes (SIGHUP always reloads it).
+    #[arg(long, env = "PORTCULLIS_WATCH")]
+    pub watch: bool,
     /// Address both listeners bind to.
     #[arg(long, env = "PORTCULLIS_ADDR", default_value = "0.0.0.0")]
     pub addr: IpAddr,
@@ -280,7 +284,7 @@ pub struct RunArgs {
 }
 
 /// Where compiled components are cached.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct CacheArgs {
     /// Directory of the compiled-component cache [default: $XDG_CACHE_HOME/portcullis].
     #[arg(long, env = "PORTCULLIS_CACHE_DIR")]

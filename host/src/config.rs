@@ -22,8 +22,9 @@ use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
 
 use crate::capabilities::{ContextAwareResource, Grants, HostCapabilities};
+use crate::group::{Expression, is_member_name};
 use crate::limits::LimitOverrides;
-use crate::policy::{PolicyMode, PolicySpec};
+use crate::policy::{Configuration, GroupSpec, MemberSpec, PolicyMode, PolicySpec};
 use crate::source::{Location, Source};
 
 /// The example policies' configuration, compiled into the binary: what
@@ -74,9 +75,59 @@ struct Entry {
     host_capabilities: Vec<String>,
 }
 
-/// Parses `text` (YAML) into policy specs, in file order. Relative module
-/// paths are resolved against `base_dir`; `origin` names the source in errors.
-pub fn parse(text: &str, base_dir: &Path, origin: &str) -> Result<Vec<PolicySpec>, ConfigError> {
+/// A group's entry, with Kubewarden's keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct GroupEntry {
+    #[serde(default)]
+    policy_mode: PolicyMode,
+    policies: OrderedEntries,
+    expression: String,
+    message: String,
+}
+
+/// A group member's entry: Kubewarden allows these keys only (a member has
+/// no mode, message or permission to mutate of its own).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct MemberEntry {
+    module: Option<String>,
+    url: Option<String>,
+    #[serde(default)]
+    settings: Option<serde_json::Value>,
+    timeout_eval_seconds: Option<u64>,
+    #[serde(default)]
+    context_aware_resources: Vec<ContextAwareResource>,
+    #[serde(default)]
+    host_capabilities: Vec<String>,
+}
+
+impl From<MemberEntry> for Entry {
+    fn from(member: MemberEntry) -> Self {
+        Self {
+            module: member.module,
+            url: member.url,
+            policy_mode: PolicyMode::Protect,
+            allowed_to_mutate: false,
+            settings: member.settings,
+            timeout_eval_seconds: member.timeout_eval_seconds,
+            message: None,
+            memory_limit_bytes: None,
+            table_elements: None,
+            stack_bytes: None,
+            max_instances: None,
+            max_response_bytes: None,
+            max_log_bytes: None,
+            context_aware_resources: member.context_aware_resources,
+            host_capabilities: member.host_capabilities,
+        }
+    }
+}
+
+/// Parses `text` (YAML) into policies and groups, each in file order.
+/// Relative module paths are resolved against `base_dir`; `origin` names the
+/// source in errors.
+pub fn parse(text: &str, base_dir: &Path, origin: &str) -> Result<Configuration, ConfigError> {
     let error = |policy: Option<&str>, message: String| ConfigError {
         origin: origin.to_owned(),
         policy: policy.map(str::to_owned),
@@ -90,77 +141,137 @@ pub fn parse(text: &str, base_dir: &Path, origin: &str) -> Result<Vec<PolicySpec
             .replace(", set DuplicateKeyPolicy in Options if acceptable", "");
         error(None, format!("not a valid policies file: {message}"))
     })?;
-    let mut specs: Vec<PolicySpec> = Vec::with_capacity(entries.0.len());
+    let mut configuration = Configuration::default();
+    let mut ids: Vec<String> = Vec::with_capacity(entries.0.len());
     for (id, value) in entries.0 {
         let fail = |message: String| error(Some(&id), message);
         if id.is_empty() {
             return Err(fail("a policy id must not be empty".into()));
         }
-        if specs.iter().any(|spec| spec.id == id) {
+        if id.contains('/') {
+            // As Kubewarden; and `group/member` names a group's member.
+            return Err(fail("a policy id must not contain `/`".into()));
+        }
+        if ids.contains(&id) {
             return Err(fail("duplicate policy id".into()));
         }
-        let entry: Entry = serde_path_to_error::deserialize(value).map_err(|e| {
-            let key = e.path().to_string();
-            match key.as_str() {
-                "." => fail(e.into_inner().to_string()),
-                _ => fail(format!("key `{key}`: {}", e.into_inner())),
-            }
-        })?;
-        let source = match (&entry.module, &entry.url) {
-            (Some(module), None) => {
-                Source::parse(module, base_dir).map_err(|m| fail(format!("key `module`: {m}")))?
-            }
-            (None, Some(url)) => {
-                Source::parse(url, base_dir).map_err(|m| fail(format!("key `url`: {m}")))?
-            }
-            (Some(_), Some(_)) => {
-                return Err(fail("give either `module` or `url`, not both".into()));
-            }
-            (None, None) => return Err(fail("key `module` (or `url`) is required".into())),
-        };
-        if entry.timeout_eval_seconds == Some(0) {
-            return Err(fail("key `timeoutEvalSeconds`: must be at least 1".into()));
+        ids.push(id.clone());
+        let is_group = value
+            .as_object()
+            .is_some_and(|map| map.contains_key("policies") || map.contains_key("expression"));
+        if is_group {
+            let group = group_spec(&id, value, base_dir).map_err(fail)?;
+            configuration.groups.push(group);
+        } else {
+            let entry: Entry = read_entry(value).map_err(fail)?;
+            configuration
+                .policies
+                .push(policy_spec(id.clone(), entry, base_dir).map_err(fail)?);
         }
-        let host_capabilities = HostCapabilities::new(&entry.host_capabilities)
-            .map_err(|e| fail(format!("key `hostCapabilities`: {e}")))?;
-        // A remote module's local file is known once it is fetched.
-        let module = match source.location() {
-            Location::File(path) => path.clone(),
-            _ => PathBuf::new(),
-        };
-        specs.push(PolicySpec {
-            id: id.clone(),
-            module,
-            source: Some(source),
-            fetch: None,
-            settings: match entry.settings {
-                None | Some(serde_json::Value::Null) => serde_json::json!({}),
-                Some(settings) => settings,
-            },
-            mode: entry.policy_mode,
-            allowed_to_mutate: entry.allowed_to_mutate,
-            limits: LimitOverrides {
-                timeout: entry.timeout_eval_seconds.map(Duration::from_secs),
-                memory_bytes: entry.memory_limit_bytes,
-                table_elements: entry.table_elements,
-                stack_bytes: entry.stack_bytes,
-                instances: entry.max_instances,
-                response_bytes: entry.max_response_bytes,
-                log_bytes: entry.max_log_bytes,
-            },
-            message: entry.message,
-            grants: Grants {
-                host_capabilities,
-                context_aware_resources: entry.context_aware_resources,
-            },
-        });
     }
-    Ok(specs)
+    Ok(configuration)
+}
+
+/// Deserializes an entry; an error names the key at fault.
+fn read_entry<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = e.path().to_string();
+        match key.as_str() {
+            "." => e.into_inner().to_string(),
+            _ => format!("key `{key}`: {}", e.into_inner()),
+        }
+    })
+}
+
+/// A group's entry: its members (each a policy entry of its own), the
+/// expression over them (parsed, every name a member) and its message.
+fn group_spec(id: &str, value: serde_json::Value, base_dir: &Path) -> Result<GroupSpec, String> {
+    let group: GroupEntry = read_entry(value)?;
+    if group.policies.0.is_empty() {
+        return Err("key `policies`: a group needs at least one member".into());
+    }
+    if group.message.trim().is_empty() {
+        return Err("key `message`: must not be empty".into());
+    }
+    let mut members: Vec<MemberSpec> = Vec::with_capacity(group.policies.0.len());
+    for (name, value) in group.policies.0 {
+        let fail = |message: String| format!("member `{name}`: {message}");
+        if !is_member_name(&name) {
+            return Err(fail(
+                "a member's name is called in the expression, so it must be an identifier \
+                 ([_a-zA-Z][_a-zA-Z0-9]*, not a reserved word)"
+                    .into(),
+            ));
+        }
+        if members.iter().any(|m| m.name == name) {
+            return Err(fail("duplicate member".into()));
+        }
+        let member: MemberEntry = read_entry(value).map_err(fail)?;
+        let spec = policy_spec(MemberSpec::id(id, &name), member.into(), base_dir).map_err(fail)?;
+        members.push(MemberSpec { name, spec });
+    }
+    let expression = Expression::parse(&group.expression, members.iter().map(|m| m.name.as_str()))
+        .map_err(|e| format!("key `expression`: {e}"))?;
+    Ok(GroupSpec {
+        id: id.to_owned(),
+        mode: group.policy_mode,
+        expression,
+        message: group.message,
+        members,
+    })
+}
+
+/// A policy's entry as a spec; an error names the key at fault.
+fn policy_spec(id: String, entry: Entry, base_dir: &Path) -> Result<PolicySpec, String> {
+    let source = match (&entry.module, &entry.url) {
+        (Some(module), None) => {
+            Source::parse(module, base_dir).map_err(|m| format!("key `module`: {m}"))?
+        }
+        (None, Some(url)) => Source::parse(url, base_dir).map_err(|m| format!("key `url`: {m}"))?,
+        (Some(_), Some(_)) => return Err("give either `module` or `url`, not both".into()),
+        (None, None) => return Err("key `module` (or `url`) is required".into()),
+    };
+    if entry.timeout_eval_seconds == Some(0) {
+        return Err("key `timeoutEvalSeconds`: must be at least 1".into());
+    }
+    let host_capabilities = HostCapabilities::new(&entry.host_capabilities)
+        .map_err(|e| format!("key `hostCapabilities`: {e}"))?;
+    // A remote module's local file is known once it is fetched.
+    let module = match source.location() {
+        Location::File(path) => path.clone(),
+        _ => PathBuf::new(),
+    };
+    Ok(PolicySpec {
+        id,
+        module,
+        source: Some(source),
+        fetch: None,
+        settings: match entry.settings {
+            None | Some(serde_json::Value::Null) => serde_json::json!({}),
+            Some(settings) => settings,
+        },
+        mode: entry.policy_mode,
+        allowed_to_mutate: entry.allowed_to_mutate,
+        limits: LimitOverrides {
+            timeout: entry.timeout_eval_seconds.map(Duration::from_secs),
+            memory_bytes: entry.memory_limit_bytes,
+            table_elements: entry.table_elements,
+            stack_bytes: entry.stack_bytes,
+            instances: entry.max_instances,
+            response_bytes: entry.max_response_bytes,
+            log_bytes: entry.max_log_bytes,
+        },
+        message: entry.message,
+        grants: Grants {
+            host_capabilities,
+            context_aware_resources: entry.context_aware_resources,
+        },
+    })
 }
 
 /// Reads and parses the file at `path`; relative modules resolve against its
 /// directory.
-pub fn load(path: &Path) -> Result<Vec<PolicySpec>, ConfigError> {
+pub fn load(path: &Path) -> Result<Configuration, ConfigError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         origin: origin.clone(),
@@ -172,6 +283,7 @@ pub fn load(path: &Path) -> Result<Vec<PolicySpec>, ConfigError> {
 
 /// The top-level map, in file order and with duplicates kept (so a duplicate
 /// id is reported as such rather than silently overwritten).
+#[derive(Debug)]
 struct OrderedEntries(Vec<(String, serde_json::Value)>);
 
 impl<'de> Deserialize<'de> for OrderedEntries {
@@ -202,6 +314,10 @@ mod tests {
     use super::*;
 
     fn parse_str(text: &str) -> Result<Vec<PolicySpec>, ConfigError> {
+        parse_all(text).map(|configuration| configuration.policies)
+    }
+
+    fn parse_all(text: &str) -> Result<Configuration, ConfigError> {
         parse(text, Path::new("/etc/portcullis"), "policies.yml")
     }
 
@@ -334,6 +450,111 @@ mod tests {
     #[test]
     fn the_embedded_default_parses() {
         let specs = parse(EMBEDDED_DEFAULT, Path::new("/c"), "embedded").unwrap();
-        assert!(specs.iter().any(|s| s.id == "privileged-pods"), "{specs:?}");
+        assert!(
+            specs.policies.iter().any(|s| s.id == "privileged-pods"),
+            "{specs:?}"
+        );
+    }
+
+    const GROUP: &str = "\
+signed:
+  policyMode: monitor
+  expression: \"trusted() || (registry() && !latest())\"
+  message: the image is not trusted
+  policies:
+    trusted:
+      module: trusted.wasm
+      settings: {registries: [a.io]}
+      timeoutEvalSeconds: 3
+    registry:
+      module: registry://127.0.0.1:5000/r:v1
+      hostCapabilities: [\"oci/*\"]
+    latest:
+      module: latest.wasm
+plain:
+  module: plain.wasm
+";
+
+    #[test]
+    fn groups_are_read_beside_policies() {
+        let configuration = parse_all(GROUP).unwrap();
+        assert_eq!(configuration.policies.len(), 1);
+        let [group] = &configuration.groups[..] else {
+            panic!("one group: {configuration:?}")
+        };
+        assert_eq!(group.id, "signed");
+        assert_eq!(group.mode, PolicyMode::Monitor);
+        assert_eq!(group.message, "the image is not trusted");
+        assert_eq!(
+            group.expression.to_string(),
+            "(trusted() || (registry() && !latest()))"
+        );
+        let names: Vec<&str> = group.members.iter().map(|m| m.name.as_str()).collect();
+        // By name: the expression, not the file, orders their runs.
+        assert_eq!(names, ["latest", "registry", "trusted"]);
+        let trusted = &group.members[2].spec;
+        assert_eq!(trusted.id, "signed/trusted");
+        assert_eq!(trusted.module, Path::new("/etc/portcullis/trusted.wasm"));
+        assert_eq!(
+            trusted.settings,
+            serde_json::json!({"registries": ["a.io"]})
+        );
+        assert_eq!(trusted.limits.timeout, Some(Duration::from_secs(3)));
+        assert!(!trusted.allowed_to_mutate);
+        assert!(
+            group.members[1]
+                .spec
+                .grants
+                .host_capabilities
+                .allows("oci/v1/verify")
+        );
+        // Members are loaded like policies.
+        assert_eq!(configuration.specs().count(), 4);
+    }
+
+    #[test]
+    fn a_group_s_errors_name_the_group_the_member_and_the_place() {
+        let with = |expression: &str| {
+            GROUP.replace(
+                "\"trusted() || (registry() && !latest())\"",
+                &format!("\"{expression}\""),
+            )
+        };
+        assert_eq!(
+            error(&with("trusted() && signed()")),
+            "policies.yml: policy `signed`: key `expression`: expression `trusted() && \
+             signed()`, column 14: `signed` is not a member of the group (members: latest, \
+             registry, trusted)"
+        );
+        assert_eq!(
+            error(&with("trusted() ||")),
+            "policies.yml: policy `signed`: key `expression`: expression `trusted() ||`, \
+             column 13: the expression ends too early"
+        );
+        let message = error(&GROUP.replace("      timeoutEvalSeconds: 3", "      mode: x"));
+        assert!(
+            message.starts_with(
+                "policies.yml: policy `signed`: member `trusted`: key `mode`: unknown field `mode`"
+            ),
+            "{message}"
+        );
+        let message = error(&GROUP.replace("    latest:\n", "    not-an-identifier:\n"));
+        assert!(
+            message.starts_with("policies.yml: policy `signed`: member `not-an-identifier`: "),
+            "{message}"
+        );
+        assert_eq!(
+            error(&GROUP.replace(
+                "  message: the image is not trusted\n",
+                "  message: \" \"\n"
+            )),
+            "policies.yml: policy `signed`: key `message`: must not be empty"
+        );
+        let message = error(&GROUP.replace("  message: the image is not trusted\n", ""));
+        assert!(message.contains("missing field `message`"), "{message}");
+        assert_eq!(
+            error("a/b:\n  module: a.wasm\n"),
+            "policies.yml: policy `a/b`: a policy id must not contain `/`"
+        );
     }
 }

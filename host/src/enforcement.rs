@@ -2,10 +2,11 @@
 //! (protect / monitor), permission to mutate, an overriding message, and what
 //! an evaluation failure means for the request.
 
-use crate::admission::AdmissionResponse;
+use crate::admission::{AdmissionResponse, StatusCause, StatusDetails};
 use crate::bindings::ValidationResponse;
 use crate::environment::Policy;
 use crate::evaluation::EvaluationError;
+use crate::group::{Group, GroupVerdict};
 use crate::policy::PolicyMode;
 
 /// Why the verdict is wanted.
@@ -116,23 +117,88 @@ pub fn decide(
         status.message = Some(message.clone());
     }
     if purpose == Purpose::Admission && spec.mode == PolicyMode::Monitor {
-        if decision.outcome != Outcome::Accepted {
-            let message = decision
-                .response
-                .status
-                .as_ref()
-                .and_then(|s| s.message.as_deref());
-            tracing::info!(
-                policy = %spec.id,
-                %uid,
-                outcome = decision.outcome.as_str(),
-                // Not `message`: that is the event's own field, and JSON logs
-                // would carry the key twice.
-                verdict = message,
-                "monitor mode: verdict not enforced"
-            );
+        monitor(&spec.id, uid, &mut decision);
+    }
+    decision
+}
+
+/// Monitor mode: the request is admitted; a verdict that was not is logged.
+fn monitor(id: &str, uid: &str, decision: &mut Decision) {
+    if decision.outcome != Outcome::Accepted {
+        let message = decision
+            .response
+            .status
+            .as_ref()
+            .and_then(|s| s.message.as_deref());
+        tracing::info!(
+            policy = id,
+            %uid,
+            outcome = decision.outcome.as_str(),
+            // Not `message`: that is the event's own field, and JSON logs
+            // would carry the key twice.
+            verdict = message,
+            "monitor mode: verdict not enforced"
+        );
+    }
+    decision.response = AdmissionResponse::allow(uid);
+}
+
+/// Applies a group's declared semantics to its verdict for the request
+/// `uid`: one response with the group's message and one cause per member
+/// that rejected (`status.details.causes`, as Kubewarden). A member that
+/// gave no verdict where the expression needed one fails the group, closed:
+/// rejected with code 500, whatever the expression (`!m()` included).
+pub fn decide_group(
+    group: &Group,
+    uid: &str,
+    verdict: &GroupVerdict,
+    purpose: Purpose,
+) -> Decision {
+    let mut decision = match verdict.allowed {
+        Some(true) => Decision {
+            response: AdmissionResponse::allow(uid),
+            outcome: Outcome::Accepted,
+        },
+        Some(false) => {
+            let causes = verdict
+                .runs
+                .iter()
+                .filter_map(|run| {
+                    run.rejection().map(|message| StatusCause {
+                        field: Some(format!("spec.policies.{}", run.name)),
+                        message: Some(message),
+                    })
+                })
+                .collect();
+            let mut response = AdmissionResponse::reject(uid, group.message(), 400);
+            if let Some(status) = response.status.as_mut() {
+                status.code = None;
+                status.details = Some(StatusDetails { causes });
+            }
+            Decision {
+                response,
+                outcome: Outcome::Rejected,
+            }
         }
-        decision.response = AdmissionResponse::allow(uid);
+        None => {
+            let failed = verdict.runs.last().expect("a failed group ran a member");
+            let error = failed.result.as_ref().expect_err("the last run failed");
+            Decision {
+                response: AdmissionResponse::reject(
+                    uid,
+                    format!(
+                        "policy group `{}`: member `{}` failed: {error}",
+                        group.id(),
+                        failed.name
+                    ),
+                    500,
+                ),
+                outcome: Outcome::Error,
+            }
+        }
+    };
+    if purpose == Purpose::Admission && group.mode() == PolicyMode::Monitor {
+        monitor(group.id(), uid, &mut decision);
     }
     decision
 }

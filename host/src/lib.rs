@@ -11,7 +11,10 @@
 //! grants of [`capabilities`]) → [`admission`] (AdmissionReview in,
 //! AdmissionResponse out), with [`enforcement`] applying the declared mode
 //! and mutation permission, and [`server`] serving it all over HTTP(S)
-//! behind a network edge that bounds what any client can hold.
+//! behind a network edge that bounds what any client can hold. A
+//! [`group`] combines several policies by an expression into one verdict;
+//! a running server's configuration is swapped whole by a reload
+//! ([`server::Reloader`]).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -49,5 +52,6 @@ pub mod store;
 pub use cache::CompiledCache;
 pub use engine::Engine;
 pub use environment::{Environment, EvaluateError, LoadError, LoadStats, Policy, Verdict};
+pub use group::Group;
 pub use limits::{LimitOverrides, Limits};
-pub use policy::{PolicyMode, PolicySpec};
+pub use policy::{Configuration, GroupSpec, MemberSpec, PolicyMode, PolicySpec};

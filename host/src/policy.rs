@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::capabilities::Grants;
+use crate::group::Expression;
 use crate::limits::LimitOverrides;
 use crate::source::{Fetch, Source};
 
@@ -108,5 +109,77 @@ impl PolicySpec {
     pub fn allowed_to_mutate(mut self, allowed: bool) -> Self {
         self.allowed_to_mutate = allowed;
         self
+    }
+}
+
+/// A policy group: members combined by a boolean expression into one
+/// verdict, with one message (Kubewarden's policy groups).
+#[derive(Debug, Clone)]
+pub struct GroupSpec {
+    /// The id requests address it by (`/validate/{id}`).
+    pub id: String,
+    /// Whether rejections are enforced.
+    pub mode: PolicyMode,
+    /// Which members must accept, e.g. `signed() || (trusted() && !latest())`.
+    pub expression: Expression,
+    /// The rejection's message; each rejecting member adds a cause.
+    pub message: String,
+    /// The members, by name.
+    pub members: Vec<MemberSpec>,
+}
+
+/// One member of a group.
+#[derive(Debug, Clone)]
+pub struct MemberSpec {
+    /// The name the expression calls it by (`name()`).
+    pub name: String,
+    /// The policy; its id is `group/name` (ids of policies never contain a
+    /// `/`, so it is unique and no route reaches a member alone). A member
+    /// never mutates.
+    pub spec: PolicySpec,
+}
+
+impl MemberSpec {
+    /// The id of a group's member: `group/name`.
+    pub fn id(group: &str, name: &str) -> String {
+        format!("{group}/{name}")
+    }
+}
+
+/// Everything a `policies.yml` declares: policies and groups.
+#[derive(Debug, Clone, Default)]
+pub struct Configuration {
+    /// The policies, in file order.
+    pub policies: Vec<PolicySpec>,
+    /// The groups, in file order.
+    pub groups: Vec<GroupSpec>,
+}
+
+impl From<Vec<PolicySpec>> for Configuration {
+    fn from(policies: Vec<PolicySpec>) -> Self {
+        Self {
+            policies,
+            groups: Vec::new(),
+        }
+    }
+}
+
+impl Configuration {
+    /// Every policy to load: the policies, then each group's members.
+    pub fn specs(&self) -> impl Iterator<Item = &PolicySpec> {
+        self.policies.iter().chain(
+            self.groups
+                .iter()
+                .flat_map(|group| group.members.iter().map(|member| &member.spec)),
+        )
+    }
+
+    /// The same, to change (to point each at its fetched module, say).
+    pub fn specs_mut(&mut self) -> impl Iterator<Item = &mut PolicySpec> {
+        self.policies.iter_mut().chain(
+            self.groups
+                .iter_mut()
+                .flat_map(|group| group.members.iter_mut().map(|member| &mut member.spec)),
+        )
     }
 }

@@ -312,3 +312,56 @@ fn settings_the_policy_rejects_produce_no_configuration() {
     assert!(stderr.contains("policy `annotate`"), "{stderr}");
     assert!(stderr.contains("settings rejected"), "{stderr}");
 }
+
+#[test]
+fn a_group_gets_one_validating_webhook_with_its_members_rules() {
+    let output = webhook_config_for(&format!(
+        "pods-and-services:\n  policyMode: monitor\n  expression: \"privileged() && no_lb()\"\n  \
+         message: nope\n  policies:\n    privileged: {{ module: {privileged}, timeoutEvalSeconds: 3 }}\n    \
+         no_lb: {{ module: {lb}, timeoutEvalSeconds: 4 }}\n    \
+         again: {{ module: {privileged} }}\n",
+        privileged = component("pod_privileged").display(),
+        lb = component("disallow_service_loadbalancer").display(),
+    ));
+    let (validating, mutating) = configurations(&output);
+    assert_eq!(mutating.webhooks.unwrap_or_default().len(), 0);
+    let webhooks = validating.webhooks.unwrap();
+    let [webhook] = &webhooks[..] else {
+        panic!("one webhook for the group: {webhooks:?}")
+    };
+    assert_eq!(webhook.name, "pods-and-services.portcullis.admission");
+    assert_eq!(
+        webhook.client_config.url.as_deref(),
+        Some("https://127.0.0.1:3000/validate/pods-and-services")
+    );
+    // Every member's rules, each once (two members run pod_privileged).
+    let rules = webhook.rules.as_ref().unwrap();
+    let resources: Vec<&str> = rules
+        .iter()
+        .flat_map(|r| r.resources.as_ref().unwrap())
+        .map(String::as_str)
+        .collect();
+    assert!(resources.contains(&"pods"), "{resources:?}");
+    assert!(resources.contains(&"services"), "{resources:?}");
+    assert_eq!(
+        resources.iter().filter(|r| **r == "pods").count(),
+        1,
+        "{resources:?}"
+    );
+    // Members run one after another: the sum of their deadlines (3 + 4 +
+    // the default 2), plus headroom.
+    assert_eq!(webhook.timeout_seconds, Some(11));
+}
+
+#[test]
+fn a_group_whose_expression_names_no_member_produces_no_configuration() {
+    let output = webhook_config_for(&format!(
+        "g:\n  expression: \"a() || b(\"\n  message: m\n  policies:\n    a: {{ module: {} }}\n",
+        component("pod_privileged").display(),
+    ));
+    let stderr = failure(&output);
+    assert!(
+        stderr.contains("policy `g`: key `expression`: expression `a() || b(`, column 10"),
+        "{stderr}"
+    );
+}

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use portcullis::server::{BodyLimits, ListenerLimits, RunningServer, ServerConfig};
-use portcullis::{Limits, PolicySpec, config};
+use portcullis::{Configuration, Limits, config};
 
 use crate::{engine_with, shared_cache, target_dir};
 
@@ -48,9 +48,13 @@ impl TestServer {
         Self::start_specs(specs, config, limits).await
     }
 
-    /// Starts a server for `specs` (remote modules already fetched), with
-    /// `config` and `limits`.
-    pub async fn start_specs(specs: Vec<PolicySpec>, config: ServerConfig, limits: Limits) -> Self {
+    /// Starts a server for `specs` (policies, or a whole configuration with
+    /// groups; remote modules already fetched), with `config` and `limits`.
+    pub async fn start_specs(
+        specs: impl Into<Configuration>,
+        config: ServerConfig,
+        limits: Limits,
+    ) -> Self {
         let scheme = if config.tls.is_some() {
             "https"
         } else {

@@ -109,7 +109,8 @@ async fn an_https_module_with_a_ca_from_sources_yml_is_served() {
         Path::new("/"),
         "policies.yml",
     )
-    .unwrap();
+    .unwrap()
+    .policies;
     let specs = fetcher.fetch_policies(specs).await.unwrap();
     let fetch = specs[0].fetch.clone().unwrap();
     assert_eq!(fetch.origin, FetchOrigin::Pulled);

@@ -46,7 +46,8 @@ async fn policies_sharing_a_component_compile_it_once() {
             policies: 5,
             unique_components: 2,
             compiled: 2,
-            from_cache: 0
+            from_cache: 0,
+            reused: 0,
         }
     );
     let shared = env.policy("a").unwrap().code();
@@ -366,4 +367,86 @@ async fn metadata_is_read_once_at_load() {
     for resource in ["pods", "deployments", "cronjobs"] {
         assert!(resources.contains(&resource), "{resources:?}");
     }
+}
+
+#[tokio::test]
+async fn a_reload_reuses_prepared_code_by_digest_and_compiles_only_what_is_new() {
+    let engine = engine();
+    let specs = |settings: serde_json::Value| {
+        vec![
+            PolicySpec::new("privileged", component("pod_privileged")),
+            PolicySpec::new("privileged-again", component("pod_privileged")),
+            PolicySpec::new("sleep", component("sleeping")).with_settings(settings),
+            // A stack of its own: an engine of its own, reused with its code.
+            {
+                let mut deep = PolicySpec::new("deep", component("pod_privileged"));
+                deep.limits.stack_bytes = Some(2 << 20);
+                deep
+            },
+        ]
+    };
+    let first = Environment::load(&engine, specs(json!({"sleepMilliseconds": 1})), None)
+        .await
+        .unwrap();
+    assert_eq!(first.stats().compiled, 3);
+
+    // Settings change, code does not: nothing is compiled, settings are
+    // validated again.
+    let second = first
+        .reload(specs(json!({"sleepMilliseconds": 2})).into(), None)
+        .await
+        .unwrap();
+    assert_eq!((second.stats().compiled, second.stats().reused), (0, 3));
+    for id in ["privileged", "sleep", "deep"] {
+        assert!(
+            first
+                .policy(id)
+                .unwrap()
+                .code()
+                .ptr_eq(second.policy(id).unwrap().code()),
+            "{id}"
+        );
+    }
+    assert!(
+        !second
+            .validate("deep", &privileged_request())
+            .await
+            .unwrap()
+            .response
+            .allowed
+    );
+
+    // Settings the policy rejects: an error, and the loaded one is intact.
+    let error = match second
+        .reload(specs(json!({"sleepMilliseconds": 0})).into(), None)
+        .await
+    {
+        Ok(_) => panic!("settings the policy rejects were accepted"),
+        Err(error) => error.to_string(),
+    };
+    assert!(error.starts_with("policy `sleep`"), "{error}");
+    assert!(error.contains("settings rejected"), "{error}");
+    assert!(
+        !second
+            .validate("privileged", &privileged_request())
+            .await
+            .unwrap()
+            .response
+            .allowed
+    );
+
+    // New code is compiled; code no longer named is not carried on.
+    let third = second
+        .reload(
+            vec![
+                PolicySpec::new("privileged", component("pod_privileged")),
+                PolicySpec::new("lb", component("disallow_service_loadbalancer")),
+            ]
+            .into(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!((third.stats().compiled, third.stats().reused), (1, 1));
+    assert_eq!(third.stats().unique_components, 2);
 }

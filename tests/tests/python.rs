@@ -103,6 +103,7 @@ async fn policies_sharing_the_python_component_compile_it_once() {
             unique_components: 1,
             compiled: 1,
             from_cache: 0,
+            reused: 0,
         }
     );
     let component = env.policy(DENY).unwrap().code();

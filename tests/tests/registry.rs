@@ -205,7 +205,9 @@ async fn registry_modules_serve_the_same_verdicts_as_the_same_files() {
         &format!("{host}/lb:v1"),
         &setup.uri("annotations:v1"),
     );
-    let specs = config::parse(&remote, Path::new("/"), "policies.yml").unwrap();
+    let specs = config::parse(&remote, Path::new("/"), "policies.yml")
+        .unwrap()
+        .policies;
     let specs = fetcher.fetch_policies(specs).await.unwrap();
     for spec in &specs {
         let fetch = spec.fetch.as_ref().expect("fetched");
@@ -333,7 +335,9 @@ async fn the_same_digest_named_by_five_policies_is_pulled_once() {
         .enumerate()
         .map(|(i, name)| format!("policy-{i}:\n  module: {name}\n"))
         .collect();
-    let specs = config::parse(&yml, Path::new("/"), "policies.yml").unwrap();
+    let specs = config::parse(&yml, Path::new("/"), "policies.yml")
+        .unwrap()
+        .policies;
     let specs = fetcher.fetch_policies(specs).await.unwrap();
     assert_eq!(
         setup.registry.blob_downloads(&layer),
@@ -694,7 +698,9 @@ async fn every_failing_policy_is_listed() {
         setup.uri("p:v1"),
         setup.uri("p:v2"),
     );
-    let specs = config::parse(&yml, Path::new("/"), "policies.yml").unwrap();
+    let specs = config::parse(&yml, Path::new("/"), "policies.yml")
+        .unwrap()
+        .policies;
     let error = fetcher.fetch_policies(specs).await.unwrap_err().to_string();
     let lines: Vec<&str> = error.lines().collect();
     assert_eq!(

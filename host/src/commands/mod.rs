@@ -6,6 +6,7 @@ pub mod compile;
 pub mod inspect;
 pub mod new;
 pub mod registry;
+mod reload;
 mod run;
 mod serve;
 pub mod webhook_config;
@@ -17,7 +18,7 @@ use anyhow::Context;
 use portcullis::admission::parse_review_or_request;
 use portcullis::bindings::AdmissionRequest;
 use portcullis::source::{Credentials, DownloadStore, Fetch, Fetcher, Location, Source, Sources};
-use portcullis::{CompiledCache, Engine, Environment, Limits, PolicySpec, config};
+use portcullis::{CompiledCache, Configuration, Engine, Environment, Limits, PolicySpec, config};
 
 use crate::cli::{CacheArgs, Command, FetchArgs, PolicySource, SettingsArgs};
 
@@ -122,25 +123,33 @@ fn settings(args: &SettingsArgs) -> anyhow::Result<serde_json::Value> {
     serde_json::from_str(&text).with_context(|| format!("settings in {origin} are not valid JSON"))
 }
 
-/// `specs` with each remote module fetched into the download store (all at
-/// once; every failure reported).
+/// `configuration` with each remote module (of its policies and its groups'
+/// members) fetched into the download store (all at once; every failure
+/// reported).
 async fn fetch_remote(
-    specs: Vec<PolicySpec>,
+    mut configuration: Configuration,
     source: &PolicySource,
     cache: &CacheArgs,
-) -> anyhow::Result<Vec<PolicySpec>> {
-    if !specs
-        .iter()
+) -> anyhow::Result<Configuration> {
+    if !configuration
+        .specs()
         .any(|spec| spec.source.as_ref().is_some_and(Source::is_remote))
     {
-        return Ok(specs);
+        return Ok(configuration);
     }
     let fetcher = fetcher(&source.fetch, cache.cache_dir.as_deref())?;
-    Ok(fetcher.fetch_policies(specs).await?)
+    let specs: Vec<PolicySpec> = configuration.specs().cloned().collect();
+    let fetched = fetcher.fetch_policies(specs).await?;
+    // `fetch_policies` keeps the order it was given.
+    for (spec, fetched) in configuration.specs_mut().zip(fetched) {
+        *spec = fetched;
+    }
+    Ok(configuration)
 }
 
-/// The policies of `source`: its policies.yml, or the embedded default.
-fn policies(source: &PolicySource) -> anyhow::Result<Vec<PolicySpec>> {
+/// The policies and groups of `source`: its policies.yml, or the embedded
+/// default.
+fn policies(source: &PolicySource) -> anyhow::Result<Configuration> {
     Ok(match &source.policies {
         Some(path) => config::load(path)?,
         None => config::parse(

@@ -1,4 +1,5 @@
-//! `portcullis serve`: load the policies, serve the webhook until SIGTERM/SIGINT.
+//! `portcullis serve`: load the policies, serve the webhook until SIGTERM/SIGINT;
+//! reload the configuration on SIGHUP (and file changes with `--watch`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -79,9 +80,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // thread per worker, 2.2 with half as many).
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     super::runtime(Some(workers.min(cpus).div_ceil(2)))?.block_on(async move {
+        let triggers = super::reload::Triggers::new(&args.source, args.watch)?;
         let specs = super::fetch_remote(specs, &args.source, &args.cache).await?;
         let engine = Engine::new(limits)?;
         let mut server = portcullis::server::start(config, engine, specs, cache).await?;
+        let reloads = triggers.run(server.reloader(), args.source.clone(), args.cache.clone());
+        let _reloading = AbortOnDrop(tokio::spawn(reloads));
         tokio::select! {
             result = server.wait() => result.context("server stopped")?,
             signal = shutdown_signal() => {
@@ -142,20 +146,22 @@ fn tune_allocator() {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const TRIM_EVERY: Duration = Duration::from_secs(2);
 
-/// Resolves at SIGTERM or SIGINT. SIGHUP, whose default action would kill
-/// the server with every request in flight, is logged and ignored.
+/// Resolves at SIGTERM or SIGINT. (SIGHUP reloads: see `reload`.)
 async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    let mut hangup = signal(SignalKind::hangup()).expect("installing the SIGHUP handler");
-    loop {
-        tokio::select! {
-            _ = term.recv() => return "SIGTERM",
-            _ = tokio::signal::ctrl_c() => return "SIGINT",
-            _ = hangup.recv() => tracing::warn!(
-                "SIGHUP: reloading the configuration is not supported yet; ignored, still serving"
-            ),
-        }
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+/// Stops a task when dropped: no reload starts once shutdown has begun.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

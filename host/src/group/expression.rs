@@ -9,8 +9,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 
 /// A parsed expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,47 +120,104 @@ impl Expression {
         F: AsyncFnMut(&str) -> bool,
     {
         let mut known = HashMap::new();
-        evaluate(self, member, &mut known).await
+        loop {
+            match self.next(&known) {
+                Step::Decided(value) => return value,
+                Step::Run(name) => {
+                    let value = member(name).await;
+                    known.insert(name.to_owned(), value);
+                }
+            }
+        }
+    }
+
+    /// One step of a lazy evaluation: with the verdicts in `known`, either
+    /// the result, or the member to run next (the first one, left to right,
+    /// that the result still depends on).
+    ///
+    /// Calling it again with that member's verdict added continues where it
+    /// stopped; a caller that loops this way runs exactly the members a
+    /// short-circuiting evaluation would, once each, and holds no borrow
+    /// across the runs (so its future can cross threads).
+    pub fn next<'e>(&'e self, known: &HashMap<String, bool>) -> Step<'e> {
+        match self {
+            Expression::Literal(value) => Step::Decided(*value),
+            Expression::Member(name) => match known.get(name) {
+                Some(&value) => Step::Decided(value),
+                None => Step::Run(name),
+            },
+            Expression::Not(inner) => inner.next(known).map(|value| !value),
+            Expression::And(left, right) => match left.next(known) {
+                Step::Decided(false) => Step::Decided(false),
+                Step::Decided(true) => right.next(known),
+                run => run,
+            },
+            Expression::Or(left, right) => match left.next(known) {
+                Step::Decided(true) => Step::Decided(true),
+                Step::Decided(false) => right.next(known),
+                run => run,
+            },
+            Expression::Equal(left, right) => Self::both(left, right, known, |l, r| l == r),
+            Expression::NotEqual(left, right) => Self::both(left, right, known, |l, r| l != r),
+        }
+    }
+
+    /// Both sides are needed: the left one first.
+    fn both<'e>(
+        left: &'e Expression,
+        right: &'e Expression,
+        known: &HashMap<String, bool>,
+        combine: fn(bool, bool) -> bool,
+    ) -> Step<'e> {
+        match (left.next(known), right.next(known)) {
+            (Step::Decided(l), Step::Decided(r)) => Step::Decided(combine(l, r)),
+            (Step::Run(name), _) | (Step::Decided(_), Step::Run(name)) => Step::Run(name),
+        }
+    }
+
+    /// Every member the expression names, each once, in order of appearance.
+    pub fn members(&self) -> Vec<&str> {
+        let mut names = Vec::new();
+        self.collect_members(&mut names);
+        names
+    }
+
+    fn collect_members<'e>(&'e self, names: &mut Vec<&'e str>) {
+        match self {
+            Expression::Member(name) => {
+                if !names.contains(&name.as_str()) {
+                    names.push(name);
+                }
+            }
+            Expression::Literal(_) => {}
+            Expression::Not(inner) => inner.collect_members(names),
+            Expression::And(l, r)
+            | Expression::Or(l, r)
+            | Expression::Equal(l, r)
+            | Expression::NotEqual(l, r) => {
+                l.collect_members(names);
+                r.collect_members(names);
+            }
+        }
     }
 }
 
-type Evaluation<'a> = Pin<Box<dyn Future<Output = bool> + 'a>>;
+/// Where a lazy evaluation stands (see [`Expression::next`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step<'e> {
+    /// The expression's value.
+    Decided(bool),
+    /// The member whose verdict is needed next.
+    Run(&'e str),
+}
 
-/// Boxed, because it recurses; `known` remembers members' verdicts.
-fn evaluate<'e: 'r, 'r, F>(
-    expression: &'e Expression,
-    member: &'r mut F,
-    known: &'r mut HashMap<&'e str, bool>,
-) -> Evaluation<'r>
-where
-    F: AsyncFnMut(&str) -> bool,
-{
-    Box::pin(async move {
-        match expression {
-            Expression::Literal(value) => *value,
-            Expression::Member(name) => {
-                if let Some(&value) = known.get(name.as_str()) {
-                    return value;
-                }
-                let value = member(name).await;
-                known.insert(name, value);
-                value
-            }
-            Expression::Not(inner) => !evaluate(inner, member, known).await,
-            Expression::And(left, right) => {
-                evaluate(left, member, known).await && evaluate(right, member, known).await
-            }
-            Expression::Or(left, right) => {
-                evaluate(left, member, known).await || evaluate(right, member, known).await
-            }
-            Expression::Equal(left, right) => {
-                evaluate(left, member, known).await == evaluate(right, member, known).await
-            }
-            Expression::NotEqual(left, right) => {
-                evaluate(left, member, known).await != evaluate(right, member, known).await
-            }
+impl Step<'_> {
+    fn map(self, f: impl FnOnce(bool) -> bool) -> Self {
+        match self {
+            Step::Decided(value) => Step::Decided(f(value)),
+            run => run,
         }
-    })
+    }
 }
 
 impl fmt::Display for Expression {

@@ -44,6 +44,11 @@ struct ShedLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FetchLabels {
     origin: &'static str,
     scheme: &'static str,
@@ -72,6 +77,8 @@ pub struct Metrics {
     fetches: Family<FetchLabels, Counter>,
     fetch_bytes: Counter<u64, AtomicU64>,
     fetch_seconds: Family<FetchLabels, Histogram>,
+    config_reloads: Family<ResultLabel, Counter>,
+    config_reload_success: Gauge,
 }
 
 impl Default for Metrics {
@@ -141,7 +148,7 @@ impl Metrics {
         let fetches = Family::<FetchLabels, Counter>::default();
         registry.register(
             "policy_fetches",
-            "Remote modules obtained at start-up, by origin (pulled now, or found in the download store) and scheme",
+            "Remote modules obtained at start-up and at each reload, by origin (pulled now, or found in the download store) and scheme",
             fetches.clone(),
         );
         let fetch_bytes = Counter::default();
@@ -160,7 +167,20 @@ impl Metrics {
             "Time to obtain a remote module at start-up",
             fetch_seconds.clone(),
         );
-        Self {
+        let config_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP, --watch) by result: ok (swapped in), error (the \
+             previous configuration keeps serving)",
+            config_reloads.clone(),
+        );
+        let config_reload_success = Gauge::default();
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the configuration serving now was loaded (Unix time)",
+            config_reload_success.clone(),
+        );
+        let metrics = Self {
             registry,
             evaluations,
             evaluation_seconds,
@@ -174,7 +194,30 @@ impl Metrics {
             fetches,
             fetch_bytes,
             fetch_seconds,
+            config_reloads,
+            config_reload_success,
+        };
+        metrics.config_loaded();
+        metrics
+    }
+
+    /// Counts one configuration reload, swapped in or not.
+    pub fn config_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.config_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
+        if ok {
+            self.config_loaded();
         }
+    }
+
+    fn config_loaded(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.config_reload_success
+            .set(i64::try_from(now).unwrap_or(i64::MAX));
     }
 
     /// Records one remote module obtained at start-up over `scheme`.

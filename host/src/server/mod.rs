@@ -13,17 +13,20 @@ mod budget;
 mod connections;
 mod error;
 mod gate;
+mod groups;
 mod listener;
 mod metrics;
+mod reload;
 mod routes;
 mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use axum::http::StatusCode;
 use tokio::sync::watch;
 
@@ -34,13 +37,14 @@ pub use self::gate::{Gate, Lane, Overloaded};
 use self::listener::Listener;
 pub use self::listener::ListenerLimits;
 pub use self::metrics::Metrics;
+pub use self::reload::Reloader;
 use crate::bindings::AdmissionRequest;
 use crate::cache::CompiledCache;
 use crate::enforcement::{Decision, Outcome, Purpose, decide};
 use crate::engine::Engine;
 use crate::environment::Policy;
 use crate::evaluation::EvaluationError;
-use crate::policy::PolicySpec;
+use crate::policy::Configuration;
 use crate::{Environment, LoadError};
 
 /// Everything `serve` needs, already parsed.
@@ -121,7 +125,8 @@ enum Job {
 /// State shared by every handler.
 pub struct AppState {
     evaluator: tokio::runtime::Handle,
-    environment: OnceLock<Environment>,
+    /// The configuration serving now: swapped whole by a reload.
+    environment: ArcSwapOption<Environment>,
     ready: AtomicBool,
     gate: Arc<Gate>,
     webhook_timeout: Duration,
@@ -132,8 +137,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    fn environment(&self) -> Option<&Environment> {
-        self.environment.get()
+    fn environment(&self) -> Option<Arc<Environment>> {
+        self.environment.load_full()
     }
 
     fn is_ready(&self) -> bool {
@@ -187,16 +192,7 @@ impl AppState {
         job: Job,
         received: Received,
     ) -> Result<(Result<crate::Verdict, EvaluationError>, Job), ApiError> {
-        let deadline = received.arrived + self.webhook_timeout;
-        let lane = Lane::new(policy.id(), received.bytes);
-        let permit = self
-            .gate
-            .enter(lane, received.arrived, deadline)
-            .await
-            .map_err(|overloaded| {
-                self.metrics.overloaded(overloaded.reason());
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, overloaded.to_string())
-            })?;
+        let permit = self.enter(policy.id(), received).await?;
         let state = Arc::clone(self);
         let policy = Arc::clone(policy);
         let task = self.evaluator.spawn(async move {
@@ -228,6 +224,20 @@ impl AppState {
             }
             result => Ok((result, job)),
         }
+    }
+
+    /// Waits for a worker in the lane of the policy (or group) `id`, until
+    /// the webhook's deadline; overload is answered 503 and counted.
+    async fn enter(&self, id: &str, received: Received) -> Result<gate::Permit, ApiError> {
+        let deadline = received.arrived + self.webhook_timeout;
+        let lane = Lane::new(id, received.bytes);
+        self.gate
+            .enter(lane, received.arrived, deadline)
+            .await
+            .map_err(|overloaded| {
+                self.metrics.overloaded(overloaded.reason());
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, overloaded.to_string())
+            })
     }
 
     fn record(
@@ -271,6 +281,7 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     tasks: tokio::task::JoinSet<Result<(), ServeError>>,
     watcher: Option<tokio::task::JoinHandle<()>>,
+    reloader: Reloader,
     _evaluator: Evaluator,
 }
 
@@ -301,6 +312,11 @@ impl RunningServer {
         Ok(())
     }
 
+    /// The handle that swaps the configuration while serving.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
     /// Waits until a listener fails (normally never).
     pub async fn wait(&mut self) -> Result<(), ServeError> {
         match self.tasks.join_next().await {
@@ -310,14 +326,16 @@ impl RunningServer {
     }
 }
 
-/// Starts the probes, loads `specs`, then serves the API. Returns once both
-/// listeners accept connections and every policy is loaded (readiness = 200).
+/// Starts the probes, loads `configuration` (policies and groups), then
+/// serves the API. Returns once both listeners accept connections and every
+/// policy is loaded (readiness = 200).
 pub async fn start(
     config: ServerConfig,
     engine: Engine,
-    specs: Vec<PolicySpec>,
+    configuration: impl Into<Configuration>,
     cache: Option<CompiledCache>,
 ) -> Result<RunningServer, ServeError> {
+    let configuration = configuration.into();
     // Policies run on a runtime of their own, one thread per worker.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.workers.max(1))
@@ -333,7 +351,7 @@ pub async fn start(
     let evaluator = Evaluator(Some(runtime));
     let state = Arc::new(AppState {
         evaluator: handle,
-        environment: OnceLock::new(),
+        environment: ArcSwapOption::empty(),
         ready: AtomicBool::new(false),
         gate: Gate::new(config.workers, config.queue_capacity),
         webhook_timeout: config.webhook_timeout,
@@ -343,6 +361,7 @@ pub async fn start(
         always_accept_namespace: config.always_accept_namespace.clone(),
     });
     let (shutdown, stopping) = watch::channel(false);
+    let specs: Vec<_> = configuration.specs().cloned().collect();
     for (fetch, scheme) in crate::source::distinct_fetches(&specs) {
         state.metrics.fetched(&fetch, scheme);
     }
@@ -369,8 +388,9 @@ pub async fn start(
     });
     tracing::info!(%readiness_addr, "probes listening; loading policies");
 
-    let environment = Environment::load(&engine, specs, cache.as_ref()).await?;
-    let _ = state.environment.set(environment);
+    let environment =
+        Environment::load_configuration(&engine, configuration, cache.as_ref()).await?;
+    state.environment.store(Some(Arc::new(environment)));
 
     let socket = bind("API listener", config.api_addr)?;
     let api_addr = local_addr("API listener", &socket)?;
@@ -400,6 +420,7 @@ pub async fn start(
         shutdown,
         tasks,
         watcher,
+        reloader: Reloader::new(state, cache),
         _evaluator: evaluator,
     })
 }

@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::body::LimitedBody;
 use super::error::ApiError;
 use super::gate::LARGE;
+use super::groups::{GroupJob, Target};
 use super::{AppState, Received};
 use crate::admission::{ADMISSION_API_VERSION, AdmissionResponse, parse_review, raw_document_uid};
 use crate::bindings::AdmissionRequest;
@@ -107,7 +108,7 @@ async fn review(
     body: LimitedBody,
     purpose: Purpose,
 ) -> Result<Json<ReviewOut>, ApiError> {
-    let policy = state.policy(&policy_id)?;
+    let target = state.target(&policy_id)?;
     let LimitedBody {
         bytes,
         reservation: _held_until_answered,
@@ -122,7 +123,16 @@ async fn review(
     if purpose == Purpose::Admission && state.always_accepted(&request) {
         return Ok(ReviewOut::new(AdmissionResponse::allow(&request.uid)));
     }
-    let decision = state.evaluate(&policy, request, purpose, received).await?;
+    let decision = match target {
+        Target::Policy(policy) => state.evaluate(&policy, request, purpose, received).await?,
+        Target::Group(group) => {
+            let uid = request.uid.clone();
+            let job = GroupJob::Validate(Box::new(request));
+            state
+                .evaluate_group(&group, &uid, job, purpose, received)
+                .await?
+        }
+    };
     Ok(ReviewOut::new(decision.response))
 }
 
@@ -137,7 +147,7 @@ async fn validate_raw(
     id: PolicyId,
     body: LimitedBody,
 ) -> Result<Json<RawOut>, ApiError> {
-    let policy = state.policy(&policy_id(id)?)?;
+    let target = state.target(&policy_id(id)?)?;
     let LimitedBody {
         bytes,
         reservation: _held_until_answered,
@@ -162,7 +172,15 @@ async fn validate_raw(
             format!("malformed JSON document: {e}"),
         )
     })?;
-    let Decision { response, .. } = state.evaluate_raw(&policy, &uid, text, received).await?;
+    let Decision { response, .. } = match target {
+        Target::Policy(policy) => state.evaluate_raw(&policy, &uid, text, received).await?,
+        Target::Group(group) => {
+            let job = GroupJob::Raw(text);
+            state
+                .evaluate_group(&group, &uid, job, Purpose::Admission, received)
+                .await?
+        }
+    };
     Ok(Json(RawOut { response }))
 }
 
@@ -218,12 +236,6 @@ async fn not_found() -> ApiError {
 }
 
 impl AppState {
-    fn policy(&self, id: &str) -> Result<Arc<crate::Policy>, ApiError> {
-        self.environment()
-            .and_then(|env| env.policy(id).cloned())
-            .ok_or_else(|| ApiError::unknown_policy(id))
-    }
-
     fn always_accepted(&self, request: &AdmissionRequest) -> bool {
         self.always_accept_namespace.is_some()
             && request.namespace.as_deref() == self.always_accept_namespace.as_deref()
