@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use portcullis::server::{BodyLimits, ListenerLimits, ServerConfig, TlsFiles};
+use portcullis::server::{BodyLimits, Gate, ListenerLimits, ServerConfig, TlsFiles};
 use portcullis::{Engine, Limits};
 
 use crate::cli::ServeArgs;
@@ -20,9 +20,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let specs = super::policies(&args.source)?;
     let limits = Limits {
         timeout: Duration::from_secs(args.policy_timeout.max(1)),
-        // Every worker's instance plus headroom for loading; the gate, not the
-        // pool, is what bounds concurrency.
-        max_instances: u32::try_from(workers * 2 + 16).unwrap_or(u32::MAX),
+        // Every worker's instance, the evaluations parked waiting on the
+        // API server, plus headroom for loading; the gate, not the pool, is
+        // what bounds concurrency.
+        max_instances: u32::try_from(workers * 2 + 16 + Gate::max_parked(workers))
+            .unwrap_or(u32::MAX),
         memory_bytes: args.policy_memory_limit,
         stack_bytes: args.policy_stack_size,
         table_elements: args.policy_table_elements,
@@ -76,7 +78,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     super::runtime(Some(workers.min(cpus)))?.block_on(async move {
         let specs = super::fetch_remote(specs, &args.source, &args.cache).await?;
-        let engine = Engine::new(limits)?;
+        let capabilities = super::capabilities(&args.cluster, &specs).await?;
+        let engine = Engine::with_capabilities(limits, capabilities)?;
         let mut server = portcullis::server::start(config, engine, specs, cache).await?;
         tokio::select! {
             result = server.wait() => result.context("server stopped")?,

@@ -1,0 +1,399 @@
+//! The real cluster: the `kube` client (in-cluster configuration, else a
+//! kubeconfig), one watch-based cache (a reflector) per granted resource
+//! answering lists, a 5-second cache for `get` and `can_i` (Kubewarden's),
+//! and API server calls that park their evaluation and give up at the
+//! deadline they are given.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::authorization::v1::{
+    SubjectAccessReview, SubjectAccessReviewSpec, SubjectAccessReviewStatus,
+};
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::{GroupVersionKind, TypeMeta};
+use kube::discovery::{ApiResource, Scope};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::objects::Objects;
+use super::offline::not_found;
+use super::select::{FieldMasks, FieldSelector, LabelSelector};
+use super::{Cluster, ClusterFuture, ContextAwareResource, KubeError};
+use crate::capabilities::waiting;
+
+/// How long a `get` or `can_i` answer is reused (Kubewarden's 5 s).
+pub const ANSWER_TTL: Duration = Duration::from_secs(5);
+
+/// At most this many answers are cached; beyond, expired ones are dropped
+/// (and, if none had expired, all of them).
+const CACHED_ANSWERS: usize = 4096;
+
+/// Why the cluster could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No configuration: not in a cluster, no kubeconfig.
+    #[error("no Kubernetes configuration: {0}")]
+    Config(String),
+    /// The API server does not serve a granted resource.
+    #[error("the API server serves no {resource}: {reason}")]
+    Discovery {
+        /// The resource.
+        resource: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One granted resource: where it is served, and its cache.
+struct Watched {
+    api: ApiResource,
+    namespaced: bool,
+    objects: Arc<Objects>,
+}
+
+/// The cluster behind `--kubeconfig`, `KUBECONFIG` or the in-cluster
+/// service account.
+pub struct LiveCluster {
+    client: kube::Client,
+    watched: HashMap<(String, String), Watched>,
+    gets: AnswerCache<(String, String, String, String), Arc<Value>>,
+    reviews: AnswerCache<String, SubjectAccessReviewStatus>,
+    reflectors: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for LiveCluster {
+    fn drop(&mut self) {
+        for reflector in &self.reflectors {
+            reflector.abort();
+        }
+    }
+}
+
+/// The client: in-cluster when run in a pod, else `kubeconfig`, else what
+/// `KUBECONFIG` or `~/.kube/config` says.
+pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, ClusterError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| ClusterError::Config(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .map_err(|e| ClusterError::Config(format!("{}: {e}", path.display())))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| ClusterError::Config(e.to_string()))?,
+    };
+    kube::Client::try_from(config).map_err(|e| ClusterError::Config(e.to_string()))
+}
+
+fn group_version(api_version: &str) -> (&str, &str) {
+    api_version.split_once('/').unwrap_or(("", api_version))
+}
+
+impl LiveCluster {
+    /// Finds where each of `resources` is served, starts a cache for each,
+    /// and returns once every cache holds the cluster's objects — logging
+    /// which it waits for. The API server must answer by then; until it
+    /// does, this waits (and the server stays unready).
+    ///
+    /// A resource listed twice with different field masks is cached with
+    /// the union of them (or whole, if one has none).
+    pub async fn start(
+        client: kube::Client,
+        resources: &[ContextAwareResource],
+    ) -> Result<Arc<Self>, ClusterError> {
+        let mut masks: HashMap<(String, String), Option<Vec<String>>> = HashMap::new();
+        for resource in resources {
+            let key = (resource.api_version.clone(), resource.kind.clone());
+            let entry = masks.entry(key).or_insert_with(|| Some(Vec::new()));
+            match (entry.as_mut(), resource.field_masks.is_empty()) {
+                (Some(_), true) => *entry = None,
+                (Some(union), false) => union.extend(resource.field_masks.iter().cloned()),
+                (None, _) => {}
+            }
+        }
+        let mut watched = HashMap::new();
+        let mut reflectors = Vec::new();
+        let mut syncing = Vec::new();
+        for ((api_version, kind), keep) in masks {
+            let (group, version) = group_version(&api_version);
+            let gvk = GroupVersionKind::gvk(group, version, &kind);
+            let (api, capabilities) =
+                kube::discovery::pinned_kind(&client, &gvk)
+                    .await
+                    .map_err(|e| ClusterError::Discovery {
+                        resource: format!("{api_version}/{kind}"),
+                        reason: e.to_string(),
+                    })?;
+            let keep = FieldMasks::new(&keep.unwrap_or_default()).map_err(|reason| {
+                ClusterError::Discovery {
+                    resource: format!("{api_version}/{kind}"),
+                    reason,
+                }
+            })?;
+            let objects = Arc::new(Objects::new(keep));
+            let (synced, ready) = watch::channel(false);
+            reflectors.push(tokio::spawn(reflect(
+                Api::all_with(client.clone(), &api),
+                api.clone(),
+                objects.clone(),
+                synced,
+            )));
+            syncing.push((format!("{api_version}/{kind}"), ready, objects.clone()));
+            watched.insert(
+                (api_version, kind),
+                Watched {
+                    api,
+                    namespaced: capabilities.scope == Scope::Namespaced,
+                    objects,
+                },
+            );
+        }
+        let cluster = Arc::new(Self {
+            client,
+            watched,
+            gets: AnswerCache::default(),
+            reviews: AnswerCache::default(),
+            reflectors,
+        });
+        let names: Vec<&str> = syncing.iter().map(|(name, ..)| name.as_str()).collect();
+        tracing::info!(
+            resources = names.join(", "),
+            "waiting for the Kubernetes caches to sync"
+        );
+        let started = Instant::now();
+        for (name, mut ready, objects) in syncing {
+            // A closed channel means the reflector task is gone: aborted.
+            let _ = ready.wait_for(|synced| *synced).await;
+            tracing::info!(
+                resource = name,
+                objects = objects.len(),
+                after_ms = started.elapsed().as_millis() as u64,
+                "Kubernetes cache synced"
+            );
+        }
+        Ok(cluster)
+    }
+
+    fn watched(&self, resource: &ContextAwareResource) -> Result<&Watched, KubeError> {
+        self.watched
+            .get(&(resource.api_version.clone(), resource.kind.clone()))
+            .ok_or_else(|| {
+                KubeError::Invalid(format!("the host does not watch {resource}: not granted"))
+            })
+    }
+}
+
+/// Keeps `objects` equal to the cluster's objects of `api`, from a watch
+/// (relisting when the watch breaks, with backoff); flags `synced` once the
+/// first list is in.
+async fn reflect(
+    all: Api<DynamicObject>,
+    api: ApiResource,
+    objects: Arc<Objects>,
+    synced: watch::Sender<bool>,
+) {
+    let types = TypeMeta {
+        api_version: api.api_version.clone(),
+        kind: api.kind.clone(),
+    };
+    // Items of a list come without apiVersion and kind: policies read typed
+    // objects, so they are put back.
+    let to_value = |mut object: DynamicObject| {
+        object.types.get_or_insert_with(|| types.clone());
+        serde_json::to_value(object).unwrap_or_default()
+    };
+    let stream = watcher(all, watcher::Config::default()).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    let mut initial = Vec::new();
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::Init) => initial.clear(),
+            Ok(watcher::Event::InitApply(object)) => initial.push(to_value(object)),
+            Ok(watcher::Event::InitDone) => {
+                objects.replace(std::mem::take(&mut initial));
+                synced.send_replace(true);
+            }
+            Ok(watcher::Event::Apply(object)) => objects.apply(to_value(object)),
+            Ok(watcher::Event::Delete(object)) => objects.delete(&to_value(object)),
+            Err(error) => tracing::warn!(
+                resource = %format!("{}/{}", api.api_version, api.kind),
+                %error,
+                "Kubernetes watch failed; retrying (lists are answered from the last state)"
+            ),
+        }
+    }
+}
+
+/// The typed error of a failed API call.
+fn api_error(error: kube::Error) -> KubeError {
+    match error {
+        kube::Error::Api(status) => match status.code {
+            404 => KubeError::NotFound(status.message),
+            401 | 403 => KubeError::Forbidden(format!(
+                "the API server refused Portcullis: {} (see the RBAC `portcullis webhook-config \
+                 --rbac` prints)",
+                status.message
+            )),
+            400 | 422 => KubeError::Invalid(status.message),
+            code => KubeError::Unavailable(format!(
+                "the API server answered {code}: {}",
+                status.message
+            )),
+        },
+        other => KubeError::Unavailable(format!("cannot reach the API server: {other}")),
+    }
+}
+
+/// Runs `call` against the API server with the evaluation parked, until
+/// `deadline`.
+async fn ask<T>(
+    deadline: Instant,
+    call: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, KubeError> {
+    let parked = waiting::park();
+    let answer = tokio::time::timeout_at(deadline.into(), call).await;
+    drop(parked);
+    match answer {
+        Ok(answer) => answer.map_err(api_error),
+        Err(_elapsed) => Err(KubeError::Unavailable(
+            "the API server did not answer in time (the policy's evaluation deadline)".into(),
+        )),
+    }
+}
+
+impl Cluster for LiveCluster {
+    fn get<'a>(
+        &'a self,
+        resource: &'a ContextAwareResource,
+        namespace: Option<&'a str>,
+        name: &'a str,
+        bypass_cache: bool,
+        deadline: Instant,
+    ) -> ClusterFuture<'a, Arc<Value>> {
+        Box::pin(async move {
+            let watched = self.watched(resource)?;
+            let namespace = match (watched.namespaced, namespace) {
+                (true, Some(namespace)) => Some(namespace),
+                (true, None) => {
+                    return Err(KubeError::Invalid(format!(
+                        "{resource} is namespaced: the request needs a namespace"
+                    )));
+                }
+                (false, _) => None,
+            };
+            let key = (
+                resource.api_version.clone(),
+                resource.kind.clone(),
+                namespace.unwrap_or_default().to_owned(),
+                name.to_owned(),
+            );
+            if !bypass_cache && let Some(object) = self.gets.get(&key) {
+                return Ok(object);
+            }
+            let api: Api<DynamicObject> = match namespace {
+                Some(namespace) => {
+                    Api::namespaced_with(self.client.clone(), namespace, &watched.api)
+                }
+                None => Api::all_with(self.client.clone(), &watched.api),
+            };
+            let object = ask(deadline, api.get(name))
+                .await
+                .map_err(|error| match error {
+                    KubeError::NotFound(_) => not_found(&resource.kind, namespace, name),
+                    other => other,
+                })?;
+            let mut object = object;
+            object.types.get_or_insert_with(|| TypeMeta {
+                api_version: watched.api.api_version.clone(),
+                kind: watched.api.kind.clone(),
+            });
+            let object = watched
+                .objects
+                .trim(serde_json::to_value(object).unwrap_or_default());
+            let object = Arc::new(object);
+            self.gets.put(key, object.clone());
+            Ok(object)
+        })
+    }
+
+    fn list(
+        &self,
+        resource: &ContextAwareResource,
+        namespace: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+    ) -> Result<Vec<Arc<Value>>, KubeError> {
+        Ok(self
+            .watched(resource)?
+            .objects
+            .list(namespace, labels, fields))
+    }
+
+    fn can_i<'a>(
+        &'a self,
+        review: SubjectAccessReviewSpec,
+        bypass_cache: bool,
+        deadline: Instant,
+    ) -> ClusterFuture<'a, SubjectAccessReviewStatus> {
+        Box::pin(async move {
+            let key = serde_json::to_string(&review).unwrap_or_default();
+            if !bypass_cache && let Some(status) = self.reviews.get(&key) {
+                return Ok(status);
+            }
+            let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
+            let review = SubjectAccessReview {
+                spec: review,
+                ..Default::default()
+            };
+            let answer = ask(deadline, api.create(&PostParams::default(), &review)).await?;
+            let status = answer.status.ok_or_else(|| {
+                KubeError::Unavailable("the SubjectAccessReview came back without a status".into())
+            })?;
+            self.reviews.put(key, status.clone());
+            Ok(status)
+        })
+    }
+}
+
+/// Answers kept for [`ANSWER_TTL`].
+struct AnswerCache<K, V> {
+    entries: Mutex<HashMap<K, (Instant, V)>>,
+}
+
+impl<K, V> Default for AnswerCache<K, V> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Eq + Hash, V: Clone> AnswerCache<K, V> {
+    fn get(&self, key: &K) -> Option<V> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < ANSWER_TTL)
+            .map(|(_, value)| value.clone())
+    }
+
+    fn put(&self, key: K, value: V) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CACHED_ANSWERS {
+            entries.retain(|_, (at, _)| at.elapsed() < ANSWER_TTL);
+            if entries.len() >= CACHED_ANSWERS {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (Instant::now(), value));
+    }
+}
