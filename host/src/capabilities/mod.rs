@@ -332,8 +332,8 @@ mod tests {
             {"resource":"pods","verb":"get"}}}"#;
         assert_eq!(
             call(&all, "kubewarden", "kubernetes/can_i", can_i).unwrap_err(),
-            "Callback evaluation failure: no Kubernetes cluster is configured: no policy \
-             was granted contextAwareResources"
+            "Callback evaluation failure: no Kubernetes cluster is configured (in a cluster, \
+             --kubeconfig or --resources FILE)"
         );
         assert_eq!(
             call(

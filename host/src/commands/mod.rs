@@ -5,6 +5,7 @@ pub mod bench;
 pub mod compile;
 pub mod inspect;
 pub mod new;
+mod rbac;
 pub mod registry;
 mod run;
 mod serve;

@@ -160,8 +160,8 @@ impl LiveCluster {
         let cluster = Arc::new(Self {
             client,
             watched,
-            gets: AnswerCache::default(),
-            reviews: AnswerCache::default(),
+            gets: AnswerCache::new(ANSWER_TTL),
+            reviews: AnswerCache::new(ANSWER_TTL),
             reflectors,
         });
         let names: Vec<&str> = syncing.iter().map(|(name, ..)| name.as_str()).collect();
@@ -181,6 +181,34 @@ impl LiveCluster {
             );
         }
         Ok(cluster)
+    }
+
+    /// A cluster of `client` told where `resources` are served (`api`, and
+    /// whether namespaced) instead of asking, and keeping no cache of them:
+    /// lists are empty and every uncached `get` goes to the API server. For
+    /// measuring what an API server that does not answer costs the host.
+    pub fn unwatched(
+        client: kube::Client,
+        resources: Vec<(ContextAwareResource, ApiResource, bool)>,
+    ) -> Arc<Self> {
+        let watched = resources
+            .into_iter()
+            .map(|(resource, api, namespaced)| {
+                let watched = Watched {
+                    api,
+                    namespaced,
+                    objects: Arc::new(Objects::default()),
+                };
+                ((resource.api_version, resource.kind), watched)
+            })
+            .collect();
+        Arc::new(Self {
+            client,
+            watched,
+            gets: AnswerCache::new(ANSWER_TTL),
+            reviews: AnswerCache::new(ANSWER_TTL),
+            reflectors: Vec::new(),
+        })
     }
 
     fn watched(&self, resource: &ContextAwareResource) -> Result<&Watched, KubeError> {
@@ -364,36 +392,85 @@ impl Cluster for LiveCluster {
     }
 }
 
-/// Answers kept for [`ANSWER_TTL`].
+/// Answers kept for a while ([`ANSWER_TTL`]).
 struct AnswerCache<K, V> {
     entries: Mutex<HashMap<K, (Instant, V)>>,
-}
-
-impl<K, V> Default for AnswerCache<K, V> {
-    fn default() -> Self {
-        Self {
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
+    ttl: Duration,
 }
 
 impl<K: Eq + Hash, V: Clone> AnswerCache<K, V> {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            ttl,
+        }
+    }
+
     fn get(&self, key: &K) -> Option<V> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .get(key)
-            .filter(|(at, _)| at.elapsed() < ANSWER_TTL)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
             .map(|(_, value)| value.clone())
     }
 
     fn put(&self, key: K, value: V) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= CACHED_ANSWERS {
-            entries.retain(|_, (at, _)| at.elapsed() < ANSWER_TTL);
+            let ttl = self.ttl;
+            entries.retain(|_, (at, _)| at.elapsed() < ttl);
             if entries.len() >= CACHED_ANSWERS {
                 entries.clear();
             }
         }
         entries.insert(key, (Instant::now(), value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_expire_and_the_cache_stays_bounded() {
+        let cache = AnswerCache::new(Duration::from_millis(50));
+        cache.put("a", 1);
+        assert_eq!(cache.get(&"a"), Some(1));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(cache.get(&"a"), None, "expired");
+        let cache = AnswerCache::new(Duration::from_secs(60));
+        for i in 0..CACHED_ANSWERS + 10 {
+            cache.put(i, i);
+        }
+        let len = cache.entries.lock().unwrap().len();
+        assert!(len <= CACHED_ANSWERS, "{len}");
+        assert_eq!(cache.get(&(CACHED_ANSWERS + 9)), Some(CACHED_ANSWERS + 9));
+    }
+
+    #[test]
+    fn api_errors_become_typed_errors() {
+        let status = |code: u16| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                message: "m".into(),
+                ..Default::default()
+            }))
+        };
+        assert_eq!(api_error(status(404)), KubeError::NotFound("m".into()));
+        assert!(matches!(api_error(status(403)), KubeError::Forbidden(m) if m.contains("--rbac")));
+        assert_eq!(api_error(status(422)), KubeError::Invalid("m".into()));
+        assert!(matches!(api_error(status(503)), KubeError::Unavailable(_)));
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_deadline_is_unavailable_in_time() {
+        let started = Instant::now();
+        let answer: Result<(), KubeError> = ask(
+            Instant::now() + Duration::from_millis(50),
+            std::future::pending::<Result<(), kube::Error>>(),
+        )
+        .await;
+        assert!(matches!(answer, Err(KubeError::Unavailable(m)) if m.contains("in time")));
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 }

@@ -154,8 +154,8 @@ impl Kubernetes {
     fn cluster(&self) -> Result<&dyn Cluster, KubeError> {
         self.cluster.as_deref().ok_or_else(|| {
             KubeError::Unavailable(
-                "no Kubernetes cluster is configured: no policy was granted \
-                 contextAwareResources"
+                "no Kubernetes cluster is configured (in a cluster, --kubeconfig or \
+                 --resources FILE)"
                     .into(),
             )
         })
