@@ -300,23 +300,31 @@ impl Target {
 
     /// Checks serving several times while `attack` runs, and returns its
     /// output and the highest RSS seen.
+    ///
+    /// The first check starts as soon as the attack is under way and runs
+    /// beside it; a server that ends an attack faster than one check takes
+    /// (heads cut at the size limit, say) still gets that check finished.
     pub async fn during<F: std::future::Future>(&self, name: &str, attack: F) -> (F::Output, u64) {
         let mut attack = std::pin::pin!(attack);
         let mut peak = self.rss_mib();
-        let mut checks = 0;
-        // The first check once the attack is under way, then every 250 ms.
-        let mut pause = Duration::from_millis(100);
+        let mut pause = Duration::from_millis(20);
         loop {
+            let check = async {
+                tokio::time::sleep(pause).await;
+                let rss = self.rss_mib();
+                self.check_serves(name).await;
+                rss
+            };
+            let mut check = std::pin::pin!(check);
             tokio::select! {
                 output = &mut attack => {
-                    assert!(checks > 0, "{name}: the attack ended before any check");
+                    // The check under way began while the attack ran.
+                    peak = peak.max(check.await);
                     return (output, peak.max(self.rss_mib()));
                 }
-                _ = tokio::time::sleep(pause) => {
+                rss = &mut check => {
+                    peak = peak.max(rss);
                     pause = Duration::from_millis(250);
-                    peak = peak.max(self.rss_mib());
-                    self.check_serves(name).await;
-                    checks += 1;
                 }
             }
         }
