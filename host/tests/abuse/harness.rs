@@ -309,7 +309,8 @@ impl Target {
         let mut peak = self.rss_mib();
         let mut pause = Duration::from_millis(20);
         loop {
-            let check = async {
+            // `move`: the check owns this round's pause, which the loop changes.
+            let check = async move {
                 tokio::time::sleep(pause).await;
                 let rss = self.rss_mib();
                 self.check_serves(name).await;
