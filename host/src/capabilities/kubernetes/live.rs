@@ -76,8 +76,8 @@ impl Drop for LiveCluster {
     }
 }
 
-/// The client: in-cluster when run in a pod, else `kubeconfig`, else what
-/// `KUBECONFIG` or `~/.kube/config` says.
+/// The client: `kubeconfig` when given; else in-cluster when run in a pod;
+/// else what `KUBECONFIG` or `~/.kube/config` says.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, ClusterError> {
     let config = match kubeconfig {
         Some(path) => {
@@ -87,9 +87,20 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, ClusterEr
                 .await
                 .map_err(|e| ClusterError::Config(format!("{}: {e}", path.display())))?
         }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| ClusterError::Config(e.to_string()))?,
+        // In a pod, its service account; elsewhere what kubectl would use.
+        // (kube's `Config::infer` tries a kubeconfig first: a file left in
+        // an image must not win over the pod's own identity.)
+        None => match kube::Config::incluster() {
+            Ok(config) => config,
+            Err(in_cluster) => kube::Config::from_kubeconfig(&Default::default())
+                .await
+                .map_err(|kubeconfig| {
+                    ClusterError::Config(format!(
+                        "not in a cluster ({in_cluster}) and no kubeconfig ({kubeconfig}): \
+                         give --kubeconfig, or set KUBECONFIG"
+                    ))
+                })?,
+        },
     };
     kube::Client::try_from(config).map_err(|e| ClusterError::Config(e.to_string()))
 }
