@@ -117,6 +117,38 @@ pub struct GetParams {
     pub bypass_cache: bool,
 }
 
+impl GetParams {
+    /// The object `name` of type `K`, whole, through the cache.
+    pub fn of<K: Resource>(name: impl Into<String>) -> Self {
+        Self {
+            api_version: K::API_VERSION.to_owned(),
+            kind: K::KIND.to_owned(),
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+
+    /// In `namespace` (for a namespaced kind).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Only these fields (dotted paths).
+    pub fn masks<S: Into<String>>(mut self, masks: impl IntoIterator<Item = S>) -> Self {
+        self.field_masks = masks.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Asks the API server now, not the host's 5-second cache: for a
+    /// decision that must see a change the moment it is made (at the cost
+    /// of one API call per evaluation).
+    pub fn bypass_cache(mut self) -> Self {
+        self.bypass_cache = true;
+        self
+    }
+}
+
 pub use crate::bindings::portcullis::policy::kubernetes::{
     AccessReview, AccessReviewStatus, ResourceAttributes,
 };
@@ -144,6 +176,20 @@ pub fn get_namespaced<K: Resource + DeserializeOwned>(
         namespace: Some(namespace.to_owned()),
         ..GetParams::default()
     })?)
+}
+
+/// The object of type `K` that `params` name (see [`GetParams::of`]):
+/// for masks, or to bypass the cache.
+///
+/// ```no_run
+/// use portcullis_sdk::cluster::{self, GetParams};
+/// use portcullis_sdk::k8s_openapi::api::core::v1::Namespace;
+///
+/// let fresh: Namespace = cluster::get_with(&GetParams::of::<Namespace>("team-a").bypass_cache())?;
+/// # Ok::<(), cluster::Error>(())
+/// ```
+pub fn get_with<K: Resource + DeserializeOwned>(params: &GetParams) -> Result<K, Error> {
+    decode(&get_json(params)?)
 }
 
 /// The objects of type `K` that `params` select.
@@ -201,7 +247,11 @@ mod backend {
         })?)
     }
 
-    pub(super) fn list(api_version: &str, kind: &str, params: &ListParams) -> Result<String, Error> {
+    pub(super) fn list(
+        api_version: &str,
+        kind: &str,
+        params: &ListParams,
+    ) -> Result<String, Error> {
         Ok(wit::list(&wit::ListRequest {
             api_version: api_version.to_owned(),
             kind: kind.to_owned(),
@@ -226,7 +276,11 @@ mod backend {
         FakeCluster::with_current(|cluster| cluster.get(params))
     }
 
-    pub(super) fn list(api_version: &str, kind: &str, params: &ListParams) -> Result<String, Error> {
+    pub(super) fn list(
+        api_version: &str,
+        kind: &str,
+        params: &ListParams,
+    ) -> Result<String, Error> {
         FakeCluster::with_current(|cluster| cluster.list(api_version, kind, params))
     }
 

@@ -130,7 +130,11 @@ impl FakeCluster {
         Ok(())
     }
 
-    fn of_kind<'a>(&'a self, api_version: &'a str, kind: &'a str) -> impl Iterator<Item = &'a Value> {
+    fn of_kind<'a>(
+        &'a self,
+        api_version: &'a str,
+        kind: &'a str,
+    ) -> impl Iterator<Item = &'a Value> {
         self.objects.iter().filter(move |o| {
             o["apiVersion"].as_str() == Some(api_version) && o["kind"].as_str() == Some(kind)
         })
@@ -146,7 +150,10 @@ impl FakeCluster {
         match found {
             Some(object) => Ok(mask(object, &params.field_masks).to_string()),
             None => Err(Error::NotFound(match &params.namespace {
-                Some(ns) => format!("{} `{}` not found in namespace `{ns}`", params.kind, params.name),
+                Some(ns) => format!(
+                    "{} `{}` not found in namespace `{ns}`",
+                    params.kind, params.name
+                ),
                 None => format!("{} `{}` not found", params.kind, params.name),
             })),
         }
@@ -163,9 +170,10 @@ impl FakeCluster {
         let fields = params.field_selector.as_deref().unwrap_or_default();
         let mut selected = Vec::new();
         for object in self.of_kind(api_version, kind) {
-            let in_namespace = params.namespace.as_deref().is_none_or(|ns| {
-                object["metadata"]["namespace"].as_str() == Some(ns)
-            });
+            let in_namespace = params
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| object["metadata"]["namespace"].as_str() == Some(ns));
             if in_namespace && labels_match(object, labels)? && fields_match(object, fields)? {
                 selected.push(mask(object, &params.field_masks));
             }
@@ -186,7 +194,9 @@ impl FakeCluster {
             .iter()
             .find(|(r, _)| same(r))
             .map(|(_, status)| status.clone())
-            .ok_or_else(|| Error::Unavailable(format!("no review in the FakeCluster for {review:?}")))
+            .ok_or_else(|| {
+                Error::Unavailable(format!("no review in the FakeCluster for {review:?}"))
+            })
     }
 }
 
@@ -241,7 +251,9 @@ fn any_equals(value: &Value, path: &[&str], expected: &str) -> bool {
         (Value::String(text), None) => text == expected,
         (Value::Object(_), None) => false,
         (other, None) => other.to_string() == expected,
-        (_, Some((key, rest))) => value.get(*key).is_some_and(|v| any_equals(v, rest, expected)),
+        (_, Some((key, rest))) => value
+            .get(*key)
+            .is_some_and(|v| any_equals(v, rest, expected)),
     }
 }
 

@@ -6,11 +6,12 @@
 //!
 //! The namespace is read through the host's 5-second cache: a pod denied
 //! because its namespace lacked the label is admitted a few seconds after
-//! the label is added, without restarting anything. When the cluster cannot
+//! the label is added, without restarting anything (`"bypassCache": true`
+//! asks the API server on every evaluation instead: admitted at once). When the cluster cannot
 //! be read (the API server is down), the pod is rejected with the reason:
 //! a policy that cannot check must not admit.
 
-use portcullis_sdk::cluster::{self, Error};
+use portcullis_sdk::cluster::{self, Error, GetParams};
 use portcullis_sdk::k8s_openapi::api::core::v1::Namespace;
 use portcullis_sdk::prelude::*;
 use serde::Deserialize;
@@ -21,6 +22,10 @@ use serde::Deserialize;
 pub struct LabelSettings {
     /// The label's key, e.g. `team`.
     pub label: String,
+    /// Read the namespace from the API server on every evaluation rather
+    /// than the host's 5-second cache.
+    #[serde(default, rename = "bypassCache")]
+    pub bypass_cache: bool,
 }
 
 impl Settings for LabelSettings {
@@ -56,7 +61,11 @@ impl Policy for NamespaceLabelRequired {
         let Some(name) = request.namespace.as_deref() else {
             return reject_with_code("a pod without a namespace", 400);
         };
-        match cluster::get::<Namespace>(name) {
+        let mut read = GetParams::of::<Namespace>(name).masks(["metadata.labels"]);
+        if settings.bypass_cache {
+            read = read.bypass_cache();
+        }
+        match cluster::get_with::<Namespace>(&read) {
             Ok(namespace) => {
                 let labelled = namespace
                     .metadata

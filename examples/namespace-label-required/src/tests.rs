@@ -73,3 +73,16 @@ fn the_label_must_be_named() {
             .is_err()
     );
 }
+
+#[test]
+fn bypassing_the_cache_reads_the_same_namespace() {
+    let cluster = FakeCluster::new().with(namespace("owned", json!({"team": "payments"})));
+    let fresh = Harness::<NamespaceLabelRequired>::new()
+        .settings_json(json!({"label": "team", "bypassCache": true}))
+        .cluster(cluster);
+    assert!(fresh.validate_settings().is_ok());
+    fresh.validate(pod_in("owned")).assert_accepted();
+    fresh
+        .validate(pod_in("missing"))
+        .assert_rejected("namespace `missing` does not exist");
+}

@@ -27,7 +27,11 @@ fn admitting(operation: &str, object: Value) -> Value {
 
 fn cluster() -> FakeCluster {
     FakeCluster::new()
-        .with(ingress("shop", "front", &["shop.example", "www.shop.example"]))
+        .with(ingress(
+            "shop",
+            "front",
+            &["shop.example", "www.shop.example"],
+        ))
         .with(ingress("blog", "blog", &["blog.example"]))
 }
 
@@ -35,10 +39,16 @@ fn cluster() -> FakeCluster {
 fn a_host_in_use_elsewhere_is_rejected() {
     let harness = Harness::<UniqueIngressHost>::new().cluster(cluster());
     harness
-        .validate(admitting("CREATE", ingress("team-b", "steal", &["www.shop.example"])))
+        .validate(admitting(
+            "CREATE",
+            ingress("team-b", "steal", &["www.shop.example"]),
+        ))
         .assert_rejected("host `www.shop.example` is already used by Ingress `shop/front`");
     harness
-        .validate(admitting("CREATE", ingress("team-b", "new", &["new.example"])))
+        .validate(admitting(
+            "CREATE",
+            ingress("team-b", "new", &["new.example"]),
+        ))
         .assert_accepted();
 }
 
@@ -46,7 +56,10 @@ fn a_host_in_use_elsewhere_is_rejected() {
 fn an_ingress_may_keep_its_own_hosts() {
     Harness::<UniqueIngressHost>::new()
         .cluster(cluster())
-        .validate(admitting("UPDATE", ingress("shop", "front", &["shop.example"])))
+        .validate(admitting(
+            "UPDATE",
+            ingress("shop", "front", &["shop.example"]),
+        ))
         .assert_accepted();
 }
 
