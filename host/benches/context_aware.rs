@@ -78,7 +78,9 @@ fn components() -> PathBuf {
 }
 
 fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
 }
 
 /// A realistic Ingress: labels, annotations, two paths, TLS, a status.
@@ -186,15 +188,14 @@ fn ingresses_file(count: usize) -> ResourcesFile {
 
 fn latency_table() {
     let file = ingresses_file(5_000);
-    let capabilities =
-        Capabilities::default().with(Arc::new(Kubernetes::new(file.into_cluster())));
+    let capabilities = Capabilities::default().with(Arc::new(Kubernetes::new(file.into_cluster())));
     let engine = Engine::with_capabilities(Limits::default(), capabilities).unwrap();
     let grants = Grants {
         context_aware_resources: vec![ContextAwareResource::new("networking.k8s.io/v1", "Ingress")],
         ..Grants::default()
     };
-    let spec = PolicySpec::new("hosts", components().join("unique_ingress_host.wasm"))
-        .with_grants(grants);
+    let spec =
+        PolicySpec::new("hosts", components().join("unique_ingress_host.wasm")).with_grants(grants);
     let plain = PolicySpec::new("plain", components().join("pod_privileged.wasm"));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let env = Arc::new(
@@ -202,10 +203,14 @@ fn latency_table() {
             .block_on(Environment::load(&engine, [spec, plain], None))
             .unwrap(),
     );
-    println!("| evaluation, 5,000 Ingresses in the cache, {CONCURRENCY} at once, 2 threads | p50 | p99 |");
+    println!(
+        "| evaluation, 5,000 Ingresses in the cache, {CONCURRENCY} at once, 2 threads | p50 | p99 |"
+    );
     println!("|---|---|---|");
     let (p50, p99) = latency(&env, "hosts", &review("new.example.com"));
-    println!("| unique-ingress-host: one `list` by host (field selector, masked) | {p50:.0} µs | {p99:.0} µs |");
+    println!(
+        "| unique-ingress-host: one `list` by host (field selector, masked) | {p50:.0} µs | {p99:.0} µs |"
+    );
     let plain_review: Value =
         serde_json::from_slice(&std::fs::read(repo("bench/requests/privileged-pod.json")).unwrap())
             .unwrap();
@@ -262,7 +267,11 @@ async fn plain_throughput(api: &str, seconds: f64) -> f64 {
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..CONCURRENCY {
-        let (client, body, url) = (client.clone(), body.clone(), format!("{api}/validate/plain"));
+        let (client, body, url) = (
+            client.clone(),
+            body.clone(),
+            format!("{api}/validate/plain"),
+        );
         tasks.spawn(async move {
             let mut done = 0u64;
             while Instant::now() < deadline {

@@ -81,7 +81,10 @@ fn serve_answers_from_a_resources_file() {
         .arg("--resources")
         .arg(example(&format!("{LABELS}/namespaces.yaml")));
     let served = serve(command);
-    for (fixture, allowed) in [("pod_in_payments.json", true), ("pod_in_scratch.json", false)] {
+    for (fixture, allowed) in [
+        ("pod_in_payments.json", true),
+        ("pod_in_scratch.json", false),
+    ] {
         let body = std::fs::read_to_string(example(&format!("{LABELS}/{fixture}"))).unwrap();
         let (status, response) = http(served.api, "POST", "/validate/labels", &body);
         assert_eq!(status, 200, "{response}");
@@ -156,7 +159,9 @@ fn webhook_config_prints_the_rbac_of_the_granted_resources() {
         "--url".as_ref(),
         "https://127.0.0.1:9443".as_ref(),
         "--ca-file".as_ref(),
-        repo().join("host/tests/fixtures/webhook-ca.crt").as_os_str(),
+        repo()
+            .join("host/tests/fixtures/webhook-ca.crt")
+            .as_os_str(),
         "--no-cache".as_ref(),
         "--rbac".as_ref(),
     ]));

@@ -105,7 +105,10 @@ mod tests {
     #[test]
     fn exactly_the_granted_resources_read_only() {
         let specs = [
-            spec(&[("v1", "Namespace"), ("networking.k8s.io/v1", "Ingress")], &[]),
+            spec(
+                &[("v1", "Namespace"), ("networking.k8s.io/v1", "Ingress")],
+                &[],
+            ),
             spec(&[("networking.k8s.io/v1", "Ingress"), ("v1", "Pod")], &[]),
             spec(&[], &[]),
         ];
