@@ -62,6 +62,10 @@ struct Watched {
 /// service account.
 pub struct LiveCluster {
     client: kube::Client,
+    /// The runtime the client's connections live on (the server's I/O
+    /// runtime): evaluations run on one without I/O, so their API calls are
+    /// spawned here.
+    io: tokio::runtime::Handle,
     watched: HashMap<(String, String), Watched>,
     gets: AnswerCache<(String, String, String, String), Arc<Value>>,
     reviews: AnswerCache<String, SubjectAccessReviewStatus>,
@@ -170,6 +174,7 @@ impl LiveCluster {
         }
         let cluster = Arc::new(Self {
             client,
+            io: tokio::runtime::Handle::current(),
             watched,
             gets: AnswerCache::new(ANSWER_TTL),
             reviews: AnswerCache::new(ANSWER_TTL),
@@ -215,6 +220,7 @@ impl LiveCluster {
             .collect();
         Arc::new(Self {
             client,
+            io: tokio::runtime::Handle::current(),
             watched,
             gets: AnswerCache::new(ANSWER_TTL),
             reviews: AnswerCache::new(ANSWER_TTL),
@@ -292,17 +298,29 @@ fn api_error(error: kube::Error) -> KubeError {
     }
 }
 
-/// Runs `call` against the API server with the evaluation parked, until
-/// `deadline`.
-async fn ask<T>(
+/// Runs `call` against the API server on the `io` runtime with the
+/// evaluation parked, until `deadline`; a call given up on (or whose
+/// evaluation was dropped) is aborted, not left running.
+async fn ask<T: Send + 'static>(
+    io: &tokio::runtime::Handle,
     deadline: Instant,
-    call: impl Future<Output = Result<T, kube::Error>>,
+    call: impl Future<Output = Result<T, kube::Error>> + Send + 'static,
 ) -> Result<T, KubeError> {
+    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut call = AbortOnDrop(io.spawn(call));
     let parked = waiting::park();
-    let answer = tokio::time::timeout_at(deadline.into(), call).await;
+    let answer = tokio::time::timeout_at(deadline.into(), &mut call.0).await;
     drop(parked);
     match answer {
-        Ok(answer) => answer.map_err(api_error),
+        Ok(Ok(answer)) => answer.map_err(api_error),
+        Ok(Err(failed)) => Err(KubeError::Unavailable(format!(
+            "the call to the API server failed: {failed}"
+        ))),
         Err(_elapsed) => Err(KubeError::Unavailable(
             "the API server did not answer in time (the policy's evaluation deadline)".into(),
         )),
@@ -344,12 +362,17 @@ impl Cluster for LiveCluster {
                 }
                 None => Api::all_with(self.client.clone(), &watched.api),
             };
-            let object = ask(deadline, api.get(name))
-                .await
-                .map_err(|error| match error {
-                    KubeError::NotFound(_) => not_found(&resource.kind, namespace, name),
-                    other => other,
-                })?;
+            let name_owned = name.to_owned();
+            let object = ask(
+                &self.io,
+                deadline,
+                async move { api.get(&name_owned).await },
+            )
+            .await
+            .map_err(|error| match error {
+                KubeError::NotFound(_) => not_found(&resource.kind, namespace, name),
+                other => other,
+            })?;
             let mut object = object;
             object.types.get_or_insert_with(|| TypeMeta {
                 api_version: watched.api.api_version.clone(),
@@ -393,7 +416,10 @@ impl Cluster for LiveCluster {
                 spec: review,
                 ..Default::default()
             };
-            let answer = ask(deadline, api.create(&PostParams::default(), &review)).await?;
+            let answer = ask(&self.io, deadline, async move {
+                api.create(&PostParams::default(), &review).await
+            })
+            .await?;
             let status = answer.status.ok_or_else(|| {
                 KubeError::Unavailable("the SubjectAccessReview came back without a status".into())
             })?;
@@ -473,10 +499,52 @@ mod tests {
         assert!(matches!(api_error(status(503)), KubeError::Unavailable(_)));
     }
 
+    /// What `serve` does: the cluster is set up on the I/O runtime, and
+    /// evaluations (which run on a runtime without I/O) read it. The API
+    /// server is a real listener on loopback that accepts and never answers.
+    #[tokio::test]
+    async fn a_get_from_an_evaluation_runtime_waits_on_the_io_runtime_and_gives_up_in_time() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", stalled.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut connections = Vec::new();
+            while let Ok((connection, _)) = stalled.accept().await {
+                connections.push(connection);
+            }
+        });
+        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let namespace = ContextAwareResource::new("v1", "Namespace");
+        let api = ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Namespace"));
+        let cluster = LiveCluster::unwatched(client, vec![(namespace.clone(), api, false)]);
+        let evaluations = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        let read = evaluations.spawn(async move {
+            let started = Instant::now();
+            let deadline = started + Duration::from_millis(300);
+            let answer = cluster
+                .get(&namespace, None, "team-a", false, deadline)
+                .await;
+            (answer, started.elapsed())
+        });
+        let (answer, took) = read.await.expect("the read does not panic");
+        assert!(
+            matches!(&answer, Err(KubeError::Unavailable(m)) if m.contains("in time")),
+            "{answer:?}"
+        );
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        evaluations.shutdown_background();
+        held.abort();
+    }
+
     #[tokio::test]
     async fn a_call_past_its_deadline_is_unavailable_in_time() {
         let started = Instant::now();
         let answer: Result<(), KubeError> = ask(
+            &tokio::runtime::Handle::current(),
             Instant::now() + Duration::from_millis(50),
             std::future::pending::<Result<(), kube::Error>>(),
         )
