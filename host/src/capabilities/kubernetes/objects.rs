@@ -1,22 +1,40 @@
 //! The objects of one resource held in memory: what a reflector keeps up
 //! to date from a watch, and what a `--resources` file provides.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::Value;
 
 use super::select::{FieldMasks, FieldSelector, LabelSelector};
 
+type Key = (String, String);
+
 /// Objects of one kind, by namespace and name, each stored once (shared
 /// with the answers that include it).
 #[derive(Debug, Default)]
 pub struct Objects {
-    by_key: RwLock<BTreeMap<(String, String), Arc<Value>>>,
+    store: RwLock<Store>,
     /// Fields the store keeps (the grants' masks); empty: everything but
     /// `metadata.managedFields`.
     keep: FieldMasks,
+    /// Per field path a field selector asked for with `=`: each value there
+    /// → the objects holding it, built on the first such list and used
+    /// while the store is at the generation it was built from. A policy
+    /// asking "which Ingresses use this host?" then reads a few objects,
+    /// not all of them.
+    indexes: Mutex<HashMap<Vec<String>, (u64, Arc<Index>)>>,
 }
+
+#[derive(Debug, Default)]
+struct Store {
+    by_key: BTreeMap<Key, Arc<Value>>,
+    /// Bumped by every change: an index of another generation is stale.
+    generation: u64,
+}
+
+/// A value (as a field selector compares it: text) → the objects, in key order.
+type Index = HashMap<String, Vec<Key>>;
 
 /// Namespace (empty for cluster-scoped objects) and name of `object`.
 pub fn key_of(object: &Value) -> Option<(String, String)> {
@@ -34,8 +52,8 @@ impl Objects {
     /// An empty store that keeps the fields `keep` names.
     pub fn new(keep: FieldMasks) -> Self {
         Self {
-            by_key: RwLock::default(),
             keep,
+            ..Self::default()
         }
     }
 
@@ -59,13 +77,17 @@ impl Objects {
             return;
         };
         let object = Arc::new(self.trim(object));
-        self.write().insert(key, object);
+        let mut store = self.write();
+        store.by_key.insert(key, object);
+        store.generation += 1;
     }
 
     /// Removes `object`.
     pub fn delete(&self, object: &Value) {
         if let Some(key) = key_of(object) {
-            self.write().remove(&key);
+            let mut store = self.write();
+            store.by_key.remove(&key);
+            store.generation += 1;
         }
     }
 
@@ -78,12 +100,15 @@ impl Objects {
                 Some((key, Arc::new(self.trim(object))))
             })
             .collect();
-        *self.write() = fresh;
+        let mut store = self.write();
+        store.by_key = fresh;
+        store.generation += 1;
     }
 
     /// The object `name` in `namespace` (empty for cluster-scoped).
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Value>> {
         self.read()
+            .by_key
             .get(&(namespace.to_owned(), name.to_owned()))
             .cloned()
     }
@@ -96,8 +121,21 @@ impl Objects {
         labels: &LabelSelector,
         fields: &FieldSelector,
     ) -> Vec<Arc<Value>> {
-        let objects = self.read();
+        let store = self.read();
+        let objects = &store.by_key;
         let selected = |object: &&Arc<Value>| labels.matches(object) && fields.matches(object);
+        if let Some((path, value)) = fields.first_equality() {
+            let index = self.index(&store, path);
+            return index
+                .get(value)
+                .into_iter()
+                .flatten()
+                .filter(|(ns, _)| namespace.is_none_or(|namespace| namespace == ns))
+                .filter_map(|key| objects.get(key))
+                .filter(selected)
+                .cloned()
+                .collect();
+        }
         match namespace {
             Some(namespace) => objects
                 .range((namespace.to_owned(), String::new())..)
@@ -112,7 +150,7 @@ impl Objects {
 
     /// How many objects it holds.
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.read().by_key.len()
     }
 
     /// Whether it holds none.
@@ -120,12 +158,37 @@ impl Objects {
         self.len() == 0
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<(String, String), Arc<Value>>> {
-        self.by_key.read().unwrap_or_else(|e| e.into_inner())
+    /// The index of `path` for `store` (read-locked, so its generation
+    /// holds), built now if there is none of this generation.
+    fn index(&self, store: &Store, path: &[String]) -> Arc<Index> {
+        let mut indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((generation, index)) = indexes.get(path)
+            && *generation == store.generation
+        {
+            return index.clone();
+        }
+        let mut index = Index::new();
+        let mut values = Vec::new();
+        for (key, object) in &store.by_key {
+            values.clear();
+            super::select::values_at(object, path, &mut values);
+            values.sort_unstable();
+            values.dedup();
+            for value in values.drain(..) {
+                index.entry(value).or_default().push(key.clone());
+            }
+        }
+        let index = Arc::new(index);
+        indexes.insert(path.to_vec(), (store.generation, index.clone()));
+        index
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<(String, String), Arc<Value>>> {
-        self.by_key.write().unwrap_or_else(|e| e.into_inner())
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Store> {
+        self.store.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Store> {
+        self.store.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -166,6 +229,56 @@ mod tests {
         let p3 = objects.get("a", "p3").unwrap();
         assert!(p3["metadata"].get("managedFields").is_none());
         assert_eq!(objects.len(), 3);
+    }
+
+    #[test]
+    fn an_equality_field_selector_is_answered_by_an_index_that_follows_changes() {
+        let ingress = |namespace: &str, name: &str, hosts: &[&str]| {
+            let rules: Vec<Value> = hosts.iter().map(|h| json!({"host": h})).collect();
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                   "metadata": {"name": name, "namespace": namespace},
+                   "spec": {"rules": rules, "replicas": 3}})
+        };
+        let objects = Objects::default();
+        objects.replace(vec![
+            ingress("a", "i1", &["shop.example", "api.example"]),
+            ingress("b", "i2", &["shop.example"]),
+            ingress("b", "i3", &["blog.example"]),
+        ]);
+        let all = LabelSelector::default();
+        let names = |selector: &str, namespace: Option<&str>| -> Vec<String> {
+            let fields = FieldSelector::parse(selector).unwrap();
+            let listed = objects.list(namespace, &all, &fields);
+            // What the index answers is what scanning every object answers.
+            let scanned: Vec<Arc<Value>> = objects
+                .read()
+                .by_key
+                .iter()
+                .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
+                .map(|(_, o)| o)
+                .filter(|o| fields.matches(o))
+                .cloned()
+                .collect();
+            assert_eq!(listed, scanned, "{selector}");
+            listed
+                .iter()
+                .map(|o| o["metadata"]["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(names("spec.rules.host=shop.example", None), ["i1", "i2"]);
+        assert_eq!(names("spec.rules.host=shop.example", Some("b")), ["i2"]);
+        assert_eq!(names("spec.rules.host=api.example", None), ["i1"]);
+        assert_eq!(names("spec.replicas=3", None), ["i1", "i2", "i3"]);
+        assert_eq!(
+            names("spec.rules.host=shop.example,metadata.name!=i1", None),
+            ["i2"]
+        );
+        assert!(names("spec.rules.host=none.example", None).is_empty());
+        // A change makes the next list rebuild the index.
+        objects.apply(ingress("c", "i4", &["shop.example"]));
+        objects.delete(&ingress("a", "i1", &[]));
+        assert_eq!(names("spec.rules.host=shop.example", None), ["i2", "i4"]);
+        assert!(names("spec.rules.host=api.example", None).is_empty());
     }
 
     #[test]

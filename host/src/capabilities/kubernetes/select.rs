@@ -38,8 +38,14 @@ impl LabelSelector {
 
     /// Whether `object`'s `metadata.labels` satisfy every requirement.
     pub fn matches(&self, object: &Value) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        // Not `Value::pointer`: it allocates per segment, and this runs
+        // once per object of a list.
         let labels = object
-            .pointer("/metadata/labels")
+            .get("metadata")
+            .and_then(|metadata| metadata.get("labels"))
             .and_then(Value::as_object);
         let label = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
         self.0.iter().all(|requirement| match requirement {
@@ -153,6 +159,36 @@ impl FieldSelector {
         self.0
             .iter()
             .all(|(path, equal, value)| any_equals(object, path, value) == *equal)
+    }
+
+    /// The first `path=value` term: what an index can answer.
+    pub fn first_equality(&self) -> Option<(&[String], &str)> {
+        self.0
+            .iter()
+            .find(|(_, equal, _)| *equal)
+            .map(|(path, _, value)| (path.as_slice(), value.as_str()))
+    }
+}
+
+/// Every value at `path` in `value` (through lists, each element) as a
+/// field selector compares it: what [`FieldSelector::matches`] would find
+/// equal to each of them.
+pub fn values_at(value: &Value, path: &[String], out: &mut Vec<String>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|item| values_at(item, path, out)),
+        _ => match path.split_first() {
+            None => match value {
+                Value::String(text) => out.push(text.clone()),
+                Value::Null => out.push(String::new()),
+                Value::Object(_) => {}
+                other => out.push(other.to_string()),
+            },
+            Some((key, rest)) => {
+                if let Some(inner) = value.get(key.as_str()) {
+                    values_at(inner, rest, out);
+                }
+            }
+        },
     }
 }
 
