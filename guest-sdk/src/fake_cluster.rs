@@ -250,7 +250,10 @@ fn any_equals(value: &Value, path: &[&str], expected: &str) -> bool {
         (Value::Array(items), _) => items.iter().any(|i| any_equals(i, path, expected)),
         (Value::String(text), None) => text == expected,
         (Value::Object(_), None) => false,
-        (other, None) => other.to_string() == expected,
+        // As the host: compared as text (`spec.replicas=3`), null as empty.
+        (Value::Null, None) => expected.is_empty(),
+        (Value::Bool(flag), None) => flag.to_string() == expected,
+        (Value::Number(number), None) => number.to_string() == expected,
         (_, Some((key, rest))) => value
             .get(*key)
             .is_some_and(|v| any_equals(v, rest, expected)),

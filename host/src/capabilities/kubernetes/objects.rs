@@ -23,7 +23,7 @@ pub struct Objects {
     /// while the store is at the generation it was built from. A policy
     /// asking "which Ingresses use this host?" then reads a few objects,
     /// not all of them.
-    indexes: Mutex<HashMap<Vec<String>, (u64, Arc<Index>)>>,
+    indexes: Mutex<HashMap<Vec<String>, Generational<Index>>>,
 }
 
 #[derive(Debug, Default)]
@@ -35,6 +35,9 @@ struct Store {
 
 /// A value (as a field selector compares it: text) → the objects, in key order.
 type Index = HashMap<String, Vec<Key>>;
+
+/// Something built from the store at a generation.
+type Generational<T> = (u64, Arc<T>);
 
 /// Namespace (empty for cluster-scoped objects) and name of `object`.
 pub fn key_of(object: &Value) -> Option<(String, String)> {

@@ -180,8 +180,9 @@ pub fn values_at(value: &Value, path: &[String], out: &mut Vec<String>) {
             None => match value {
                 Value::String(text) => out.push(text.clone()),
                 Value::Null => out.push(String::new()),
-                Value::Object(_) => {}
-                other => out.push(other.to_string()),
+                Value::Object(_) | Value::Array(_) => {}
+                Value::Bool(flag) => out.push(flag.to_string()),
+                Value::Number(number) => out.push(number.to_string()),
             },
             Some((key, rest)) => {
                 if let Some(inner) = value.get(key.as_str()) {
@@ -201,8 +202,9 @@ fn any_equals(value: &Value, path: &[String], expected: &str) -> bool {
             None => match value {
                 Value::String(text) => text == expected,
                 Value::Null => expected.is_empty(),
-                Value::Object(_) => false,
-                other => other.to_string() == expected,
+                Value::Object(_) | Value::Array(_) => false,
+                Value::Bool(flag) => flag.to_string() == expected,
+                Value::Number(number) => number.to_string() == expected,
             },
             Some((key, rest)) => value
                 .get(key.as_str())
