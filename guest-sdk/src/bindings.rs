@@ -11,9 +11,13 @@
 //!
 //! [`export_policy!`]: crate::export_policy
 
+// The `context-aware-policy` world: the `policy` world plus the imported
+// `kubernetes` interface. A policy that never calls `cluster::*` does not
+// import it (only the functions a core module uses become imports of the
+// component), so it stays a WASI-only `policy` component.
 wit_bindgen::generate!({
     path: "../wit",
-    world: "policy",
+    world: "context-aware-policy",
     // The export macro is used by policy crates, not by this crate.
     pub_export_macro: true,
     export_macro_name: "__export_policy",

@@ -88,6 +88,8 @@
 
 #[allow(missing_docs, clippy::all)]
 pub mod bindings;
+pub mod cluster;
+mod fake_cluster;
 pub mod glue;
 pub mod json;
 pub mod k8s;

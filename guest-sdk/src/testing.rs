@@ -47,14 +47,18 @@ use crate::verdict::Verdict;
 /// a bug in the test rather than something to assert on.
 pub struct Harness<P: Policy> {
     settings: String,
+    cluster: Option<FakeCluster>,
     policy: PhantomData<fn() -> P>,
 }
+
+pub use crate::fake_cluster::FakeCluster;
 
 impl<P: Policy> fmt::Debug for Harness<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Harness")
             .field("policy", &std::any::type_name::<P>())
             .field("settings", &self.settings)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -70,7 +74,24 @@ impl<P: Policy> Harness<P> {
     pub fn new() -> Self {
         Harness {
             settings: "{}".to_owned(),
+            cluster: None,
             policy: PhantomData,
+        }
+    }
+
+    /// Answers the policy's [`cluster`](crate::cluster) reads from
+    /// `cluster`, as the host answers them from the real one (without one,
+    /// reads answer `unavailable`).
+    pub fn cluster(mut self, cluster: FakeCluster) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// Runs `f` with the harness's cluster in place.
+    fn in_cluster<T>(&self, f: impl FnOnce() -> T) -> T {
+        match &self.cluster {
+            Some(cluster) => cluster.run(f),
+            None => f(),
         }
     }
 
@@ -172,7 +193,7 @@ impl<P: Policy> Harness<P> {
     #[track_caller]
     pub fn validate_wire(&self, request: wit::AdmissionRequest) -> Verdict {
         self.check_settings();
-        into_verdict(glue::validate::<P>(request, &self.settings))
+        into_verdict(self.in_cluster(|| glue::validate::<P>(request, &self.settings)))
     }
 
     /// Validates a raw JSON document, as the `validate-raw` export does.
@@ -193,7 +214,7 @@ impl<P: Policy> Harness<P> {
     #[track_caller]
     pub fn validate_raw_text(&self, document: &str) -> Verdict {
         self.check_settings();
-        into_verdict(glue::validate_raw::<P>(document, &self.settings))
+        into_verdict(self.in_cluster(|| glue::validate_raw::<P>(document, &self.settings)))
     }
 
     /// Validates the raw document in a file, verbatim.

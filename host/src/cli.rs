@@ -43,6 +43,8 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once at start-up and consumed: the size of a variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the admission webhook.
@@ -104,6 +106,20 @@ pub struct PolicySource {
     pub fetch: FetchArgs,
 }
 
+/// Where context-aware policies read the cluster from.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClusterArgs {
+    /// Kubeconfig of the cluster context-aware policies read [default: the
+    /// in-cluster service account, else $KUBECONFIG or ~/.kube/config]. Only
+    /// used when a policy is granted `contextAwareResources`.
+    #[arg(long, env = "PORTCULLIS_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Answer context-aware policies from the Kubernetes objects in this file
+    /// (YAML or JSON: objects, documents, a List) instead of a cluster.
+    #[arg(long, env = "PORTCULLIS_RESOURCES", conflicts_with = "kubeconfig")]
+    pub resources: Option<PathBuf>,
+}
+
 /// How `registry://` and `https://` modules are fetched (Kubewarden's flag names).
 #[derive(Debug, Clone, Args)]
 pub struct FetchArgs {
@@ -141,6 +157,8 @@ pub struct ServeArgs {
     /// changes (SIGHUP always reloads it).
     #[arg(long, env = "PORTCULLIS_WATCH")]
     pub watch: bool,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Address both listeners bind to.
     #[arg(long, env = "PORTCULLIS_ADDR", default_value = "0.0.0.0")]
     pub addr: IpAddr,
@@ -281,6 +299,10 @@ pub struct RunArgs {
     pub cache: CacheArgs,
     #[command(flatten)]
     pub fetch: FetchArgs,
+    /// Answer a context-aware policy from the Kubernetes objects in this file
+    /// (YAML or JSON); the policy is granted every kind the file holds.
+    #[arg(long)]
+    pub resources: Option<PathBuf>,
 }
 
 /// Where compiled components are cached.

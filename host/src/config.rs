@@ -424,10 +424,7 @@ mod tests {
         assert!(!grants.host_capabilities.allows("net/v1/dns_lookup_host"));
         assert_eq!(
             grants.context_aware_resources,
-            [ContextAwareResource {
-                api_version: "v1".into(),
-                kind: "Namespace".into()
-            }]
+            [ContextAwareResource::new("v1", "Namespace")]
         );
         assert_eq!(
             error("a:\n  module: a.wasm\n  hostCapabilities: [oci/v1]\n"),

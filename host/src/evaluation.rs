@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap};
 
 use crate::bindings::{AdmissionRequest, PolicyMetadata, ValidationResponse};
-use crate::capabilities::{Capabilities, Grants};
+use crate::capabilities::{Caller, Capabilities, Grants};
 use crate::component::PolicyComponent;
 use crate::engine::Engine;
 use crate::limits::Limits;
@@ -166,6 +166,12 @@ pub async fn evaluate(
     };
     let mut store = new_store(engine, limits, started + timeout, io);
     store.data_mut().kubewarden = kubewarden;
+    store.data_mut().caller = Some(Caller {
+        policy_id: policy.id.to_owned(),
+        grants: policy.grants.clone(),
+        capabilities: policy.capabilities.clone(),
+        deadline: started + timeout,
+    });
     let outcome = tokio::time::timeout(timeout, async {
         match code {
             PolicyCode::Component(component) => {

@@ -8,7 +8,9 @@
 //! [`component`] of the `portcullis:policy` world or a Kubewarden module,
 //! each kind with its [`runtime`]) → [`evaluation`] (a fresh store and
 //! instance per call, under [`limits`], host calls gated by the policy's
-//! grants of [`capabilities`]) → [`admission`] (AdmissionReview in,
+//! grants of [`capabilities`] — logging, and Kubernetes reads answered from
+//! watch-based caches by async host functions that do not hold a worker
+//! while they wait) → [`admission`] (AdmissionReview in,
 //! AdmissionResponse out), with [`enforcement`] applying the declared mode
 //! and mutation permission, and [`server`] serving it all over HTTP(S)
 //! behind a network edge that bounds what any client can hold. A

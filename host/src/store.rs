@@ -22,6 +22,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::{InputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::capabilities::Caller;
 use crate::engine::Engine;
 use crate::limits::{EvaluationLimiter, Limits};
 use crate::runtime::kubewarden::CallState;
@@ -34,6 +35,9 @@ pub struct EvaluationState {
     /// A Kubewarden module's waPC exchange and host-call context; `None`
     /// for components.
     pub(crate) kubewarden: Option<Box<CallState>>,
+    /// Who is calling the host's capabilities (the policy, its grants, its
+    /// deadline); set by the evaluation.
+    pub(crate) caller: Option<Caller>,
 }
 
 impl WasiView for EvaluationState {
@@ -112,6 +116,7 @@ pub(crate) fn new_store(
         limiter: EvaluationLimiter::new(limits),
         output,
         kubewarden: None,
+        caller: None,
     };
     let mut store = Store::new(engine.wasmtime(), state);
     store.limiter(|state| &mut state.limiter);

@@ -19,7 +19,7 @@ use common::{component, failure, fixture, portcullis, repo, success};
 /// length, so the binary stays valid): a component built for another version.
 fn pod_privileged_targeting(dir: &Path, version: &str) -> PathBuf {
     let bytes = std::fs::read(component("pod_privileged")).unwrap();
-    let from = b"admission@0.1.0";
+    let from = b"admission@0.1.1";
     let to = format!("admission@{version}");
     assert_eq!(from.len(), to.len());
     let mut out = bytes.clone();
@@ -56,15 +56,15 @@ fn inspect_prints_digest_world_interface_and_metadata() {
     };
     assert_eq!(line("digest"), format!("digest     {}", Digest::of(&bytes)));
     assert_eq!(line("size"), format!("size       {} bytes", bytes.len()));
-    assert_eq!(line("world"), "world      portcullis:policy/policy@0.1.0");
+    assert_eq!(line("world"), "world      portcullis:policy/policy@0.1.1");
     assert_eq!(
         line("runnable"),
-        "runnable   yes (this host implements portcullis:policy/policy@0.1.0)"
+        "runnable   yes (this host implements portcullis:policy/policy@0.1.1)"
     );
     assert!(stdout.contains("\n  wasi:cli/stderr@0.2.6\n"), "{stdout}");
     assert!(
         stdout.contains(
-            "\n  portcullis:policy/admission@0.1.0: metadata, validate-settings, validate, validate-raw\n"
+            "\n  portcullis:policy/admission@0.1.1: metadata, validate-settings, validate, validate-raw\n"
         ),
         "{stdout}"
     );
@@ -91,13 +91,13 @@ fn inspect_json_is_machine_readable() {
     assert_eq!(report["size"], bytes.len());
     assert_eq!(report["runnable"], true);
     assert_eq!(report["reason"], Value::Null);
-    assert_eq!(report["world"]["targets"], "portcullis:policy/policy@0.1.0");
-    assert_eq!(report["world"]["version"], "0.1.0");
+    assert_eq!(report["world"]["targets"], "portcullis:policy/policy@0.1.1");
+    assert_eq!(report["world"]["version"], "0.1.1");
     assert_eq!(
         report["world"]["interface"],
-        "portcullis:policy/admission@0.1.0"
+        "portcullis:policy/admission@0.1.1"
     );
-    assert_eq!(report["world"]["host"], "portcullis:policy/policy@0.1.0");
+    assert_eq!(report["world"]["host"], "portcullis:policy/policy@0.1.1");
     let imports = report["imports"].as_array().unwrap();
     assert!(
         imports
@@ -139,8 +139,8 @@ fn inspect_explains_why_a_component_of_another_world_cannot_run() {
     assert_eq!(report["world"]["targets"], Value::Null);
     assert_eq!(
         report["reason"],
-        "does not implement `portcullis:policy/policy@0.1.0`: missing export \
-         `portcullis:policy/admission@0.1.0`"
+        "does not implement `portcullis:policy/policy@0.1.1`: missing export \
+         `portcullis:policy/admission@0.1.1`"
     );
     assert_eq!(report["metadata"], Value::Null);
     let exports: Vec<&str> = report["exports"]
@@ -171,7 +171,7 @@ fn inspect_names_the_version_a_component_targets_when_this_host_cannot_run_it() 
     assert!(
         stdout.contains(
             "\nrunnable   no: exports `portcullis:policy/admission@0.2.0`, which is not \
-             semver-compatible with `portcullis:policy/admission@0.1.0`"
+             semver-compatible with `portcullis:policy/admission@0.1.1`"
         ),
         "{stdout}"
     );
@@ -331,7 +331,7 @@ fn compile_refuses_a_component_that_is_not_a_policy() {
         component("not-a-policy").as_os_str(),
     ]));
     assert!(
-        stderr.contains("not-a-policy.wasm: does not implement `portcullis:policy/policy@0.1.0`"),
+        stderr.contains("not-a-policy.wasm: does not implement `portcullis:policy/policy@0.1.1`"),
         "{stderr}"
     );
 }

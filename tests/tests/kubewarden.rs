@@ -279,11 +279,14 @@ async fn served_kubewarden_modules_answer_as_kubewarden_would() {
         ),
         "{message}"
     );
+    // Granted, but this server reads no cluster (tests/context_aware.rs
+    // reads one made of a file).
     let response = post(&server, "/validate/read-namespace", &privileged).await;
     let message = response["status"]["message"].as_str().unwrap();
     assert!(
-        message.contains(
-            "the 'kubernetes/get_resource' host capability is not provided by Portcullis yet"
+        message.ends_with(
+            "Callback evaluation failure: no Kubernetes cluster is configured (in a cluster, \
+             --kubeconfig or --resources FILE)"
         ),
         "{message}"
     );

@@ -268,19 +268,19 @@ async fn a_component_of_another_world_says_what_is_missing() {
         .to_string();
     assert!(
         message.ends_with(
-            "does not implement `portcullis:policy/policy@0.1.0`: missing export \
-             `portcullis:policy/admission@0.1.0`"
+            "does not implement `portcullis:policy/policy@0.1.1`: missing export \
+             `portcullis:policy/admission@0.1.1`"
         ),
         "{message}"
     );
 }
 
 /// A copy of pod_privileged whose exported interface claims `version`
-/// (same length as `0.1.0`, so every offset in the binary stays valid).
+/// (same length as `0.1.1`, so every offset in the binary stays valid).
 fn pod_privileged_targeting(dir: &std::path::Path, version: &str) -> std::path::PathBuf {
     pod_privileged_renamed(
         dir,
-        "portcullis:policy/admission@0.1.0",
+        "portcullis:policy/admission@0.1.1",
         &format!("portcullis:policy/admission@{version}"),
     )
 }
@@ -329,8 +329,8 @@ async fn an_incompatible_interface_version_is_refused_naming_both_versions() {
     assert!(
         message.ends_with(
             "exports `portcullis:policy/admission@0.2.0`, which is not semver-compatible with \
-             `portcullis:policy/admission@0.1.0`: rebuild it against a \
-             `portcullis:policy/policy@0.1.0`-compatible SDK, or run it on a host of its version"
+             `portcullis:policy/admission@0.1.1`: rebuild it against a \
+             `portcullis:policy/policy@0.1.1`-compatible SDK, or run it on a host of its version"
         ),
         "{message}"
     );
@@ -345,8 +345,8 @@ async fn a_missing_function_of_the_interface_is_named() {
         .to_string();
     assert!(
         message.ends_with(
-            "does not implement `portcullis:policy/policy@0.1.0`: missing export \
-             `portcullis:policy/admission@0.1.0#validate-raw`"
+            "does not implement `portcullis:policy/policy@0.1.1`: missing export \
+             `portcullis:policy/admission@0.1.1#validate-raw`"
         ),
         "{message}"
     );

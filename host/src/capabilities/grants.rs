@@ -142,6 +142,34 @@ pub struct ContextAwareResource {
     pub api_version: String,
     /// e.g. `Namespace`.
     pub kind: String,
+    /// Portcullis' addition to Kubewarden's key: the only fields of these
+    /// objects the policy sees (dotted paths, as a call's field masks). When
+    /// every policy granted the resource has masks, the host's cache keeps
+    /// only their union. Empty: whole objects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub field_masks: Vec<String>,
+}
+
+impl ContextAwareResource {
+    /// The resource `api_version`/`kind`, whole objects.
+    pub fn new(api_version: impl Into<String>, kind: impl Into<String>) -> Self {
+        Self {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            field_masks: Vec::new(),
+        }
+    }
+
+    /// Whether it is the resource `api_version`/`kind`.
+    pub fn is(&self, api_version: &str, kind: &str) -> bool {
+        self.api_version == api_version && self.kind == kind
+    }
+}
+
+impl fmt::Display for ContextAwareResource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.api_version, self.kind)
+    }
 }
 
 /// What one policy may ask the host for.
@@ -169,23 +197,41 @@ impl Grants {
         }
         let requested: Requested = serde_json::from_slice(payload)
             .map_err(|e| format!("Callback evaluation failure: invalid request: {e}"))?;
-        let granted = self
+        self.kubernetes_grant(policy_id, &requested.api_version, &requested.kind)
+            .map(drop)
+    }
+
+    /// The grant of `api_version`/`kind` in `contextAwareResources`, or
+    /// Kubewarden's denial (logged as a violation).
+    pub fn kubernetes_grant(
+        &self,
+        policy_id: &str,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<&ContextAwareResource, String> {
+        if let Some(grant) = self
             .context_aware_resources
             .iter()
-            .any(|r| r.api_version == requested.api_version && r.kind == requested.kind);
-        if granted {
-            return Ok(());
+            .find(|r| r.is(api_version, kind))
+        {
+            return Ok(grant);
         }
         tracing::warn!(
             policy = policy_id,
-            resource = format!("{}/{}", requested.api_version, requested.kind),
+            resource = format!("{api_version}/{kind}"),
             "policy tried to read a Kubernetes resource it has not been granted"
         );
         Err(format!(
-            "Policy has not been granted access to Kubernetes {}/{} resources. \
-             The violation has been reported.",
-            requested.api_version, requested.kind
+            "Policy has not been granted access to Kubernetes {api_version}/{kind} resources. \
+             The violation has been reported."
         ))
+    }
+
+    /// Whether any Kubernetes read or check is granted: a resource, or the
+    /// `kubernetes/can_i` host capability.
+    pub fn reads_kubernetes(&self) -> bool {
+        !self.context_aware_resources.is_empty()
+            || self.host_capabilities.allows("kubernetes/can_i")
     }
 }
 

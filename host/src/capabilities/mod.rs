@@ -10,16 +10,39 @@
 //! sees the call. A capability Portcullis does not provide yet answers with a
 //! host error that says so: the policy decides what that means, as it would
 //! for any failed host call.
+//!
+//! [`kubernetes`] is the one capability components import by name (the
+//! typed `portcullis:policy/kubernetes` interface) beside Kubewarden's host
+//! calls; a call that waits on the network tells the server so
+//! ([`waiting`]), so the wait does not hold a worker.
 
 mod grants;
+pub mod kubernetes;
 mod tracing_log;
+pub mod waiting;
 
+use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 pub use self::grants::{ContextAwareResource, Grants, HostCapabilities, PatternError};
+pub use self::kubernetes::Kubernetes;
 use crate::store::{EvaluationState, GuestOutput};
+
+/// Who is calling the host during one evaluation, kept in its store.
+#[derive(Clone)]
+pub struct Caller {
+    /// The policy's id.
+    pub policy_id: String,
+    /// What it has been granted.
+    pub grants: Arc<Grants>,
+    /// The host's capabilities.
+    pub capabilities: Arc<Capabilities>,
+    /// When the evaluation's time is up: host calls give up before.
+    pub deadline: Instant,
+}
 
 /// The binding every Kubewarden host call names.
 pub const BINDING: &str = "kubewarden";
@@ -32,6 +55,8 @@ pub struct CallContext<'a> {
     pub grants: &'a Grants,
     /// Where the evaluation's log lines are kept (bounded).
     pub(crate) output: &'a GuestOutput,
+    /// When the evaluation's time is up.
+    pub deadline: Instant,
 }
 
 /// The future a capability's [`Capability::call`] returns.
@@ -64,6 +89,9 @@ pub trait Capability: Send + Sync {
     ) -> wasmtime::Result<()> {
         Ok(())
     }
+
+    /// Itself, for [`Capabilities::find`].
+    fn as_any(&self) -> &dyn Any;
 }
 
 /// Every capability the host knows, provided or not. Cheap to clone: the
@@ -82,21 +110,14 @@ impl std::fmt::Debug for Capabilities {
 }
 
 impl Default for Capabilities {
-    /// Logging, plus Kubewarden's other namespaces answering that they are
-    /// not provided yet.
+    /// Logging, Kubernetes without a cluster, plus Kubewarden's other
+    /// namespaces answering that they are not provided yet.
     fn default() -> Self {
         Self {
             providers: vec![
                 Arc::new(tracing_log::TracingLog),
-                Arc::new(NotProvided {
-                    namespace: "kubernetes",
-                    operations: &[
-                        "list_resources_by_namespace",
-                        "list_resources_all",
-                        "get_resource",
-                        "can_i",
-                    ],
-                }),
+                // No cluster: its reads answer that none is configured.
+                Arc::new(Kubernetes::default()),
                 Arc::new(NotProvided {
                     namespace: "oci",
                     operations: &[
@@ -128,6 +149,13 @@ impl Capabilities {
             .retain(|p| p.namespace() != capability.namespace());
         self.providers.push(capability);
         self
+    }
+
+    /// The capability of type `C`, if the host has one.
+    pub fn find<C: Capability + 'static>(&self) -> Option<&C> {
+        self.providers
+            .iter()
+            .find_map(|p| p.as_any().downcast_ref::<C>())
     }
 
     /// Lets every capability add its imports to the engine's linkers.
@@ -217,6 +245,10 @@ impl Capability for NotProvided {
             ))
         })
     }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
 #[cfg(test)]
@@ -229,6 +261,7 @@ mod tests {
             policy_id: "p",
             grants,
             output: &output,
+            deadline: Instant::now() + std::time::Duration::from_secs(1),
         };
         let (namespace, operation) = path.split_once('/').unwrap();
         let capabilities = Capabilities::default();
@@ -290,10 +323,17 @@ mod tests {
             "Policy has not been granted access to Kubernetes v1/Secret resources. \
              The violation has been reported."
         );
-        assert!(
-            call(&all, "kubewarden", "kubernetes/can_i", "{}")
-                .unwrap_err()
-                .contains("not provided by Portcullis yet")
+        assert_eq!(
+            call(&all, "kubewarden", "kubernetes/can_i", "{}").unwrap_err(),
+            "Callback evaluation failure: invalid can_i request: missing field \
+             `subject_access_review` at line 1 column 2"
+        );
+        let can_i = r#"{"subject_access_review":{"user":"u","resource_attributes":
+            {"resource":"pods","verb":"get"}}}"#;
+        assert_eq!(
+            call(&all, "kubewarden", "kubernetes/can_i", can_i).unwrap_err(),
+            "Callback evaluation failure: no Kubernetes cluster is configured (in a cluster, \
+             --kubeconfig or --resources FILE)"
         );
         assert_eq!(
             call(

@@ -64,4 +64,8 @@ impl Capability for TracingLog {
             Ok(Vec::new())
         })
     }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }

@@ -81,6 +81,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         &args.settings,
         &args.cache,
         &args.fetch,
+        None,
     )
     .await?;
     let policy = environment.policy(&id).expect("the policy just loaded");

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod compile;
 pub mod inspect;
 pub mod new;
+mod rbac;
 pub mod registry;
 mod reload;
 mod run;
@@ -13,14 +14,20 @@ pub mod webhook_config;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use portcullis::admission::parse_review_or_request;
 use portcullis::bindings::AdmissionRequest;
+use portcullis::capabilities::kubernetes::live::{self, LiveCluster};
+use portcullis::capabilities::kubernetes::offline::ResourcesFile;
+use portcullis::capabilities::{
+    Capabilities, ContextAwareResource, Grants, HostCapabilities, Kubernetes,
+};
 use portcullis::source::{Credentials, DownloadStore, Fetch, Fetcher, Location, Source, Sources};
 use portcullis::{CompiledCache, Configuration, Engine, Environment, Limits, PolicySpec, config};
 
-use crate::cli::{CacheArgs, Command, FetchArgs, PolicySource, SettingsArgs};
+use crate::cli::{CacheArgs, ClusterArgs, Command, FetchArgs, PolicySource, SettingsArgs};
 
 pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
@@ -160,6 +167,35 @@ fn policies(source: &PolicySource) -> anyhow::Result<Configuration> {
     })
 }
 
+/// The host capabilities for `specs`: Kubernetes reads answered from the
+/// `--resources` file, or from the cluster when a policy is granted
+/// resources (then this waits for the caches to sync), or by nothing (reads
+/// then say no cluster is configured, and no API server is needed).
+async fn capabilities(
+    args: &ClusterArgs,
+    configuration: &Configuration,
+) -> anyhow::Result<Capabilities> {
+    let capabilities = Capabilities::default();
+    if let Some(path) = &args.resources {
+        let file = ResourcesFile::read(path)?;
+        tracing::info!(file = %path.display(), objects = file.len(), "Kubernetes reads answered from a resources file");
+        return Ok(capabilities.with(Arc::new(Kubernetes::new(file.into_cluster()))));
+    }
+    // Group members read the cluster as any policy does.
+    let granted: Vec<ContextAwareResource> = configuration
+        .specs()
+        .flat_map(|spec| spec.grants.context_aware_resources.iter().cloned())
+        .collect();
+    if granted.is_empty() && args.kubeconfig.is_none() {
+        return Ok(capabilities);
+    }
+    let client = live::client(args.kubeconfig.as_deref())
+        .await
+        .context("context-aware policies need a Kubernetes cluster")?;
+    let cluster = LiveCluster::start(client, &granted).await?;
+    Ok(capabilities.with(Arc::new(Kubernetes::new(cluster))))
+}
+
 /// How logs and errors name a policy given on the command line: the file
 /// name without extension, or the last segment of the repository or URL.
 fn policy_id(source: &Source) -> String {
@@ -188,12 +224,16 @@ impl SinglePolicy {
     /// loads `component` (a path or URI) with those settings. It may mutate:
     /// `run` and `bench` show what the policy does, mutations included, like
     /// `kwctl run`.
+    ///
+    /// With `resources` (a `--resources` file), Kubernetes reads are answered
+    /// from it, and the policy is granted every kind it holds.
     async fn load(
         component: &str,
         request: &Path,
         settings: &SettingsArgs,
         cache_args: &CacheArgs,
         fetch_args: &FetchArgs,
+        resources: Option<&Path>,
     ) -> anyhow::Result<Self> {
         let settings = self::settings(settings)?;
         let request_bytes = std::fs::read(request)
@@ -203,10 +243,20 @@ impl SinglePolicy {
         let (source, path, _) =
             fetch_arg(component, fetch_args, cache_args.cache_dir.as_deref()).await?;
         let id = policy_id(&source);
-        let spec = PolicySpec::new(&id, path)
+        let mut spec = PolicySpec::new(&id, path)
             .with_settings(settings)
             .allowed_to_mutate(true);
-        let engine = Engine::new(Limits::default())?;
+        let mut capabilities = Capabilities::default();
+        if let Some(path) = resources {
+            let file = ResourcesFile::read(path)?;
+            spec = spec.with_grants(Grants {
+                host_capabilities: HostCapabilities::new(["kubernetes/*"])
+                    .expect("a known capability pattern"),
+                context_aware_resources: file.resources(),
+            });
+            capabilities = capabilities.with(Arc::new(Kubernetes::new(file.into_cluster())));
+        }
+        let engine = Engine::with_capabilities(Limits::default(), capabilities)?;
         let environment = Environment::load(&engine, [spec], cache(cache_args).as_ref()).await?;
         Ok(Self {
             environment,

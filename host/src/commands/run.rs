@@ -18,6 +18,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         &args.settings,
         &args.cache,
         &args.fetch,
+        args.resources.as_deref(),
     )
     .await?;
     let verdict = environment.validate(&id, &request).await?;

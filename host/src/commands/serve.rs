@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use portcullis::server::{BodyLimits, ListenerLimits, ServerConfig, TlsFiles};
+use portcullis::server::{BodyLimits, Gate, ListenerLimits, ServerConfig, TlsFiles};
 use portcullis::{Engine, Limits};
 
 use crate::cli::ServeArgs;
@@ -21,9 +21,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let specs = super::policies(&args.source)?;
     let limits = Limits {
         timeout: Duration::from_secs(args.policy_timeout.max(1)),
-        // Every worker's instance plus headroom for loading; the gate, not the
-        // pool, is what bounds concurrency.
-        max_instances: u32::try_from(workers * 2 + 16).unwrap_or(u32::MAX),
+        // Every worker's instance, the evaluations parked waiting on the
+        // API server, plus headroom for loading; the gate, not the pool, is
+        // what bounds concurrency.
+        max_instances: u32::try_from(workers * 2 + 16 + Gate::max_parked(workers))
+            .unwrap_or(u32::MAX),
         memory_bytes: args.policy_memory_limit,
         stack_bytes: args.policy_stack_size,
         table_elements: args.policy_table_elements,
@@ -82,7 +84,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     super::runtime(Some(workers.min(cpus).div_ceil(2)))?.block_on(async move {
         let triggers = super::reload::Triggers::new(&args.source, args.watch)?;
         let specs = super::fetch_remote(specs, &args.source, &args.cache).await?;
-        let engine = Engine::new(limits)?;
+        let capabilities = super::capabilities(&args.cluster, &specs).await?;
+        let engine = Engine::with_capabilities(limits, capabilities)?;
         let mut server = portcullis::server::start(config, engine, specs, cache).await?;
         let reloads = triggers.run(server.reloader(), args.source.clone(), args.cache.clone());
         let _reloading = AbortOnDrop(tokio::spawn(reloads));

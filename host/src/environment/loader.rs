@@ -125,6 +125,7 @@ impl Loader<'_> {
             .map_err(LoadFailure::Limits)?;
         let engine = self.engine_for(limits.stack_bytes)?;
         let (code, metadata) = self.component(&spec.module, &engine).await?;
+        check_grants(&engine, spec, &code)?;
         let settings_json = spec.settings.to_string();
         let call = Call::ValidateSettings {
             settings: &settings_json,
@@ -245,5 +246,34 @@ impl Loader<'_> {
             unreachable!("metadata returned {:?}", evaluation.returned)
         };
         Ok((component, Arc::new(metadata)))
+    }
+}
+
+/// A component that imports the Kubernetes capability needs a grant; one
+/// granted resources it cannot read (it does not import the capability) is
+/// worth a warning. A Kubewarden module reaches every capability through the
+/// one host call, so only its calls are checked.
+fn check_grants(engine: &Engine, spec: &PolicySpec, code: &PolicyCode) -> Result<(), LoadFailure> {
+    let PolicyCode::Component(component) = code else {
+        return Ok(());
+    };
+    let interface = crate::component::ComponentInterface::of(engine, component.component());
+    let import = interface
+        .imports
+        .iter()
+        .find(|name| name.starts_with(crate::bindings::KUBERNETES_UNVERSIONED));
+    match import {
+        Some(import) if !spec.grants.reads_kubernetes() => Err(LoadFailure::NotGranted {
+            import: import.clone(),
+        }),
+        None if !spec.grants.context_aware_resources.is_empty() => {
+            tracing::warn!(
+                policy = spec.id,
+                "policy is granted contextAwareResources but does not import \
+                 portcullis:policy/kubernetes: it cannot read them"
+            );
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }

@@ -120,6 +120,16 @@ pub enum LoadFailure {
         /// How it failed.
         error: EvaluationError,
     },
+    /// The component imports a host capability it has not been granted.
+    #[error(
+        "imports `{import}` but is granted no Kubernetes resource: list what it reads under \
+         `contextAwareResources` in its policies.yml entry (or grant \
+         `hostCapabilities: [kubernetes/can_i]` if it only asks can-i)"
+    )]
+    NotGranted {
+        /// The import, e.g. `portcullis:policy/kubernetes@0.1.1`.
+        import: String,
+    },
 }
 
 /// Why a request could not be evaluated.

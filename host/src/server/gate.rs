@@ -18,6 +18,15 @@
 //!   deadline (the API server's webhook timeout) is answered at once instead
 //!   of being evaluated after the API server gave up on it.
 //!
+//! - **A waiting evaluation lends its worker.** An evaluation parked in a
+//!   host call that waits on the network (a Kubernetes read missing the
+//!   cache) computes nothing: its [`Permit`] [parks](crate::capabilities::waiting),
+//!   the worker goes to the next request, and when the wait ends the
+//!   evaluation runs again at once — the gate owes a worker, paid back by
+//!   the next evaluation to finish. At most [`Gate::max_parked`] wait at
+//!   once (each holds an instance); past that a waiting evaluation keeps its
+//!   worker, as before.
+//!
 //! Every refusal is immediate: an overloaded webhook that answers fast lets
 //! the API server apply its failure policy, one that queues without limit
 //! only times out later and holds memory meanwhile.
@@ -27,6 +36,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
+
+use crate::capabilities::waiting::Parking;
 
 /// Evaluations faster than this (on a moving average) may take the last
 /// free worker while their lane already runs one. Admission policies
@@ -119,6 +130,11 @@ impl Overloaded {
 #[derive(Debug, Default)]
 struct State {
     free: usize,
+    /// Evaluations parked in a wait, each having lent its worker.
+    parked: usize,
+    /// Workers taken back by evaluations whose wait ended while none was
+    /// free: the next ones to finish pay them back instead of freeing.
+    owed: usize,
     queued: usize,
     lanes: HashMap<Lane, LaneState>,
     /// Lanes with waiting requests, in the order their turn comes.
@@ -223,6 +239,17 @@ impl Gate {
         self.lock().queued
     }
 
+    /// How many evaluations may be parked (waiting on the network, their
+    /// worker lent to others) at once: each still holds an instance.
+    pub fn max_parked(workers: usize) -> usize {
+        workers.max(1) * 32
+    }
+
+    /// Evaluations parked now.
+    pub fn parked(&self) -> usize {
+        self.lock().parked
+    }
+
     /// Makes room in a full queue for a request in `lane` by dropping the
     /// newest waiter of the longest lane, if that lane is longer than
     /// `lane` would be with the new request.
@@ -255,6 +282,7 @@ impl Gate {
             gate: Arc::clone(self),
             lane,
             started: Instant::now(),
+            parked: Mutex::new(false),
         }
     }
 
@@ -287,7 +315,11 @@ impl State {
     }
 
     fn finish(&mut self, lane: &Lane, took: Option<Duration>) {
-        self.free += 1;
+        if self.owed > 0 {
+            self.owed -= 1;
+        } else {
+            self.free += 1;
+        }
         let lane = self.lanes.get_mut(lane).expect("a running lane exists");
         lane.running -= 1;
         if let Some(took) = took {
@@ -373,10 +405,49 @@ pub struct Permit {
     gate: Arc<Gate>,
     lane: Lane,
     started: Instant,
+    /// Whether the evaluation is parked (its worker lent).
+    parked: Mutex<bool>,
+}
+
+impl Parking for Permit {
+    fn park(&self) {
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.gate.lock();
+        if *parked || state.parked >= Gate::max_parked(self.gate.workers) {
+            return;
+        }
+        *parked = true;
+        state.parked += 1;
+        // Lent like a finished evaluation's worker, without its timing.
+        state.finish(&self.lane, None);
+        state.dispatch(self.gate.workers);
+    }
+
+    fn unpark(&self) {
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        if !*parked {
+            return;
+        }
+        *parked = false;
+        let mut state = self.gate.lock();
+        state.parked -= 1;
+        // Runs again at once: a free worker if there is one, else owed.
+        if state.free > 0 {
+            state.free -= 1;
+        } else {
+            state.owed += 1;
+        }
+        state
+            .lanes
+            .get_mut(&self.lane)
+            .expect("a running lane exists")
+            .running += 1;
+    }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        self.unpark();
         let mut state = self.gate.lock();
         state.finish(&self.lane, Some(self.started.elapsed()));
         state.dispatch(self.gate.workers);
@@ -520,5 +591,66 @@ mod tests {
         drop(running); // the worker is granted to `cancelled`...
         drop(cancelled); // ...which goes away before taking it.
         assert!(enter(&gate, "b").await.is_ok(), "the worker was given on");
+    }
+
+    #[tokio::test]
+    async fn a_parked_evaluation_lends_its_worker_and_takes_one_back() {
+        let gate = Gate::new(1, 8);
+        let waiting = enter(&gate, "lookup").await.unwrap();
+        let mut other = Box::pin(enter(&gate, "plain"));
+        assert!(
+            poll_briefly(&mut other).await.is_none(),
+            "the only worker is held"
+        );
+        waiting.park();
+        assert_eq!(gate.parked(), 1);
+        let other = poll_briefly(&mut other)
+            .await
+            .expect("the parked evaluation's worker was lent")
+            .unwrap();
+        // The wait ends while the worker is busy: it runs anyway, owed...
+        waiting.unpark();
+        assert_eq!(gate.parked(), 0);
+        let mut third = Box::pin(enter(&gate, "third"));
+        drop(other);
+        // ...and the first evaluation to finish pays the debt, not a waiter.
+        assert!(poll_briefly(&mut third).await.is_none());
+        drop(waiting);
+        assert!(poll_briefly(&mut third).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn parking_is_bounded_and_a_dropped_parked_permit_frees_nothing_twice() {
+        let gate = Gate::new(1, 64);
+        let mut permits = Vec::new();
+        for _ in 0..Gate::max_parked(1) {
+            let permit = enter(&gate, "lookup").await.unwrap();
+            permit.park();
+            permits.push(permit);
+        }
+        assert_eq!(gate.parked(), Gate::max_parked(1));
+        let last = enter(&gate, "lookup").await.unwrap();
+        last.park();
+        assert_eq!(
+            gate.parked(),
+            Gate::max_parked(1),
+            "past the bound: not parked"
+        );
+        assert!(
+            poll_briefly(&mut Box::pin(enter(&gate, "other")))
+                .await
+                .is_none(),
+            "the last one kept its worker"
+        );
+        drop(permits);
+        drop(last);
+        assert_eq!(gate.parked(), 0);
+        let _one = enter(&gate, "other").await.unwrap();
+        assert!(
+            poll_briefly(&mut Box::pin(enter(&gate, "other")))
+                .await
+                .is_none(),
+            "still exactly one worker"
+        );
     }
 }

@@ -198,12 +198,17 @@ impl AppState {
         let task = self.evaluator.spawn(async move {
             // The permit and the gauge follow the evaluation, not the HTTP
             // request: a client that hangs up does not free a busy worker.
-            let _permit = permit;
+            // While the evaluation waits on the network, the permit lends
+            // its worker (capabilities::waiting).
+            let permit = Arc::new(permit);
             let _in_flight = state.metrics.in_flight();
-            let result = match &job {
-                Job::Validate(request) => policy.validate(request).await,
-                Job::Raw(document) => policy.validate_raw(document).await,
-            };
+            let result = crate::capabilities::waiting::scope(permit, async {
+                match &job {
+                    Job::Validate(request) => policy.validate(request).await,
+                    Job::Raw(document) => policy.validate_raw(document).await,
+                }
+            })
+            .await;
             (result, job)
         });
         let (result, job) = task.await.map_err(|e| {

@@ -164,6 +164,16 @@ async fn report(args: &InspectArgs) -> anyhow::Result<Report> {
         Err(error) => (false, Some(error.to_string()), None),
     };
     let version = interface.policy_version().map(str::to_owned);
+    // A component that imports the Kubernetes interface targets the
+    // context-aware world, and reads only what the operator grants it.
+    let world_name = match interface
+        .imports
+        .iter()
+        .any(|i| i.starts_with(bindings::KUBERNETES_UNVERSIONED))
+    {
+        true => "context-aware-policy",
+        false => "policy",
+    };
     Ok(Report {
         source: fetch.as_ref().map(|_| source.to_string()),
         manifest: fetch.and_then(|fetch| fetch.manifest),
@@ -173,7 +183,7 @@ async fn report(args: &InspectArgs) -> anyhow::Result<Report> {
         world: World {
             targets: version
                 .as_ref()
-                .map(|v| format!("portcullis:policy/policy@{v}")),
+                .map(|v| format!("portcullis:policy/{world_name}@{v}")),
             interface: interface.policy_interface().map(|i| i.name.clone()),
             version,
             host: bindings::WORLD,
@@ -321,7 +331,14 @@ fn text(report: &Report) -> String {
     }
     let _ = writeln!(out, "imports");
     for import in &report.imports {
-        let _ = writeln!(out, "  {import}");
+        if import.starts_with(bindings::KUBERNETES_UNVERSIONED) {
+            let _ = writeln!(
+                out,
+                "  {import}  (reads the cluster: needs contextAwareResources in policies.yml)"
+            );
+        } else {
+            let _ = writeln!(out, "  {import}");
+        }
     }
     let _ = writeln!(out, "exports");
     for export in &report.exports {

@@ -4,6 +4,8 @@
 //! [`Capabilities`](crate::capabilities::Capabilities) of the evaluation,
 //! which gate and serve it.
 
+use std::time::Instant;
+
 use wasmtime::{Caller, Extern, Memory};
 
 use super::GuestFault;
@@ -94,10 +96,16 @@ pub(super) async fn call(
         state.policy_id.clone(),
     );
     let output = caller.data().output().clone();
+    let deadline = caller
+        .data()
+        .caller
+        .as_ref()
+        .map_or_else(Instant::now, |c| c.deadline);
     let context = CallContext {
         policy_id: &policy_id,
         grants: &grants,
         output: &output,
+        deadline,
     };
     Ok(capabilities
         .call(&context, &binding, &namespace, &operation, &payload)

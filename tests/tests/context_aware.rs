@@ -1,0 +1,287 @@
+//! Context-aware policies through the host: the two examples and a
+//! Kubewarden module reading a cluster made of a `--resources` file, the
+//! grant's gating (import without grant, grant without import, kinds not
+//! granted, the grant's field masks), the typed errors, and a component built against `portcullis:policy@0.1.0` still
+//! working on this host.
+
+use std::sync::Arc;
+
+use portcullis::admission::parse_review_or_request;
+use portcullis::capabilities::kubernetes::offline::ResourcesFile;
+use portcullis::capabilities::{
+    Capabilities, ContextAwareResource, Grants, HostCapabilities, Kubernetes,
+};
+use portcullis::environment::LoadFailure;
+use portcullis::{Engine, Environment, Limits, PolicySpec};
+use portcullis_tests::{component, engine, repo_file, shared_cache};
+use serde_json::json;
+
+/// An engine whose Kubernetes reads are answered from `file` (as
+/// `serve --resources`/`run --resources` build it).
+fn engine_reading(file: &str) -> Engine {
+    let file = ResourcesFile::read(&repo_file(file)).unwrap();
+    let capabilities = Capabilities::default().with(Arc::new(Kubernetes::new(file.into_cluster())));
+    Engine::with_capabilities(Limits::default(), capabilities).unwrap()
+}
+
+fn granted(resources: &[(&str, &str)]) -> Grants {
+    Grants {
+        context_aware_resources: resources
+            .iter()
+            .map(|(v, k)| ContextAwareResource::new(*v, *k))
+            .collect(),
+        ..Grants::default()
+    }
+}
+
+async fn verdict(env: &Environment, id: &str, fixture: &str) -> (bool, Option<String>) {
+    let body = std::fs::read(repo_file(fixture)).unwrap();
+    let request = parse_review_or_request(&body).unwrap();
+    let response = env.validate(id, &request).await.unwrap().response;
+    (response.allowed, response.message)
+}
+
+const NAMESPACES: &str = "examples/namespace-label-required/test_data/namespaces.yaml";
+const INGRESSES: &str = "examples/unique-ingress-host/test_data/ingresses.yaml";
+
+fn label_policy(grants: Grants) -> PolicySpec {
+    PolicySpec::new("labels", component("namespace_label_required"))
+        .with_settings(json!({"label": "team"}))
+        .with_grants(grants)
+}
+
+#[tokio::test]
+async fn namespace_label_required_reads_the_namespace() {
+    let spec = label_policy(granted(&[("v1", "Namespace")]));
+    let env = Environment::load(&engine_reading(NAMESPACES), [spec], Some(&shared_cache()))
+        .await
+        .unwrap();
+    let dir = "examples/namespace-label-required/test_data";
+    assert_eq!(
+        verdict(&env, "labels", &format!("{dir}/pod_in_payments.json")).await,
+        (true, None)
+    );
+    assert_eq!(
+        verdict(&env, "labels", &format!("{dir}/pod_in_scratch.json")).await,
+        (
+            false,
+            Some("namespace `scratch` does not carry the label `team`".into())
+        )
+    );
+}
+
+#[tokio::test]
+async fn unique_ingress_host_lists_ingresses_by_host() {
+    let spec = PolicySpec::new("hosts", component("unique_ingress_host"))
+        .with_grants(granted(&[("networking.k8s.io/v1", "Ingress")]));
+    let env = Environment::load(&engine_reading(INGRESSES), [spec], Some(&shared_cache()))
+        .await
+        .unwrap();
+    let dir = "examples/unique-ingress-host/test_data";
+    assert_eq!(
+        verdict(&env, "hosts", &format!("{dir}/ingress_taken_host.json")).await,
+        (
+            false,
+            Some("host `shop.example` is already used by Ingress `shop/front`".into())
+        )
+    );
+    assert_eq!(
+        verdict(&env, "hosts", &format!("{dir}/ingress_new_host.json")).await,
+        (true, None)
+    );
+}
+
+#[tokio::test]
+async fn a_kind_not_granted_is_the_policys_not_granted_error() {
+    // Granted Pods, not Namespaces: the read is refused with Kubewarden's
+    // message, which the policy reports (it fails closed).
+    let spec = label_policy(granted(&[("v1", "Pod")]));
+    let env = Environment::load(&engine_reading(NAMESPACES), [spec], Some(&shared_cache()))
+        .await
+        .unwrap();
+    let (allowed, message) = verdict(
+        &env,
+        "labels",
+        "examples/namespace-label-required/test_data/pod_in_payments.json",
+    )
+    .await;
+    assert!(!allowed);
+    assert_eq!(
+        message.unwrap(),
+        "cannot read namespace `payments`: not granted: Policy has not been granted access to \
+         Kubernetes v1/Namespace resources. The violation has been reported."
+    );
+}
+
+#[tokio::test]
+async fn the_grants_field_masks_are_all_the_policy_sees() {
+    // Granted Namespaces' names only: the label is masked away.
+    let mut grants = granted(&[("v1", "Namespace")]);
+    grants.context_aware_resources[0].field_masks = vec!["metadata.name".into()];
+    let env = Environment::load(
+        &engine_reading(NAMESPACES),
+        [label_policy(grants)],
+        Some(&shared_cache()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        verdict(
+            &env,
+            "labels",
+            "examples/namespace-label-required/test_data/pod_in_payments.json"
+        )
+        .await,
+        (
+            false,
+            Some("namespace `payments` does not carry the label `team`".into())
+        )
+    );
+}
+
+#[tokio::test]
+async fn an_import_without_a_grant_is_refused_at_load_naming_policy_and_import() {
+    let Err(error) = Environment::load(
+        &engine(),
+        [label_policy(Grants::default())],
+        Some(&shared_cache()),
+    )
+    .await
+    else {
+        panic!("a policy importing the capability without a grant was loaded");
+    };
+    assert_eq!(error.policy, "labels");
+    assert!(
+        matches!(&error.reason, LoadFailure::NotGranted { import }
+            if import.starts_with("portcullis:policy/kubernetes@0.1.")),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.starts_with("policy `labels` (")
+            && message.contains("imports `portcullis:policy/kubernetes@0.1.")
+            && message.contains("`contextAwareResources`"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_grant_without_the_import_loads_and_a_plain_policy_imports_only_wasi() {
+    // pod-privileged reads nothing: a grant changes nothing (a warning).
+    let spec = PolicySpec::new("plain", component("pod_privileged"))
+        .with_grants(granted(&[("v1", "Namespace")]));
+    let env = Environment::load(&engine(), [spec], Some(&shared_cache()))
+        .await
+        .unwrap();
+    let policy = env.policy("plain").unwrap();
+    let portcullis::runtime::PolicyCode::Component(code) = policy.code() else {
+        panic!("a component")
+    };
+    let interface = portcullis::component::ComponentInterface::of(&engine(), code.component());
+    assert!(
+        interface.imports.iter().all(|i| i.starts_with("wasi:")),
+        "{:?}",
+        interface.imports
+    );
+}
+
+#[tokio::test]
+async fn without_a_cluster_reads_say_none_is_configured() {
+    // Granted, but the engine has no cluster (no --resources, no kubeconfig).
+    let spec = label_policy(granted(&[("v1", "Namespace")]));
+    let env = Environment::load(&engine(), [spec], Some(&shared_cache()))
+        .await
+        .unwrap();
+    let (allowed, message) = verdict(
+        &env,
+        "labels",
+        "examples/namespace-label-required/test_data/pod_in_payments.json",
+    )
+    .await;
+    assert!(!allowed);
+    assert_eq!(
+        message.unwrap(),
+        "cannot read namespace `payments`: Kubernetes API unavailable: no Kubernetes cluster \
+         is configured (in a cluster, --kubeconfig or --resources FILE)"
+    );
+}
+
+#[tokio::test]
+async fn kubewarden_modules_read_through_the_same_capability() {
+    // The test module reads `x` of the kind in its settings with a raw
+    // kubernetes/get_resource host call and rejects with what it got.
+    let file = "tests/fixtures/kubernetes.yaml";
+    let grants = Grants {
+        host_capabilities: HostCapabilities::new(["kubernetes/get_resource"]).unwrap(),
+        ..granted(&[("v1", "Namespace")])
+    };
+    let read = |kind: &str| {
+        PolicySpec::new(format!("read-{kind}"), component("kw_capability"))
+            .with_settings(json!({"readKind": kind}))
+            .with_grants(grants.clone())
+    };
+    let env = Environment::load(
+        &engine_reading(file),
+        [read("Namespace"), read("Secret")],
+        Some(&shared_cache()),
+    )
+    .await
+    .unwrap();
+    let request = parse_review_or_request(
+        &std::fs::read(repo_file(
+            "examples/namespace-label-required/test_data/pod_in_payments.json",
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let message = async |id: &str| {
+        env.validate(id, &request)
+            .await
+            .unwrap()
+            .response
+            .message
+            .unwrap()
+    };
+    let namespace = message("read-Namespace").await;
+    let object: serde_json::Value =
+        serde_json::from_str(namespace.strip_prefix("read: ").unwrap()).unwrap();
+    assert_eq!(object["metadata"]["labels"]["owner"], "kubewarden-fixture");
+    assert_eq!(object["kind"], "Namespace");
+    assert_eq!(
+        message("read-Secret").await,
+        "host capability failed: Host error: Policy has not been granted access to Kubernetes \
+         v1/Secret resources. The violation has been reported."
+    );
+}
+
+#[tokio::test]
+async fn a_component_built_against_0_1_0_keeps_working() {
+    // Built by the SDK of portcullis:policy@0.1.0 and kept as it was: it
+    // exports admission@0.1.0, which this host (0.1.1) calls unchanged.
+    let fixture = repo_file("tests/fixtures/disallow_service_loadbalancer-0.1.0.wasm");
+    let bytes = std::fs::read(&fixture).unwrap();
+    assert!(
+        bytes
+            .windows(33)
+            .any(|w| w == b"portcullis:policy/admission@0.1.0"),
+        "the fixture must stay a 0.1.0 build"
+    );
+    let spec = PolicySpec::new("old", fixture);
+    let env = Environment::load(&engine(), [spec], None).await.unwrap();
+    let dir = "examples/disallow-service-loadbalancer/test_data";
+    assert_eq!(
+        verdict(&env, "old", &format!("{dir}/service_loadbalancer.json")).await,
+        (
+            false,
+            Some("Service of type LoadBalancer are not allowed".into())
+        )
+    );
+    assert_eq!(
+        verdict(&env, "old", &format!("{dir}/service-clusterip.json")).await,
+        (true, None)
+    );
+    assert_eq!(
+        env.policy("old").unwrap().metadata().rules[0].resources,
+        ["services"]
+    );
+}
