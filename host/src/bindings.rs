@@ -17,11 +17,11 @@ wasmtime::component::bindgen!({
 pub type PolicyPre<T> = ContextAwarePolicyPre<T>;
 
 /// The `kubernetes` interface's types and host trait.
-pub use portcullis::policy::kubernetes;
+pub use self::portcullis::policy::kubernetes;
 
 // The contract's types live in the exported `admission` interface; the rest
 // of the host names them from here.
-pub use exports::portcullis::policy::admission::{
+pub use self::exports::portcullis::policy::admission::{
     AdmissionRequest, GroupVersionKind, GroupVersionResource, Operation, PolicyMetadata, Rule,
     UserInfo, ValidationResponse,
 };
