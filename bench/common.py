@@ -90,6 +90,22 @@ def _serving_addresses(line):
     return None, None
 
 
+def process_cpu_seconds(pid):
+    """User + system CPU time of process `pid` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_status_kib(pid):
+    """The sizes in /proc/PID/status (VmRSS, VmHWM, RssAnon, ...), in KiB."""
+    sizes = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if value.strip().endswith(" kB"):
+            sizes[key] = int(value.split()[0])
+    return sizes
+
+
 class Server:
     """A `portcullis serve` process on ephemeral loopback ports."""
 
@@ -145,8 +161,7 @@ class Server:
 
     def cpu_seconds(self):
         """User + system CPU time of the process (all its threads) so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.process.pid)
 
     def context_switches(self):
         """Voluntary + involuntary context switches of all the process's threads so far."""
@@ -162,11 +177,8 @@ class Server:
 
     def memory_kib(self):
         """(VmRSS, VmHWM) of the server process, in KiB."""
-        fields = {}
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields[key] = value.strip()
-        return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+        status = process_status_kib(self.process.pid)
+        return status["VmRSS"], status["VmHWM"]
 
     def stop(self):
         if self.process.poll() is None:

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import BINARY, COMPONENTS, KUBEWARDEN_POLICIES
+from common import BINARY, COMPONENTS, KUBEWARDEN_POLICIES, process_cpu_seconds, process_status_kib
 
 # How long a server may take to become ready: Kubewarden compiles every
 # module at every start, Portcullis on an empty cache.
@@ -169,20 +169,13 @@ class PolicyServer:
 
     def cpu_seconds(self):
         """User + system CPU time of the process (all its threads) so far."""
-        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.process.pid)
 
     def memory_kib(self):
-        """{"VmRSS", "RssAnon", "RssFile", "RssShmem"}: resident memory in KiB,
-        the whole and its parts (anonymous, file-backed such as the
+        """{"VmRSS", "RssAnon", "RssFile", "RssShmem", ...}: resident memory
+        in KiB, the whole and its parts (anonymous, file-backed such as the
         executable's own pages, shared)."""
-        fields = {}
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
-                fields[key] = int(value.split()[0])
-        return fields
+        return process_status_kib(self.process.pid)
 
     def stop(self):
         if self.process.poll() is None:
