@@ -7,7 +7,10 @@
 //! to close — an HTTP/1 connection between requests closes at once, an
 //! HTTP/2 one gets a GOAWAY — and the new one takes its place, so a flood of
 //! idle or half-open connections cannot lock out the API server. Only when
-//! every connection is busy with a request is a new one refused.
+//! every connection is busy with a request is a new one refused. While too
+//! many connections asked to close are still going, the listener stops
+//! accepting for a moment ([`Connections::over_slack`]) and new connections
+//! wait in the kernel's backlog instead of being reset.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -37,6 +40,8 @@ pub struct Connections {
     epoch: Instant,
     next_id: AtomicU64,
     open: Mutex<HashMap<u64, Arc<Connection>>>,
+    /// Signalled whenever a connection goes.
+    released: Notify,
 }
 
 impl Connections {
@@ -49,6 +54,7 @@ impl Connections {
             epoch: Instant::now(),
             next_id: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
+            released: Notify::new(),
         })
     }
 
@@ -57,12 +63,24 @@ impl Connections {
         self.lock().len()
     }
 
+    /// Whether so many connections asked to close are still going that a
+    /// new one must wait for them (each still holds its socket).
+    pub fn over_slack(&self) -> bool {
+        self.lock().len() > self.limit + self.limit / 8
+    }
+
+    /// Resolves after a connection has gone (or at once if one went since
+    /// the last call): the moment to look at [`over_slack`](Self::over_slack) again.
+    pub async fn released(&self) {
+        self.released.notified().await;
+    }
+
     /// Registers a new connection, making room for it if needed.
     pub fn admit(self: &Arc<Self>) -> Admission {
         let mut open = self.lock();
         let evicted = if open.len() >= self.limit {
-            // Connections asked to close still hold their sockets until they
-            // are gone; past a little slack, new ones wait for them.
+            // The accept loop waits while over the slack; refusing here only
+            // covers a caller that does not.
             if open.len() > self.limit + self.limit / 8 {
                 return Admission::Refused;
             }
@@ -131,6 +149,8 @@ impl Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         self.connections.lock().remove(&self.id);
+        // One stored permit is enough: the waiter re-checks the count.
+        self.connections.released.notify_one();
     }
 }
 
@@ -236,5 +256,32 @@ mod tests {
         assert_eq!(connections.len(), 2);
         drop(busy);
         assert!(matches!(connections.admit(), Admission::Evicted(_)));
+    }
+
+    #[tokio::test]
+    async fn past_the_slack_the_listener_waits_for_a_closing_connection() {
+        let connections = Connections::new(8, 1024);
+        let mut held: Vec<_> = (0..10)
+            .map(|_| match connections.admit() {
+                Admission::Admitted(r) | Admission::Evicted(r) => r,
+                Admission::Refused => panic!("room while idle ones can close"),
+            })
+            .collect();
+        assert!(connections.over_slack());
+        let waiting = tokio::spawn({
+            let connections = Arc::clone(&connections);
+            async move {
+                while connections.over_slack() {
+                    connections.released().await;
+                }
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        held.pop();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken when a connection goes")
+            .unwrap();
     }
 }

@@ -139,10 +139,14 @@ impl Listener {
         let mut shedding = Shedding::new(name, limits.max_connections);
         let mut accept_errors = RateLimited::new(Duration::from_secs(1));
         loop {
+            let over_slack = connections.over_slack();
             let (stream, peer) = tokio::select! {
                 _ = stopped(&mut shutdown) => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-                accepted = socket.accept() => match accepted {
+                // Too many evicted connections still going: leave new ones in
+                // the kernel's backlog for a moment rather than reset them.
+                _ = connections.released(), if over_slack => continue,
+                accepted = socket.accept(), if !over_slack => match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
                         // Out of file descriptors, mostly: wait a little for
