@@ -69,6 +69,8 @@ pub enum Command {
     Annotate(AnnotateArgs),
     /// Print the Validating- and MutatingWebhookConfiguration for a policies file.
     WebhookConfig(crate::commands::webhook_config::WebhookConfigArgs),
+    /// Evaluate the objects already in the cluster; write the results as PolicyReports.
+    Audit(crate::commands::audit::AuditArgs),
 }
 
 impl Command {
@@ -84,7 +86,7 @@ impl Command {
             | Command::Push(_)
             | Command::Digest(_)
             | Command::Annotate(_) => "warn",
-            Command::WebhookConfig(_) => "warn",
+            Command::WebhookConfig(_) | Command::Audit(_) => "warn",
         }
     }
 }

@@ -12,6 +12,7 @@
 //!   hostCapabilities: [oci/*]       # what it may ask the host for
 //!   contextAwareResources:          # what it may read from the cluster
 //!     - { apiVersion: v1, kind: Namespace }
+//!   backgroundAudit: true           # whether `portcullis audit` evaluates it
 //! ```
 
 use std::fmt;
@@ -73,6 +74,13 @@ struct Entry {
     /// The host capabilities the policy may call (Kubewarden's patterns).
     #[serde(default)]
     host_capabilities: Vec<String>,
+    /// Whether `portcullis audit` evaluates existing objects with it.
+    #[serde(default = "yes")]
+    background_audit: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A group's entry, with Kubewarden's keys.
@@ -84,6 +92,8 @@ struct GroupEntry {
     policies: OrderedEntries,
     expression: String,
     message: String,
+    #[serde(default = "yes")]
+    background_audit: bool,
 }
 
 /// A group member's entry: Kubewarden allows these keys only (a member has
@@ -120,6 +130,8 @@ impl From<MemberEntry> for Entry {
             max_log_bytes: None,
             context_aware_resources: member.context_aware_resources,
             host_capabilities: member.host_capabilities,
+            // The group's own key decides.
+            background_audit: true,
         }
     }
 }
@@ -218,6 +230,7 @@ fn group_spec(id: &str, value: serde_json::Value, base_dir: &Path) -> Result<Gro
         expression,
         message: group.message,
         members,
+        background_audit: group.background_audit,
     })
 }
 
@@ -262,6 +275,7 @@ fn policy_spec(id: String, entry: Entry, base_dir: &Path) -> Result<PolicySpec, 
             log_bytes: entry.max_log_bytes,
         },
         message: entry.message,
+        background_audit: entry.background_audit,
         grants: Grants {
             host_capabilities,
             context_aware_resources: entry.context_aware_resources,

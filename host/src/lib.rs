@@ -33,6 +33,7 @@
 #![deny(missing_docs)]
 
 pub mod admission;
+pub mod audit;
 pub mod bindings;
 pub mod cache;
 pub mod capabilities;

@@ -62,6 +62,9 @@ pub struct PolicySpec {
     /// The host capabilities and Kubernetes resources it may use
     /// (`hostCapabilities`, `contextAwareResources`); none by default.
     pub grants: Grants,
+    /// Whether `portcullis audit` evaluates existing objects with it
+    /// (`backgroundAudit`, default true).
+    pub background_audit: bool,
 }
 
 impl PolicySpec {
@@ -78,6 +81,7 @@ impl PolicySpec {
             limits: LimitOverrides::default(),
             message: None,
             grants: Grants::default(),
+            background_audit: true,
         }
     }
 
@@ -126,6 +130,9 @@ pub struct GroupSpec {
     pub message: String,
     /// The members, by name.
     pub members: Vec<MemberSpec>,
+    /// Whether `portcullis audit` evaluates existing objects with it
+    /// (`backgroundAudit`, default true).
+    pub background_audit: bool,
 }
 
 /// One member of a group.

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod annotate;
+pub mod audit;
 pub mod bench;
 pub mod compile;
 pub mod inspect;
@@ -41,6 +42,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Push(args) => runtime(None)?.block_on(registry::push(args)),
         Command::Digest(args) => runtime(None)?.block_on(registry::digest(args)),
         Command::Annotate(args) => annotate::annotate(args),
+        Command::Audit(args) => runtime(None)?.block_on(audit::audit(args)),
         Command::WebhookConfig(args) => {
             runtime(None)?.block_on(webhook_config::webhook_config(args))
         }

@@ -355,20 +355,8 @@ impl Common {
 
 /// A group's rules: every member's, each once (members by name).
 fn group_metadata(group: &Group) -> PolicyMetadata {
-    let mut rules: Vec<Rule> = Vec::new();
-    // The generated binding types compare by their Debug form only.
-    let mut seen: Vec<String> = Vec::new();
-    for member in group.members().values() {
-        for rule in &member.metadata().rules {
-            let key = format!("{rule:?}");
-            if !seen.contains(&key) {
-                seen.push(key);
-                rules.push(rule.clone());
-            }
-        }
-    }
     PolicyMetadata {
-        rules,
+        rules: group.rules(),
         mutating: false,
         description: String::new(),
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Expression, Step};
-use crate::bindings::AdmissionRequest;
+use crate::bindings::{AdmissionRequest, Rule};
 use crate::environment::{Policy, Verdict};
 use crate::evaluation::EvaluationError;
 use crate::policy::{GroupSpec, PolicyMode};
@@ -23,6 +23,7 @@ pub struct Group {
     message: String,
     /// By member name.
     members: BTreeMap<String, Arc<Policy>>,
+    background_audit: bool,
 }
 
 /// What a group is asked to evaluate.
@@ -87,7 +88,30 @@ impl Group {
             expression: spec.expression,
             message: spec.message,
             members,
+            background_audit: spec.background_audit,
         }
+    }
+
+    /// Whether `portcullis audit` evaluates existing objects with it.
+    pub fn background_audit(&self) -> bool {
+        self.background_audit
+    }
+
+    /// The admission rules it covers: every member's, each once.
+    pub fn rules(&self) -> Vec<Rule> {
+        let mut rules: Vec<Rule> = Vec::new();
+        // The generated binding types compare by their Debug form only.
+        let mut seen: Vec<String> = Vec::new();
+        for member in self.members.values() {
+            for rule in &member.metadata().rules {
+                let key = format!("{rule:?}");
+                if !seen.contains(&key) {
+                    seen.push(key);
+                    rules.push(rule.clone());
+                }
+            }
+        }
+        rules
     }
 
     /// Its id.
