@@ -364,6 +364,35 @@ mod tests {
     }
 
     #[test]
+    fn background_audit_is_on_unless_a_policy_or_group_opts_out() {
+        let configuration = parse_all(
+            "a:\n  module: a.wasm\n\
+             b:\n  module: b.wasm\n  backgroundAudit: false\n\
+             g:\n  backgroundAudit: false\n  expression: m()\n  message: denied\n  \
+             policies:\n    m:\n      module: m.wasm\n",
+        )
+        .unwrap();
+        let audited: Vec<bool> = configuration
+            .policies
+            .iter()
+            .map(|p| p.background_audit)
+            .collect();
+        assert_eq!(audited, [true, false]);
+        assert!(!configuration.groups[0].background_audit);
+        // A member has no such key of its own: the group decides.
+        let message = parse_all(
+            "g:\n  expression: m()\n  message: denied\n  policies:\n    m:\n      \
+             module: m.wasm\n      backgroundAudit: false\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.contains("unknown field `backgroundAudit`"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn an_unknown_key_is_named() {
         let message = error("a:\n  module: a.wasm\n  policyMod: monitor\n");
         assert!(
