@@ -50,6 +50,43 @@ fn label_policy(grants: Grants) -> PolicySpec {
         .with_grants(grants)
 }
 
+/// A reload may not grant a resource the running host does not read: its
+/// caches start with the server, so the grant would only fail later, in the
+/// policy's reads. The running configuration stays.
+#[tokio::test]
+async fn a_reload_cannot_grant_what_the_running_host_does_not_read() {
+    let plain = PolicySpec::new("plain", component("pod_privileged"));
+    let grant = || label_policy(granted(&[("v1", "Namespace")]));
+    // Started with no policy reading the cluster: no cluster at all.
+    let env = Environment::load(&engine(), [plain.clone()], Some(&shared_cache()))
+        .await
+        .unwrap();
+    let error = env
+        .reload(vec![plain.clone(), grant()].into(), Some(&shared_cache()))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(error.policy, "labels");
+    assert!(matches!(error.reason, LoadFailure::NotServed(_)), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("key `contextAwareResources`"), "{message}");
+    assert!(message.contains("restart"), "{message}");
+    assert!(env.policy("plain").is_some() && env.policy("labels").is_none());
+    // A host that reads the resource takes the same reload.
+    let env = Environment::load(
+        &engine_reading(NAMESPACES),
+        [plain.clone()],
+        Some(&shared_cache()),
+    )
+    .await
+    .unwrap();
+    let reloaded = env
+        .reload(vec![plain, grant()].into(), Some(&shared_cache()))
+        .await
+        .unwrap();
+    assert!(reloaded.policy("labels").is_some());
+}
+
 #[tokio::test]
 async fn namespace_label_required_reads_the_namespace() {
     let spec = label_policy(granted(&[("v1", "Namespace")]));

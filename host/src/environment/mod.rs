@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::bindings::{AdmissionRequest, PolicyMetadata, ValidationResponse};
 use crate::cache::CompiledCache;
-use crate::capabilities::Grants;
+use crate::capabilities::{Grants, Kubernetes};
 use crate::component::Digest;
 use crate::engine::Engine;
 use crate::evaluation::{Call, EvaluationError, PolicyContext, Returned, evaluate};
@@ -120,6 +120,10 @@ pub enum LoadFailure {
         /// How it failed.
         error: EvaluationError,
     },
+    /// A reload grants a Kubernetes resource the running server does not
+    /// read (its caches start with it).
+    #[error("key `contextAwareResources`: {0}")]
+    NotServed(String),
     /// The component imports a host capability it has not been granted.
     #[error(
         "imports `{import}` but is granted no Kubernetes resource: list what it reads under \
@@ -212,6 +216,17 @@ impl Environment {
         configuration: Configuration,
         cache: Option<&CompiledCache>,
     ) -> Result<Self, LoadError> {
+        // A grant the running caches cannot answer would only fail later,
+        // in the policy's reads: refused here, while the old one serves.
+        let kubernetes = self.engine.capabilities().find::<Kubernetes>();
+        for spec in configuration.specs() {
+            for resource in &spec.grants.context_aware_resources {
+                let answered = kubernetes.map_or(Ok(()), |k| k.answers(resource));
+                if let Err(reason) = answered {
+                    return Err(load_error(spec, LoadFailure::NotServed(reason)));
+                }
+            }
+        }
         let reuse = Reuse {
             engines: self.engines.clone(),
             prepared: self.prepared.clone(),

@@ -56,6 +56,23 @@ struct Watched {
     api: ApiResource,
     namespaced: bool,
     objects: Arc<Objects>,
+    /// The fields the cache keeps (`None`: whole objects).
+    kept: Option<Vec<String>>,
+}
+
+/// Whether a cache that keeps `kept` (`None`: everything) holds every field
+/// of `wanted` (empty: the whole object).
+fn keeps(kept: Option<&[String]>, wanted: &[String]) -> bool {
+    let Some(kept) = kept else { return true };
+    !wanted.is_empty()
+        && wanted.iter().all(|field| {
+            kept.iter().any(|k| {
+                field == k
+                    || field
+                        .strip_prefix(k.as_str())
+                        .is_some_and(|rest| rest.starts_with('.'))
+            })
+        })
 }
 
 /// The cluster behind `--kubeconfig`, `KUBECONFIG` or the in-cluster
@@ -148,6 +165,7 @@ impl LiveCluster {
                         resource: format!("{api_version}/{kind}"),
                         reason: e.to_string(),
                     })?;
+            let kept = keep.clone();
             let keep = FieldMasks::new(&keep.unwrap_or_default()).map_err(|reason| {
                 ClusterError::Discovery {
                     resource: format!("{api_version}/{kind}"),
@@ -169,6 +187,7 @@ impl LiveCluster {
                     api,
                     namespaced: capabilities.scope == Scope::Namespaced,
                     objects,
+                    kept,
                 },
             );
         }
@@ -214,6 +233,7 @@ impl LiveCluster {
                     api,
                     namespaced,
                     objects: Arc::new(Objects::default()),
+                    kept: None,
                 };
                 ((resource.api_version, resource.kind), watched)
             })
@@ -328,6 +348,23 @@ async fn ask<T: Send + 'static>(
 }
 
 impl Cluster for LiveCluster {
+    fn answers(&self, resource: &ContextAwareResource) -> Result<(), String> {
+        let restart = "caches start with the server: restart it to grant this";
+        match self
+            .watched
+            .get(&(resource.api_version.clone(), resource.kind.clone()))
+        {
+            None => Err(format!("the server does not watch {resource}; {restart}")),
+            Some(watched) if !keeps(watched.kept.as_deref(), &resource.field_masks) => {
+                Err(format!(
+                    "the server's cache of {resource} keeps only the fields {}; {restart}",
+                    watched.kept.as_deref().unwrap_or_default().join(", ")
+                ))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
     fn get<'a>(
         &'a self,
         resource: &'a ContextAwareResource,
@@ -467,6 +504,41 @@ impl<K: Eq + Hash, V: Clone> AnswerCache<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn only_what_the_caches_hold_is_answered() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let namespaces = ContextAwareResource::new("v1", "Namespace");
+        let api = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("", "v1", "Namespace"),
+            "namespaces",
+        );
+        let cluster = LiveCluster::unwatched(client, vec![(namespaces.clone(), api, false)]);
+        assert_eq!(cluster.answers(&namespaces), Ok(()));
+        let mut masked = namespaces.clone();
+        masked.field_masks = vec!["metadata.labels".into()];
+        assert_eq!(cluster.answers(&masked), Ok(()));
+        let ingresses = ContextAwareResource::new("networking.k8s.io/v1", "Ingress");
+        let refused = cluster.answers(&ingresses).unwrap_err();
+        assert!(refused.contains("does not watch"), "{refused}");
+        assert!(refused.contains("restart"), "{refused}");
+    }
+
+    #[test]
+    fn a_cache_keeps_a_field_when_it_keeps_it_or_a_parent() {
+        let kept = ["metadata.name".to_owned(), "spec".to_owned()];
+        let wanted = |fields: &[&str]| fields.iter().map(|f| f.to_string()).collect::<Vec<_>>();
+        assert!(keeps(None, &[]));
+        assert!(keeps(
+            Some(&kept),
+            &wanted(&["metadata.name", "spec.rules.host"])
+        ));
+        assert!(!keeps(Some(&kept), &wanted(&["metadata.namespace"])));
+        assert!(!keeps(Some(&kept), &wanted(&["specification"])));
+        // The whole object is more than any mask keeps.
+        assert!(!keeps(Some(&kept), &[]));
+    }
 
     #[test]
     fn answers_expire_and_the_cache_stays_bounded() {

@@ -85,6 +85,14 @@ pub trait Cluster: Send + Sync + 'static {
         bypass_cache: bool,
         deadline: Instant,
     ) -> ClusterFuture<'a, SubjectAccessReviewStatus>;
+
+    /// Whether reads of `resource` (with its field masks) are answered as
+    /// this cluster runs now; why not, if not. What a reload checks a new
+    /// grant against.
+    fn answers(&self, resource: &ContextAwareResource) -> Result<(), String> {
+        let _ = resource;
+        Ok(())
+    }
 }
 
 /// One object to read.
@@ -148,6 +156,19 @@ impl Kubernetes {
     pub fn new(cluster: Arc<dyn Cluster>) -> Self {
         Self {
             cluster: Some(cluster),
+        }
+    }
+
+    /// Whether a policy granted `resource` can be served by this host as it
+    /// runs; why not, if not (see [`Cluster::answers`]).
+    pub fn answers(&self, resource: &ContextAwareResource) -> Result<(), String> {
+        match &self.cluster {
+            Some(cluster) => cluster.answers(resource),
+            None => Err(
+                "this server started without a Kubernetes cluster (no policy read the \
+                         cluster then): restart it to add a context-aware policy"
+                    .into(),
+            ),
         }
     }
 
