@@ -131,6 +131,14 @@ fn kind(namespaced: bool) -> &'static str {
     }
 }
 
+/// The PolicyReports of `namespace`, or (`None`) the ClusterPolicyReports.
+fn report_api(client: &Client, namespace: Option<&str>) -> Api<DynamicObject> {
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &api_resource(true)),
+        None => Api::all_with(client.clone(), &api_resource(false)),
+    }
+}
+
 fn api_resource(namespaced: bool) -> ApiResource {
     let plural = if namespaced {
         "policyreports"
@@ -224,11 +232,10 @@ pub async fn publish(
             if written.contains(&(ns.as_deref(), name.as_str())) {
                 continue;
             }
-            let api: Api<DynamicObject> = match &ns {
-                Some(ns) => Api::namespaced_with(client.clone(), ns, &api_resource(true)),
-                None => Api::all_with(client.clone(), &api_resource(false)),
-            };
-            match api.delete(&name, &DeleteParams::default()).await {
+            match report_api(client, ns.as_deref())
+                .delete(&name, &DeleteParams::default())
+                .await
+            {
                 Ok(_) => published.removed += 1,
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(error) => {
@@ -246,11 +253,8 @@ pub async fn publish(
 /// Creates or replaces `report`.
 async fn write(client: &Client, report: &Report, params: &PatchParams) -> Result<(), PublishError> {
     let namespaced = report.namespace.is_some();
-    let api: Api<DynamicObject> = match &report.namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &api_resource(true)),
-        None => Api::all_with(client.clone(), &api_resource(false)),
-    };
-    api.patch(&report.name, params, &Patch::Apply(&report.document))
+    report_api(client, report.namespace.as_deref())
+        .patch(&report.name, params, &Patch::Apply(&report.document))
         .await
         .map_err(|error| match &error {
             kube::Error::Api(status) if status.code == 404 && is_missing_kind(status) => {
