@@ -16,7 +16,8 @@
 //! behind a network edge that bounds what any client can hold. A
 //! [`group`] combines several policies by an expression into one verdict;
 //! a running server's configuration is swapped whole by a reload
-//! ([`server::Reloader`]).
+//! ([`server::Reloader`]); the [`audit`] runs the same environment over the
+//! objects already in a cluster and publishes PolicyReports.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
