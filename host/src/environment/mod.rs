@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::bindings::{AdmissionRequest, PolicyMetadata, ValidationResponse};
 use crate::cache::CompiledCache;
-use crate::capabilities::{Grants, Kubernetes};
+use crate::capabilities::{ContextAwareResource, Grants, Kubernetes};
 use crate::component::Digest;
 use crate::engine::Engine;
 use crate::evaluation::{Call, EvaluationError, PolicyContext, Returned, evaluate};
@@ -216,13 +216,24 @@ impl Environment {
         configuration: Configuration,
         cache: Option<&CompiledCache>,
     ) -> Result<Self, LoadError> {
-        // A grant the running caches cannot answer would only fail later,
-        // in the policy's reads: refused here, while the old one serves.
+        // New grants get their caches first (the old configuration serves
+        // meanwhile); one the host cannot answer would only fail later, in
+        // the policy's reads: it is refused here.
         let kubernetes = self.engine.capabilities().find::<Kubernetes>();
+        let granted: Vec<ContextAwareResource> = configuration
+            .specs()
+            .flat_map(|spec| spec.grants.context_aware_resources.iter().cloned())
+            .collect();
+        let prepared = match kubernetes {
+            Some(kubernetes) => kubernetes.prepare(&granted).await,
+            None => Ok(()),
+        };
         for spec in configuration.specs() {
             for resource in &spec.grants.context_aware_resources {
                 let answered = kubernetes.map_or(Ok(()), |k| k.answers(resource));
-                if let Err(reason) = answered {
+                if let Err(missing) = answered {
+                    // Why the cache could not be started says more.
+                    let reason = prepared.clone().err().unwrap_or(missing);
                     return Err(load_error(spec, LoadFailure::NotServed(reason)));
                 }
             }

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use futures::StreamExt;
 use k8s_openapi::api::authorization::v1::{
     SubjectAccessReview, SubjectAccessReviewSpec, SubjectAccessReviewStatus,
@@ -41,6 +42,14 @@ pub enum ClusterError {
     /// No configuration: not in a cluster, no kubeconfig.
     #[error("no Kubernetes configuration: {0}")]
     Config(String),
+    /// A cache's first list did not come in (a reload's new grant).
+    #[error("cannot cache {resource}: {reason}")]
+    Sync {
+        /// The resource.
+        resource: String,
+        /// Why.
+        reason: String,
+    },
     /// The API server does not serve a granted resource.
     #[error("the API server serves no {resource}: {reason}")]
     Discovery {
@@ -75,6 +84,39 @@ fn keeps(kept: Option<&[String]>, wanted: &[String]) -> bool {
         })
 }
 
+/// A resource by `apiVersion` and `kind`.
+type Key = (String, String);
+
+/// The fields to keep of each resource `resources` names: the union of
+/// their masks, or `None` (whole objects) if one of them has none.
+fn wanted(resources: &[ContextAwareResource]) -> HashMap<Key, Option<Vec<String>>> {
+    let mut masks: HashMap<Key, Option<Vec<String>>> = HashMap::new();
+    for resource in resources {
+        let key = (resource.api_version.clone(), resource.kind.clone());
+        let entry = masks.entry(key).or_insert_with(|| Some(Vec::new()));
+        match (entry.as_mut(), resource.field_masks.is_empty()) {
+            (Some(_), true) => *entry = None,
+            (Some(union), false) => union.extend(resource.field_masks.iter().cloned()),
+            (None, _) => {}
+        }
+    }
+    masks
+}
+
+/// Where a cache's first list is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sync {
+    /// Not in yet.
+    Pending,
+    /// In: the cache holds the cluster's objects.
+    Synced,
+    /// The watch failed before its first list (it keeps retrying).
+    Failing(String),
+}
+
+/// How long a reload waits for the caches of resources it newly grants.
+const RELOAD_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The cluster behind `--kubeconfig`, `KUBECONFIG` or the in-cluster
 /// service account.
 pub struct LiveCluster {
@@ -83,15 +125,19 @@ pub struct LiveCluster {
     /// runtime): evaluations run on one without I/O, so their API calls are
     /// spawned here.
     io: tokio::runtime::Handle,
-    watched: HashMap<(String, String), Watched>,
+    /// Swapped whole when a reload adds a cache: reads never wait for it.
+    watched: ArcSwap<HashMap<Key, Arc<Watched>>>,
     gets: AnswerCache<(String, String, String, String), Arc<Value>>,
     reviews: AnswerCache<String, SubjectAccessReviewStatus>,
-    reflectors: Vec<tokio::task::JoinHandle<()>>,
+    reflectors: Mutex<HashMap<Key, tokio::task::JoinHandle<()>>>,
+    /// Caches are added one change at a time.
+    changing: tokio::sync::Mutex<()>,
 }
 
 impl Drop for LiveCluster {
     fn drop(&mut self) {
-        for reflector in &self.reflectors {
+        let reflectors = self.reflectors.lock().unwrap_or_else(|e| e.into_inner());
+        for reflector in reflectors.values() {
             reflector.abort();
         }
     }
@@ -142,80 +188,172 @@ impl LiveCluster {
         client: kube::Client,
         resources: &[ContextAwareResource],
     ) -> Result<Arc<Self>, ClusterError> {
-        let mut masks: HashMap<(String, String), Option<Vec<String>>> = HashMap::new();
-        for resource in resources {
-            let key = (resource.api_version.clone(), resource.kind.clone());
-            let entry = masks.entry(key).or_insert_with(|| Some(Vec::new()));
-            match (entry.as_mut(), resource.field_masks.is_empty()) {
-                (Some(_), true) => *entry = None,
-                (Some(union), false) => union.extend(resource.field_masks.iter().cloned()),
-                (None, _) => {}
-            }
-        }
-        let mut watched = HashMap::new();
-        let mut reflectors = Vec::new();
-        let mut syncing = Vec::new();
-        for ((api_version, kind), keep) in masks {
-            let (group, version) = group_version(&api_version);
-            let gvk = GroupVersionKind::gvk(group, version, &kind);
-            let (api, capabilities) =
-                kube::discovery::pinned_kind(&client, &gvk)
-                    .await
-                    .map_err(|e| ClusterError::Discovery {
-                        resource: format!("{api_version}/{kind}"),
-                        reason: e.to_string(),
-                    })?;
-            let kept = keep.clone();
-            let keep = FieldMasks::new(&keep.unwrap_or_default()).map_err(|reason| {
-                ClusterError::Discovery {
-                    resource: format!("{api_version}/{kind}"),
-                    reason,
-                }
-            })?;
-            let objects = Arc::new(Objects::new(keep));
-            let (synced, ready) = watch::channel(false);
-            reflectors.push(tokio::spawn(reflect(
-                Api::all_with(client.clone(), &api),
-                api.clone(),
-                objects.clone(),
-                synced,
-            )));
-            syncing.push((format!("{api_version}/{kind}"), ready, objects.clone()));
-            watched.insert(
-                (api_version, kind),
-                Watched {
-                    api,
-                    namespaced: capabilities.scope == Scope::Namespaced,
-                    objects,
-                    kept,
-                },
-            );
-        }
-        let cluster = Arc::new(Self {
+        let cluster = Arc::new(Self::new(client, HashMap::new()));
+        cluster.watch(resources, None).await?;
+        Ok(cluster)
+    }
+
+    fn new(client: kube::Client, watched: HashMap<Key, Arc<Watched>>) -> Self {
+        Self {
             client,
             io: tokio::runtime::Handle::current(),
-            watched,
+            watched: ArcSwap::from_pointee(watched),
             gets: AnswerCache::new(ANSWER_TTL),
             reviews: AnswerCache::new(ANSWER_TTL),
-            reflectors,
-        });
-        let names: Vec<&str> = syncing.iter().map(|(name, ..)| name.as_str()).collect();
+            reflectors: Mutex::default(),
+            changing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Starts a cache for each of `resources` not cached yet (or cached
+    /// with fewer fields than they ask for: that one is replaced by a cache
+    /// of both), waits until each holds the cluster's objects, then puts
+    /// them in place. With `give_up`, a cache whose watch fails before its
+    /// first list, or that is not in within that time, is an error and
+    /// nothing changes; without, this waits as long as it takes.
+    async fn watch(
+        &self,
+        resources: &[ContextAwareResource],
+        give_up: Option<Duration>,
+    ) -> Result<(), ClusterError> {
+        let _one_change = self.changing.lock().await;
+        let current = self.watched.load_full();
+        let mut starting = Vec::new();
+        for (key, wanted) in wanted(resources) {
+            let kept = current.get(&key).map(|w| w.kept.clone());
+            let keep = match (kept, wanted) {
+                (None, wanted) => wanted,
+                (Some(kept), wanted)
+                    if keeps(kept.as_deref(), wanted.as_deref().unwrap_or_default()) =>
+                {
+                    continue;
+                }
+                // Wider than the cache: a cache of both replaces it.
+                (Some(Some(mut kept)), Some(wanted)) => {
+                    kept.extend(wanted);
+                    Some(kept)
+                }
+                (Some(_), _) => None,
+            };
+            match self.start_cache(key, keep).await {
+                Ok(cache) => starting.push(cache),
+                Err(error) => {
+                    for cache in starting {
+                        cache.reflector.abort();
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        if starting.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = starting.iter().map(|s| s.name.clone()).collect();
         tracing::info!(
             resources = names.join(", "),
             "waiting for the Kubernetes caches to sync"
         );
         let started = Instant::now();
-        for (name, mut ready, objects) in syncing {
-            // A closed channel means the reflector task is gone: aborted.
-            let _ = ready.wait_for(|synced| *synced).await;
-            tracing::info!(
-                resource = name,
-                objects = objects.len(),
-                after_ms = started.elapsed().as_millis() as u64,
-                "Kubernetes cache synced"
-            );
+        let mut failure = None;
+        for cache in &mut starting {
+            if failure.is_some() {
+                break;
+            }
+            let synced = cache.ready.wait_for(|state| {
+                matches!(
+                    (state, give_up),
+                    (Sync::Synced, _) | (Sync::Failing(_), Some(_))
+                )
+            });
+            let outcome = match give_up {
+                Some(limit) => {
+                    let left = limit.saturating_sub(started.elapsed());
+                    match tokio::time::timeout(left, synced).await {
+                        Ok(Ok(state)) => state.clone(),
+                        Ok(Err(_)) => Sync::Failing("its watch stopped".into()),
+                        Err(_) => Sync::Failing(format!("no list within {} s", limit.as_secs())),
+                    }
+                }
+                // A closed channel means the reflector task is gone: aborted.
+                None => synced.await.map(|s| s.clone()).unwrap_or(Sync::Synced),
+            };
+            match outcome {
+                Sync::Synced => tracing::info!(
+                    resource = cache.name,
+                    objects = cache.watched.objects.len(),
+                    after_ms = started.elapsed().as_millis() as u64,
+                    "Kubernetes cache synced"
+                ),
+                Sync::Failing(reason) => {
+                    failure.get_or_insert(ClusterError::Sync {
+                        resource: cache.name.clone(),
+                        reason,
+                    });
+                }
+                // `wait_for` returns only once the cache synced or failed.
+                Sync::Pending => {}
+            }
         }
-        Ok(cluster)
+        let mut reflectors = self.reflectors.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(failure) = failure {
+            for cache in starting {
+                cache.reflector.abort();
+            }
+            return Err(failure);
+        }
+        let mut watched = HashMap::clone(&current);
+        for cache in starting {
+            if let Some(replaced) = reflectors.insert(cache.key.clone(), cache.reflector) {
+                replaced.abort();
+            }
+            watched.insert(cache.key, Arc::new(cache.watched));
+        }
+        self.watched.store(Arc::new(watched));
+        Ok(())
+    }
+
+    /// Finds where `key` is served and starts its reflector, keeping `keep`.
+    async fn start_cache(
+        &self,
+        key: Key,
+        keep: Option<Vec<String>>,
+    ) -> Result<Starting, ClusterError> {
+        let (api_version, kind) = &key;
+        let name = format!("{api_version}/{kind}");
+        let (group, version) = group_version(api_version);
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (api, capabilities) = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .map_err(|e| ClusterError::Discovery {
+                resource: name.clone(),
+                reason: e.to_string(),
+            })?;
+        let masks = FieldMasks::new(keep.as_deref().unwrap_or_default()).map_err(|reason| {
+            ClusterError::Discovery {
+                resource: name.clone(),
+                reason,
+            }
+        })?;
+        let objects = Arc::new(Objects::new(masks));
+        let (synced, ready) = watch::channel(Sync::Pending);
+        let reflector = self.io.spawn(reflect(
+            Api::all_with(self.client.clone(), &api),
+            api.clone(),
+            objects.clone(),
+            synced,
+        ));
+        Ok(Starting {
+            name,
+            key,
+            ready,
+            reflector,
+            watched: Watched {
+                api,
+                namespaced: capabilities.scope == Scope::Namespaced,
+                objects,
+                kept: keep,
+            },
+        })
     }
 
     /// A cluster of `client` told where `resources` are served (`api`, and
@@ -235,26 +373,30 @@ impl LiveCluster {
                     objects: Arc::new(Objects::default()),
                     kept: None,
                 };
-                ((resource.api_version, resource.kind), watched)
+                ((resource.api_version, resource.kind), Arc::new(watched))
             })
             .collect();
-        Arc::new(Self {
-            client,
-            io: tokio::runtime::Handle::current(),
-            watched,
-            gets: AnswerCache::new(ANSWER_TTL),
-            reviews: AnswerCache::new(ANSWER_TTL),
-            reflectors: Vec::new(),
-        })
+        Arc::new(Self::new(client, watched))
     }
 
-    fn watched(&self, resource: &ContextAwareResource) -> Result<&Watched, KubeError> {
+    fn watched(&self, resource: &ContextAwareResource) -> Result<Arc<Watched>, KubeError> {
         self.watched
+            .load()
             .get(&(resource.api_version.clone(), resource.kind.clone()))
+            .cloned()
             .ok_or_else(|| {
                 KubeError::Invalid(format!("the host does not watch {resource}: not granted"))
             })
     }
+}
+
+/// A cache being started.
+struct Starting {
+    name: String,
+    key: Key,
+    ready: watch::Receiver<Sync>,
+    reflector: tokio::task::JoinHandle<()>,
+    watched: Watched,
 }
 
 /// Keeps `objects` equal to the cluster's objects of `api`, from a watch
@@ -264,7 +406,7 @@ async fn reflect(
     all: Api<DynamicObject>,
     api: ApiResource,
     objects: Arc<Objects>,
-    synced: watch::Sender<bool>,
+    synced: watch::Sender<Sync>,
 ) {
     let types = TypeMeta {
         api_version: api.api_version.clone(),
@@ -285,15 +427,24 @@ async fn reflect(
             Ok(watcher::Event::InitApply(object)) => initial.push(to_value(object)),
             Ok(watcher::Event::InitDone) => {
                 objects.replace(std::mem::take(&mut initial));
-                synced.send_replace(true);
+                synced.send_replace(Sync::Synced);
             }
             Ok(watcher::Event::Apply(object)) => objects.apply(to_value(object)),
             Ok(watcher::Event::Delete(object)) => objects.delete(&to_value(object)),
-            Err(error) => tracing::warn!(
-                resource = %format!("{}/{}", api.api_version, api.kind),
-                %error,
-                "Kubernetes watch failed; retrying (lists are answered from the last state)"
-            ),
+            Err(error) => {
+                tracing::warn!(
+                    resource = %format!("{}/{}", api.api_version, api.kind),
+                    %error,
+                    "Kubernetes watch failed; retrying (lists are answered from the last state)"
+                );
+                synced.send_if_modified(|state| match state {
+                    Sync::Synced => false,
+                    _ => {
+                        *state = Sync::Failing(error.to_string());
+                        true
+                    }
+                });
+            }
         }
     }
 }
@@ -348,16 +499,27 @@ async fn ask<T: Send + 'static>(
 }
 
 impl Cluster for LiveCluster {
+    fn prepare<'a>(
+        &'a self,
+        resources: &'a [ContextAwareResource],
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            self.watch(resources, Some(RELOAD_SYNC_TIMEOUT))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
     fn answers(&self, resource: &ContextAwareResource) -> Result<(), String> {
-        let restart = "caches start with the server: restart it to grant this";
         match self
             .watched
+            .load()
             .get(&(resource.api_version.clone(), resource.kind.clone()))
         {
-            None => Err(format!("the server does not watch {resource}; {restart}")),
+            None => Err(format!("the server does not watch {resource}")),
             Some(watched) if !keeps(watched.kept.as_deref(), &resource.field_masks) => {
                 Err(format!(
-                    "the server's cache of {resource} keeps only the fields {}; {restart}",
+                    "the server's cache of {resource} keeps only the fields {}",
                     watched.kept.as_deref().unwrap_or_default().join(", ")
                 ))
             }
@@ -522,7 +684,31 @@ mod tests {
         let ingresses = ContextAwareResource::new("networking.k8s.io/v1", "Ingress");
         let refused = cluster.answers(&ingresses).unwrap_err();
         assert!(refused.contains("does not watch"), "{refused}");
-        assert!(refused.contains("restart"), "{refused}");
+    }
+
+    #[test]
+    fn a_resource_granted_twice_is_cached_with_the_union_of_its_masks() {
+        let masked = |kind: &str, masks: &[&str]| {
+            let mut resource = ContextAwareResource::new("v1", kind);
+            resource.field_masks = masks.iter().map(|m| m.to_string()).collect();
+            resource
+        };
+        let wanted = wanted(&[
+            masked("Namespace", &["metadata.labels"]),
+            masked("Namespace", &["metadata.name"]),
+            masked("Service", &["spec"]),
+            masked("Service", &[]),
+        ]);
+        let key = |kind: &str| ("v1".to_owned(), kind.to_owned());
+        assert_eq!(
+            wanted[&key("Namespace")],
+            Some(vec![
+                "metadata.labels".to_owned(),
+                "metadata.name".to_owned()
+            ])
+        );
+        // One grant without masks: whole objects.
+        assert_eq!(wanted[&key("Service")], None);
     }
 
     #[test]

@@ -93,6 +93,17 @@ pub trait Cluster: Send + Sync + 'static {
         let _ = resource;
         Ok(())
     }
+
+    /// Gets ready to answer reads of `resources` (a reload's grants):
+    /// starts what it needs and waits until it can answer; why not, if it
+    /// cannot.
+    fn prepare<'a>(
+        &'a self,
+        resources: &'a [ContextAwareResource],
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        let _ = resources;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// One object to read.
@@ -129,6 +140,11 @@ pub struct ListRequest {
     pub field_masks: Vec<String>,
 }
 
+/// Why a server started without a cluster cannot take a context-aware
+/// policy in a reload: the cluster's client is set up at start only.
+const NO_CLUSTER_TO_RELOAD: &str = "this server started without a Kubernetes cluster (no policy \
+                                    read the cluster then): restart it to add a context-aware policy";
+
 /// The Kubernetes capability of the host, with the cluster it reads (none
 /// when no policy is granted any resource: reads then say so).
 #[derive(Clone, Default)]
@@ -164,11 +180,17 @@ impl Kubernetes {
     pub fn answers(&self, resource: &ContextAwareResource) -> Result<(), String> {
         match &self.cluster {
             Some(cluster) => cluster.answers(resource),
-            None => Err(
-                "this server started without a Kubernetes cluster (no policy read the \
-                         cluster then): restart it to add a context-aware policy"
-                    .into(),
-            ),
+            None => Err(NO_CLUSTER_TO_RELOAD.into()),
+        }
+    }
+
+    /// Gets the cluster ready to answer `resources` (see
+    /// [`Cluster::prepare`]): a reload's new grants get their caches.
+    pub async fn prepare(&self, resources: &[ContextAwareResource]) -> Result<(), String> {
+        match &self.cluster {
+            Some(cluster) => cluster.prepare(resources).await,
+            None if resources.is_empty() => Ok(()),
+            None => Err(NO_CLUSTER_TO_RELOAD.into()),
         }
     }
 
