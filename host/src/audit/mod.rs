@@ -114,11 +114,7 @@ impl Auditor {
         if module_opts_out {
             return Some(Exclusion::ModuleOptedOut);
         }
-        let creates = self.rules().iter().any(|rule| {
-            rule.operations
-                .iter()
-                .any(|op| matches!(op, crate::bindings::Operation::Create))
-        });
+        let creates = self.rules().iter().any(scope::covers_create);
         (!creates).then_some(Exclusion::NoCreateRule)
     }
 
@@ -249,6 +245,28 @@ pub struct AuditResult {
     pub timestamp: i64,
 }
 
+/// What every result of one policy says about the policy.
+struct Labels {
+    mode: PolicyMode,
+    severity: Option<String>,
+    category: Option<String>,
+}
+
+impl Labels {
+    fn of(auditor: &Auditor) -> Self {
+        let mode = auditor.mode();
+        Self {
+            mode,
+            severity: match mode {
+                // Kubewarden's rule: nothing is enforced, so it is news only.
+                PolicyMode::Monitor => Some("info".to_owned()),
+                PolicyMode::Protect => auditor.annotation("severity"),
+            },
+            category: auditor.annotation("category"),
+        }
+    }
+}
+
 /// How a run is bounded and what it looks at.
 #[derive(Debug, Clone)]
 pub struct AuditOptions {
@@ -371,6 +389,12 @@ async fn audit_target(
     };
     let mut params = ListParams::default().limit(options.page_size.max(1));
     let mut evaluations: JoinSet<AuditResult> = JoinSet::new();
+    // What each result says about its policy, the same for every object.
+    let auditors: Vec<(Arc<Auditor>, Arc<Labels>)> = target
+        .auditors
+        .iter()
+        .map(|auditor| (Arc::clone(auditor), Arc::new(Labels::of(auditor))))
+        .collect();
     loop {
         let page = match api.list(&params).await {
             Ok(page) => page,
@@ -391,27 +415,24 @@ async fn audit_target(
             let request = Arc::new(request);
             run.objects += 1;
             progress.objects.fetch_add(1, Ordering::Relaxed);
-            for auditor in &target.auditors {
+            for (auditor, labels) in &auditors {
                 while evaluations.len() >= options.concurrency.max(1) {
                     collect(evaluations.join_next().await, progress, run);
                 }
                 let auditor = Arc::clone(auditor);
+                let labels = Arc::clone(labels);
                 let request = Arc::clone(&request);
                 let object = object.clone();
                 evaluations.spawn(async move {
                     let finding = auditor.evaluate(&request).await;
                     AuditResult {
                         policy: auditor.id().to_owned(),
-                        mode: auditor.mode(),
+                        mode: labels.mode,
                         object,
                         result: finding.result,
                         message: finding.message,
-                        severity: match auditor.mode() {
-                            // Kubewarden's rule: nothing is enforced, so it is news only.
-                            PolicyMode::Monitor => Some("info".to_owned()),
-                            PolicyMode::Protect => auditor.annotation("severity"),
-                        },
-                        category: auditor.annotation("category"),
+                        severity: labels.severity.clone(),
+                        category: labels.category.clone(),
                         timestamp: chrono::Utc::now().timestamp(),
                     }
                 });

@@ -190,6 +190,7 @@ pub async fn publish(
     reports: &[Report],
     namespace: Option<&str>,
 ) -> Result<Published, PublishError> {
+    installed(client).await?;
     let mut published = Published::default();
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let writes = futures::stream::iter(reports)
@@ -215,17 +216,13 @@ pub async fn publish(
             (true, Some(ns)) => Api::namespaced_with(client.clone(), ns, &api_resource(true)),
             _ => Api::all_with(client.clone(), &api_resource(namespaced)),
         };
-        let existing = match api.list(&ListParams::default().labels(&selector)).await {
-            Ok(list) => list,
-            // Nothing was ever written where the CRD is missing.
-            Err(kube::Error::Api(status)) if status.code == 404 => continue,
-            Err(error) => {
-                return Err(PublishError::Api {
-                    what: format!("cannot list the {}s", kind(namespaced)),
-                    error,
-                });
-            }
-        };
+        let existing = api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|error| PublishError::Api {
+                what: format!("cannot list the {}s", kind(namespaced)),
+                error,
+            })?;
         for stale in existing.items {
             let ns = stale.namespace();
             let name = stale.name_any();
@@ -250,28 +247,43 @@ pub async fn publish(
     Ok(published)
 }
 
-/// Creates or replaces `report`.
-async fn write(client: &Client, report: &Report, params: &PatchParams) -> Result<(), PublishError> {
-    let namespaced = report.namespace.is_some();
-    report_api(client, report.namespace.as_deref())
-        .patch(&report.name, params, &Patch::Apply(&report.document))
-        .await
-        .map_err(|error| match &error {
-            kube::Error::Api(status) if status.code == 404 && is_missing_kind(status) => {
-                PublishError::NotInstalled(kind(namespaced))
-            }
-            _ => PublishError::Api {
-                what: format!("cannot write {} {}", kind(namespaced), location(report)),
+/// Fails unless the API server serves both report kinds at
+/// [`API_VERSION`]: asked once, before anything is written.
+async fn installed(client: &Client) -> Result<(), PublishError> {
+    let (group, version) = API_VERSION.split_once('/').expect("group/version");
+    let served = match kube::discovery::group(client, group).await {
+        Ok(group) => group.versioned_resources(version),
+        Err(kube::Error::Discovery(_)) => Vec::new(),
+        Err(error) => {
+            return Err(PublishError::Api {
+                what: format!("cannot discover {API_VERSION}"),
                 error,
-            },
-        })?;
+            });
+        }
+    };
+    for namespaced in [true, false] {
+        let plural = api_resource(namespaced).plural;
+        if !served.iter().any(|(resource, _)| resource.plural == plural) {
+            return Err(PublishError::NotInstalled(kind(namespaced)));
+        }
+    }
     Ok(())
 }
 
-/// A 404 for the resource itself (the CRD is missing), not for a
-/// namespace that does not exist.
-fn is_missing_kind(status: &kube::core::Status) -> bool {
-    !status.message.contains("namespaces")
+/// Creates or replaces `report`.
+async fn write(client: &Client, report: &Report, params: &PatchParams) -> Result<(), PublishError> {
+    report_api(client, report.namespace.as_deref())
+        .patch(&report.name, params, &Patch::Apply(&report.document))
+        .await
+        .map_err(|error| PublishError::Api {
+            what: format!(
+                "cannot write {} {}",
+                kind(report.namespace.is_some()),
+                location(report)
+            ),
+            error,
+        })?;
+    Ok(())
 }
 
 fn location(report: &Report) -> String {

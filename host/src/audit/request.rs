@@ -4,11 +4,12 @@
 //! as it is stored (as Kubewarden's audit scanner does): `UPDATE` and
 //! `DELETE` have no meaning for an object nobody is changing.
 
-use kube::api::{ApiResource, DynamicObject, TypeMeta};
+use kube::api::{ApiResource, DynamicObject};
 
 use crate::bindings::{
     AdmissionRequest, GroupVersionKind, GroupVersionResource, Operation, UserInfo,
 };
+use crate::capabilities::kubernetes::live::typed;
 
 /// Who the simulated requests come from: a policy that judges the requesting
 /// user sees this name, not a real user's.
@@ -39,13 +40,9 @@ pub struct ObjectRef {
 /// reference to the object.
 pub fn simulated_create(
     resource: &ApiResource,
-    mut object: DynamicObject,
+    object: DynamicObject,
 ) -> (AdmissionRequest, ObjectRef) {
-    // Items of a list do not carry their type; a policy may read it.
-    object.types = Some(TypeMeta {
-        api_version: resource.api_version.clone(),
-        kind: resource.kind.clone(),
-    });
+    let object = typed(object, resource);
     let reference = ObjectRef {
         api_version: resource.api_version.clone(),
         kind: resource.kind.clone(),

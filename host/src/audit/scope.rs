@@ -112,7 +112,7 @@ pub async fn plan(client: &Client, auditors: &[Arc<Auditor>]) -> Result<Plan, ku
 }
 
 /// The audit simulates a `CREATE`: only rules that match one apply.
-fn covers_create(rule: &Rule) -> bool {
+pub fn covers_create(rule: &Rule) -> bool {
     rule.operations
         .iter()
         .any(|op| matches!(op, Operation::Create))

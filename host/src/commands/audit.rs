@@ -15,7 +15,7 @@ use portcullis::audit::{AuditOptions, AuditRun, Auditor, Progress, ResultKind};
 use portcullis::capabilities::kubernetes::live;
 use portcullis::{Engine, Environment, Limits, PolicyMode};
 
-use crate::cli::{CacheArgs, ClusterArgs, PolicySource};
+use crate::cli::{CacheArgs, PolicySource};
 
 /// Arguments of `portcullis audit`.
 #[derive(Debug, Args)]
@@ -71,12 +71,8 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let client = live::client(args.kubeconfig.as_deref())
         .await
         .context("the audit reads a Kubernetes cluster")?;
-    // Context-aware policies read the same cluster, through their caches.
-    let cluster = ClusterArgs {
-        kubeconfig: args.kubeconfig.clone(),
-        resources: None,
-    };
-    let capabilities = super::capabilities(&cluster, &configuration).await?;
+    // Context-aware policies read the audited cluster, through caches.
+    let capabilities = super::cluster_capabilities(client.clone(), &configuration).await?;
     let engine = Engine::with_capabilities(
         Limits {
             timeout: Duration::from_secs(args.policy_timeout.max(1)),

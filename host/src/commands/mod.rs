@@ -183,19 +183,35 @@ async fn capabilities(
         tracing::info!(file = %path.display(), objects = file.len(), "Kubernetes reads answered from a resources file");
         return Ok(capabilities.with(Arc::new(Kubernetes::new(file.into_cluster()))));
     }
-    // Group members read the cluster as any policy does.
-    let granted: Vec<ContextAwareResource> = configuration
+    let reads_cluster = configuration
         .specs()
-        .flat_map(|spec| spec.grants.context_aware_resources.iter().cloned())
-        .collect();
-    if granted.is_empty() && args.kubeconfig.is_none() {
+        .any(|spec| !spec.grants.context_aware_resources.is_empty());
+    if !reads_cluster && args.kubeconfig.is_none() {
         return Ok(capabilities);
     }
     let client = live::client(args.kubeconfig.as_deref())
         .await
         .context("context-aware policies need a Kubernetes cluster")?;
-    let cluster = LiveCluster::start(client, &granted).await?;
-    Ok(capabilities.with(Arc::new(Kubernetes::new(cluster))))
+    cluster_capabilities(client, configuration).await
+}
+
+/// The host capabilities for `configuration` with Kubernetes reads answered
+/// by the cluster of `client` (caches of what is granted, synced first).
+async fn cluster_capabilities(
+    client: kube::Client,
+    configuration: &Configuration,
+) -> anyhow::Result<Capabilities> {
+    let cluster = LiveCluster::start(client, &granted(configuration)).await?;
+    Ok(Capabilities::default().with(Arc::new(Kubernetes::new(cluster))))
+}
+
+/// Every Kubernetes resource some policy (or group member: they read the
+/// cluster as any policy does) is granted.
+fn granted(configuration: &Configuration) -> Vec<ContextAwareResource> {
+    configuration
+        .specs()
+        .flat_map(|spec| spec.grants.context_aware_resources.iter().cloned())
+        .collect()
 }
 
 /// How logs and errors name a policy given on the command line: the file

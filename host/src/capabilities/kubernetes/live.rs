@@ -143,6 +143,16 @@ impl Drop for LiveCluster {
     }
 }
 
+/// `object` with the `apiVersion` and `kind` of `api` if it came without
+/// them, as the items of a list do: policies read typed objects.
+pub fn typed(mut object: DynamicObject, api: &ApiResource) -> DynamicObject {
+    object.types.get_or_insert_with(|| TypeMeta {
+        api_version: api.api_version.clone(),
+        kind: api.kind.clone(),
+    });
+    object
+}
+
 /// The client: `kubeconfig` when given; else in-cluster when run in a pod;
 /// else what `KUBECONFIG` or `~/.kube/config` says.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, ClusterError> {
@@ -408,16 +418,8 @@ async fn reflect(
     objects: Arc<Objects>,
     synced: watch::Sender<Sync>,
 ) {
-    let types = TypeMeta {
-        api_version: api.api_version.clone(),
-        kind: api.kind.clone(),
-    };
-    // Items of a list come without apiVersion and kind: policies read typed
-    // objects, so they are put back.
-    let to_value = |mut object: DynamicObject| {
-        object.types.get_or_insert_with(|| types.clone());
-        serde_json::to_value(object).unwrap_or_default()
-    };
+    let to_value =
+        |object: DynamicObject| serde_json::to_value(typed(object, &api)).unwrap_or_default();
     let stream = watcher(all, watcher::Config::default()).default_backoff();
     let mut stream = std::pin::pin!(stream);
     let mut initial = Vec::new();
@@ -572,14 +574,9 @@ impl Cluster for LiveCluster {
                 KubeError::NotFound(_) => not_found(&resource.kind, namespace, name),
                 other => other,
             })?;
-            let mut object = object;
-            object.types.get_or_insert_with(|| TypeMeta {
-                api_version: watched.api.api_version.clone(),
-                kind: watched.api.kind.clone(),
-            });
             let object = watched
                 .objects
-                .trim(serde_json::to_value(object).unwrap_or_default());
+                .trim(serde_json::to_value(typed(object, &watched.api)).unwrap_or_default());
             let object = Arc::new(object);
             self.gets.put(key, object.clone());
             Ok(object)
