@@ -24,9 +24,8 @@ import tempfile
 import time
 import urllib.request
 import ssl
-import socket
 
-from common import COMPONENTS, ROOT, BINARY, build, machine
+from common import BINARY, COMPONENTS, ROOT, build, free_port, machine, stop_process
 
 NAMESPACES = 10
 
@@ -41,12 +40,6 @@ trusted-images:
 kw-privileged:
   module: {COMPONENTS / 'kw_pod_privileged.wasm'}
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(what, check, seconds, process):
@@ -132,11 +125,7 @@ class Cluster:
 
     def stop(self):
         for process in reversed(self.processes):
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop_process(process, timeout=10)
 
 
 def pods(count):

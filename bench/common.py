@@ -7,6 +7,7 @@ import json
 import re
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -22,6 +23,24 @@ COMPONENTS = ROOT / "target" / "wasm32-wasip2" / "policy"
 REQUESTS = ROOT / "bench" / "requests"
 POLICIES = ROOT / "examples" / "policies.yml"
 KUBEWARDEN_POLICIES = ROOT / "bench" / "kubewarden-policies.yml"
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process(process, timeout=30):
+    """SIGTERM, then SIGKILL if `process` is still there after `timeout` s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def write_policies(text):
@@ -181,13 +200,7 @@ class Server:
         return status["VmRSS"], status["VmHWM"]
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def warm_up(server, workers, policies=REQUEST_FOR, rounds=3):

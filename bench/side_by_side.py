@@ -10,15 +10,14 @@ import http.client
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import BINARY, COMPONENTS, KUBEWARDEN_POLICIES, process_cpu_seconds, process_status_kib
+from common import (BINARY, COMPONENTS, KUBEWARDEN_POLICIES, free_port, process_cpu_seconds,
+                    process_status_kib, stop_process)
 
 # How long a server may take to become ready: Kubewarden compiles every
 # module at every start, Portcullis on an empty cache.
@@ -57,12 +56,6 @@ def can_make_namespace():
 
 
 # --- what the servers serve -------------------------------------------------------------------
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def policies_yml(text, path):
     """Writes policies.yml `text` to `path`, every `module: NAME.wasm` made a
@@ -178,13 +171,7 @@ class PolicyServer:
         return process_status_kib(self.process.pid)
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.log.close()
 
 
