@@ -209,7 +209,7 @@ async fn readiness(State(state): State<Arc<AppState>>) -> Response {
     if state.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "loading policies").into_response()
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "loading policies").into_response()
     }
 }
 

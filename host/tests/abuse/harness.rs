@@ -37,6 +37,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// See [`HEADER_TIMEOUT`].
 pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Slack on top of a timeout for the server to act and the client to see it.
+pub const MARGIN: Duration = Duration::from_secs(2);
+
 /// The policies every attack is aimed at.
 fn policies_yml() -> String {
     let module = |name: &str| components_dir().join(name).display().to_string();

@@ -7,11 +7,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::harness::{
-    BODY_TIMEOUT, HEADER_TIMEOUT, Options, exchange, raise_own_open_files, start, still_open_after,
+    BODY_TIMEOUT, HEADER_TIMEOUT, MARGIN, Options, exchange, raise_own_open_files, start,
+    still_open_after,
 };
-
-/// Slack on top of a timeout for the server to act and the client to see it.
-const MARGIN: Duration = Duration::from_secs(2);
 
 /// Row 1: connections that send most of a large body and stop. Only what
 /// fits the body budget is read; the rest is refused before its body; what
@@ -43,11 +41,29 @@ async fn unfinished_bodies_take_no_more_than_the_body_budget() {
             sockets.push(socket.unwrap());
         }
         let started = Instant::now();
+        // The budget is taken: a client that waits before sending its body
+        // reads the refusal, a JSON 503, instead of a reset.
+        let waiting = format!(
+            "POST /validate/privileged HTTP/1.1\r\nHost: x\r\n\
+             Content-Type: application/json\r\nContent-Length: {declared}\r\n\
+             Expect: 100-continue\r\n\r\n"
+        );
+        let refusal = exchange(target.api(), None, waiting.as_bytes()).await;
         let open = still_open_after(sockets, BODY_TIMEOUT + MARGIN).await;
-        (open, started.elapsed())
+        (open, started.elapsed(), refusal)
     };
-    let ((open, took), peak) = target.during("unfinished bodies", attack).await;
+    let ((open, took, refusal), peak) = target.during("unfinished bodies", attack).await;
     assert_eq!(open, 0, "connections still open {took:?} after the attack");
+    let (status, body, _) = refusal.unwrap();
+    assert_eq!(status, 503, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("server overloaded: request bodies being read or evaluated"),
+        "{body}"
+    );
     eprintln!("unfinished bodies: peak RSS {peak} MiB, all closed after {took:?}");
     target.settles("unfinished bodies").await;
 }
