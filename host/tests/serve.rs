@@ -148,3 +148,79 @@ fn a_policy_whose_settings_are_rejected_stops_startup() {
     assert!(stderr.contains("error: policy `nap` ("), "{stderr}");
     assert!(stderr.contains("settings rejected: "), "{stderr}");
 }
+
+/// Pulling policies and syncing Kubernetes caches happen with the probes
+/// already up: while an API server that never answers holds the start-up,
+/// `/livez` is 200 (the liveness probe does not restart a replica that is
+/// only waiting) and `/readiness` a JSON 503 (no traffic yet).
+#[test]
+fn the_probes_answer_while_the_kubernetes_caches_sync() {
+    // Connections complete in the kernel's backlog; nothing ever answers.
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: stalled\n\
+             clusters: [{{name: stalled, cluster: {{server: 'http://{}'}}}}]\n\
+             users: [{{name: u, user: {{token: t}}}}]\n\
+             contexts: [{{name: stalled, context: {{cluster: stalled, user: u}}}}]\n",
+            stalled.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let policies = dir.path().join("policies.yml");
+    std::fs::write(
+        &policies,
+        "labelled-namespaces:\n  module: namespace_label_required.wasm\n  \
+         settings: { label: team }\n  \
+         contextAwareResources: [{ apiVersion: v1, kind: Namespace }]\n",
+    )
+    .unwrap();
+    let mut command = portcullis();
+    command
+        .arg("--policies")
+        .arg(&policies)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST");
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    let field = |line: &str, key: &str| -> Option<String> {
+        let event: serde_json::Value = serde_json::from_str(line).ok()?;
+        Some(event["fields"][key].as_str()?.to_owned())
+    };
+    let mut probes = None;
+    let mut waiting = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while probes.is_none() || !waiting {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = lines.recv_timeout(left) else {
+            let _ = child.kill();
+            panic!("no probe address and no \"waiting for the Kubernetes caches\" line");
+        };
+        if let Some(addr) = field(&line, "readiness_addr") {
+            probes = Some(addr.parse::<std::net::SocketAddr>().unwrap());
+        }
+        waiting |= line.contains("waiting for the Kubernetes caches to sync");
+        assert!(
+            !line.contains("\"serving\""),
+            "served without a cluster: {line}"
+        );
+    }
+    let probes = probes.unwrap();
+    assert_eq!(http(probes, "GET", "/livez", "").0, 200);
+    let (status, body) = http(probes, "GET", "/readiness", "");
+    assert_eq!(status, 503, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["error"], "loading policies");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -171,8 +171,9 @@ fn policies(source: &PolicySource) -> anyhow::Result<Configuration> {
 
 /// The host capabilities for `specs`: Kubernetes reads answered from the
 /// `--resources` file, or from the cluster when a policy is granted
-/// resources (then this waits for the caches to sync), or by nothing (reads
-/// then say no cluster is configured, and no API server is needed).
+/// resources or `kubernetes/can_i` (then this waits for the caches to sync),
+/// or by nothing (reads then say no cluster is configured, and no API server
+/// is needed).
 async fn capabilities(
     args: &ClusterArgs,
     configuration: &Configuration,
@@ -185,7 +186,7 @@ async fn capabilities(
     }
     let reads_cluster = configuration
         .specs()
-        .any(|spec| !spec.grants.context_aware_resources.is_empty());
+        .any(|spec| spec.grants.reads_kubernetes());
     if !reads_cluster && args.kubeconfig.is_none() {
         return Ok(capabilities);
     }

@@ -83,10 +83,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     super::runtime(Some(workers.min(cpus).div_ceil(2)))?.block_on(async move {
         let triggers = super::reload::Triggers::new(&args.source, args.watch)?;
-        let specs = super::fetch_remote(specs, &args.source, &args.cache).await?;
-        let capabilities = super::capabilities(&args.cluster, &specs).await?;
-        let engine = Engine::with_capabilities(limits, capabilities)?;
-        let mut server = portcullis::server::start(config, engine, specs, cache).await?;
+        // Pulls and cache syncs can take long: the probes answer meanwhile.
+        let prepare = async {
+            let specs = super::fetch_remote(specs, &args.source, &args.cache).await?;
+            let capabilities = super::capabilities(&args.cluster, &specs).await?;
+            let engine = Engine::with_capabilities(limits, capabilities)?;
+            anyhow::Ok((engine, specs))
+        };
+        let mut server = portcullis::server::start_after(config, cache, prepare).await?;
         let reloads = triggers.run(server.reloader(), args.source.clone(), args.cache.clone());
         let _reloading = AbortOnDrop(tokio::spawn(reloads));
         tokio::select! {

@@ -154,7 +154,7 @@ impl Metrics {
         let fetch_bytes = Counter::default();
         registry.register(
             "policy_fetch_bytes",
-            "Bytes downloaded for remote modules at start-up",
+            "Bytes downloaded for remote modules at start-up and at each reload",
             fetch_bytes.clone(),
         );
         let fetch_seconds = Family::<FetchLabels, Histogram>::new_with_constructor(|| {
@@ -164,7 +164,7 @@ impl Metrics {
         });
         registry.register(
             "policy_fetch_seconds",
-            "Time to obtain a remote module at start-up",
+            "Time to obtain a remote module at start-up and at each reload",
             fetch_seconds.clone(),
         );
         let config_reloads = Family::<ResultLabel, Counter>::default();
@@ -220,7 +220,7 @@ impl Metrics {
             .set(i64::try_from(now).unwrap_or(i64::MAX));
     }
 
-    /// Records one remote module obtained at start-up over `scheme`.
+    /// Records one remote module obtained at start-up or at a reload over `scheme`.
     pub fn fetched(&self, fetch: &Fetch, scheme: &'static str) {
         let labels = FetchLabels {
             origin: fetch.origin.as_str(),

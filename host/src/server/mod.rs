@@ -105,6 +105,10 @@ pub enum ServeError {
     /// The TLS files are unusable.
     #[error("TLS: {0}")]
     Tls(String),
+    /// What had to happen before the policies could load (pulling them,
+    /// syncing Kubernetes caches) failed.
+    #[error(transparent)]
+    Starting(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 /// When a request arrived and how large its body was: what the gate needs
@@ -341,6 +345,24 @@ pub async fn start(
     cache: Option<CompiledCache>,
 ) -> Result<RunningServer, ServeError> {
     let configuration = configuration.into();
+    start_after(config, cache, async move {
+        Ok::<_, std::convert::Infallible>((engine, configuration))
+    })
+    .await
+}
+
+/// [`start`], with the engine and the configuration made by `prepare`
+/// while the probes already answer: `/livez` 200 and `/readiness` 503, so
+/// that a slow registry or API server keeps a replica unready rather than
+/// getting it restarted by its liveness probe.
+pub async fn start_after<E>(
+    config: ServerConfig,
+    cache: Option<CompiledCache>,
+    prepare: impl Future<Output = Result<(Engine, Configuration), E>>,
+) -> Result<RunningServer, ServeError>
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+{
     // Policies run on a runtime of their own, one thread per worker.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.workers.max(1))
@@ -366,10 +388,6 @@ pub async fn start(
         always_accept_namespace: config.always_accept_namespace.clone(),
     });
     let (shutdown, stopping) = watch::channel(false);
-    let specs: Vec<_> = configuration.specs().cloned().collect();
-    for (fetch, scheme) in crate::source::distinct_fetches(&specs) {
-        state.metrics.fetched(&fetch, scheme);
-    }
     let mut tasks = tokio::task::JoinSet::new();
     let grace = config.shutdown_grace;
 
@@ -393,6 +411,13 @@ pub async fn start(
     });
     tracing::info!(%readiness_addr, "probes listening; loading policies");
 
+    let (engine, configuration) = prepare
+        .await
+        .map_err(|error| ServeError::Starting(error.into()))?;
+    let specs: Vec<_> = configuration.specs().cloned().collect();
+    for (fetch, scheme) in crate::source::distinct_fetches(&specs) {
+        state.metrics.fetched(&fetch, scheme);
+    }
     let environment =
         Environment::load_configuration(&engine, configuration, cache.as_ref()).await?;
     state.environment.store(Some(Arc::new(environment)));

@@ -228,7 +228,7 @@ impl LiveCluster {
     ) -> Result<(), ClusterError> {
         let _one_change = self.changing.lock().await;
         let current = self.watched.load_full();
-        let mut starting = Vec::new();
+        let mut to_start = Vec::new();
         for (key, wanted) in wanted(resources) {
             let kept = current.get(&key).map(|w| w.kept.clone());
             let keep = match (kept, wanted) {
@@ -245,7 +245,40 @@ impl LiveCluster {
                 }
                 (Some(_), _) => None,
             };
-            match self.start_cache(key, keep).await {
+            to_start.push((key, keep));
+        }
+        if to_start.is_empty() {
+            return Ok(());
+        }
+        // Logged before discovery: an API server that does not answer holds
+        // start-up here, and the log should say what it waits for.
+        let names: Vec<String> = to_start
+            .iter()
+            .map(|((api_version, kind), _)| format!("{api_version}/{kind}"))
+            .collect();
+        tracing::info!(
+            resources = names.join(", "),
+            "waiting for the Kubernetes caches to sync"
+        );
+        let started = Instant::now();
+        let mut starting = Vec::new();
+        for (key, keep) in to_start {
+            let name = format!("{}/{}", key.0, key.1);
+            let cache = match give_up {
+                Some(limit) => {
+                    let left = limit.saturating_sub(started.elapsed());
+                    tokio::time::timeout(left, self.start_cache(key, keep))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(ClusterError::Discovery {
+                                resource: name,
+                                reason: format!("no answer within {} s", limit.as_secs()),
+                            })
+                        })
+                }
+                None => self.start_cache(key, keep).await,
+            };
+            match cache {
                 Ok(cache) => starting.push(cache),
                 Err(error) => {
                     for cache in starting {
@@ -255,15 +288,6 @@ impl LiveCluster {
                 }
             }
         }
-        if starting.is_empty() {
-            return Ok(());
-        }
-        let names: Vec<String> = starting.iter().map(|s| s.name.clone()).collect();
-        tracing::info!(
-            resources = names.join(", "),
-            "waiting for the Kubernetes caches to sync"
-        );
-        let started = Instant::now();
         let mut failure = None;
         for cache in &mut starting {
             if failure.is_some() {
