@@ -7,6 +7,7 @@
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use portcullis::source::{
@@ -94,6 +95,111 @@ async fn fetch_error(fetcher: &Fetcher, uri: &str) -> FetchError {
     }
 }
 
+/// The error start-up reports for a configuration of one policy `id` whose
+/// module is `uri`: checks that it names the policy and the URI as written,
+/// and returns what follows them (the [`FetchError`]'s message).
+async fn policy_error(fetcher: &Fetcher, id: &str, uri: &str) -> String {
+    let yml = format!("{id}:\n  module: {uri}\n");
+    let specs = config::parse(&yml, Path::new("/"), "policies.yml")
+        .unwrap()
+        .policies;
+    let errors = match fetcher.fetch_policies(specs).await {
+        Ok(specs) => panic!("{uri} was fetched: {:?}", specs[0].fetch),
+        Err(errors) => errors,
+    };
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_eq!(errors.0[0].policy, id);
+    assert_eq!(errors.0[0].source.written(), uri);
+    let text = errors.to_string();
+    let prefix = format!("cannot obtain a policy's module: policy `{id}` ({uri}): ");
+    let Some(rest) = text.strip_prefix(&prefix) else {
+        panic!("{text:?} does not start with {prefix:?}");
+    };
+    assert_eq!(rest, errors.0[0].error.to_string());
+    rest.to_owned()
+}
+
+/// The value of the sample `name` (with its labels, as exported) in the
+/// Prometheus text `metrics`.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The registry's log once it has a line containing `needle` (the access
+/// log line of a request is written as the answer completes): 10 s at most.
+async fn logged(registry: &Registry, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = registry.log();
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} in the registry's log:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
+}
+
+/// The verdicts `server` gives for policy `policy` on each fixture.
+async fn verdicts_of(
+    server: &TestServer,
+    policy: &str,
+    fixtures: &[&str],
+) -> Vec<serde_json::Value> {
+    let client = http_client();
+    let mut verdicts = Vec::new();
+    for fixture in fixtures {
+        let mut review = json_file(fixture);
+        if review.get("request").is_none() {
+            review = portcullis_tests::review(review);
+        }
+        let response = client
+            .post(server.url(&format!("/validate/{policy}")))
+            .json(&review)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{policy} {fixture}");
+        verdicts.push(response.json().await.unwrap());
+    }
+    verdicts
+}
+
+/// Serves each path in `files` with its bytes over plain HTTP on 127.0.0.1
+/// (anything else is a 404); returns `host:port` and how many GETs the
+/// files answered.
+async fn serve_http(files: Vec<(&'static str, Vec<u8>)>) -> (String, Arc<AtomicUsize>) {
+    let served = Arc::new(AtomicUsize::new(0));
+    let mut app = axum::Router::new();
+    for (path, bytes) in files {
+        let (served, bytes) = (served.clone(), Arc::new(bytes));
+        app = app.route(
+            path,
+            axum::routing::get(move || {
+                served.fetch_add(1, Ordering::SeqCst);
+                let bytes = bytes.clone();
+                async move { (*bytes).clone() }
+            }),
+        );
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (host, served)
+}
+
 // --- pulling and serving ------------------------------------------------------
 
 /// The requests both servers get, by policy id, from the examples' fixtures.
@@ -151,21 +257,9 @@ fn policies_yml(
 }
 
 async fn verdicts(server: &TestServer) -> Vec<serde_json::Value> {
-    let client = http_client();
     let mut verdicts = Vec::new();
     for (policy, fixture) in CASES {
-        let mut review = json_file(fixture);
-        if review.get("request").is_none() {
-            review = portcullis_tests::review(review);
-        }
-        let response = client
-            .post(server.url(&format!("/validate/{policy}")))
-            .json(&review)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{policy} {fixture}");
-        verdicts.push(response.json().await.unwrap());
+        verdicts.extend(verdicts_of(server, policy, &[fixture]).await);
     }
     verdicts
 }
@@ -316,6 +410,302 @@ async fn the_pushed_artifacts_have_the_documented_media_types() {
     }
 }
 
+/// The pod-privileged example's requests: a privileged pod, an acceptable
+/// one, then a privileged init container, ephemeral container and workload.
+const PRIVILEGED_FIXTURES: &[&str] = &[
+    "examples/pod-privileged/test_data/privileged_pod_review.json",
+    "examples/pod-privileged/test_data/no_privileged_containers.json",
+    "examples/pod-privileged/test_data/privileged_init_container.json",
+    "examples/pod-privileged/test_data/privileged_ephemeral_container.json",
+    "examples/pod-privileged/test_data/deployment_with_privileged_containers.json",
+];
+
+#[tokio::test]
+async fn a_kubewarden_artifact_pushed_by_another_client_serves_the_same_verdicts_as_the_file() {
+    let setup = Setup::new();
+    let host = setup.registry.host();
+    // A Kubewarden-protocol (waPC) module, packaged in Kubewarden's layout
+    // by oci-client itself: not by our `push`.
+    let module = component("kw_pod_privileged");
+    let bytes = std::fs::read(&module).unwrap();
+    push_raw(
+        &host,
+        "kw-privileged:v1",
+        &bytes,
+        "application/vnd.wasm.content.layer.v1+wasm",
+        "application/vnd.wasm.config.v1+json",
+    )
+    .await;
+    let manifest: serde_json::Value = http_client()
+        .get(format!("http://{host}/v2/kw-privileged/manifests/v1"))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        manifest["config"]["mediaType"], "application/vnd.wasm.config.v1+json",
+        "{manifest}"
+    );
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.wasm.content.layer.v1+wasm"
+    );
+
+    let policies = |by_tag: &str, bare: &str| {
+        format!(
+            "privileged:\n  module: {by_tag}\n\
+             skip-init:\n  module: {bare}\n  settings: {{skip_init_containers: true}}\n"
+        )
+    };
+    let remote = policies(
+        &setup.uri("kw-privileged:v1"),
+        &format!("{host}/kw-privileged:v1"),
+    );
+    let specs = config::parse(&remote, Path::new("/"), "policies.yml")
+        .unwrap()
+        .policies;
+    let specs = setup.fetcher("store").fetch_policies(specs).await.unwrap();
+    let fetch = specs[0].fetch.clone().unwrap();
+    assert_eq!(fetch.origin, FetchOrigin::Pulled);
+    assert_eq!(fetch.digest.to_string(), file_digest(&module));
+    assert_eq!(fetch.downloaded, file_size(&module));
+    assert_eq!(std::fs::read(&specs[0].module).unwrap(), bytes);
+    // Both spellings name one artifact: one module, one pull.
+    assert!(Arc::ptr_eq(&fetch, specs[1].fetch.as_ref().unwrap()));
+    assert_eq!(
+        setup.registry.blob_downloads(&file_digest(&module)),
+        1,
+        "{}",
+        setup.registry.log()
+    );
+
+    let components = portcullis_tests::target_dir().join("wasm32-wasip2/policy");
+    let local = policies("kw_pod_privileged.wasm", "kw_pod_privileged.wasm");
+    let local = config::parse(&local, &components, "policies.yml").unwrap();
+    let from_registry = TestServer::start_specs(specs, test_config(), Limits::default()).await;
+    let from_file = TestServer::start_specs(local, test_config(), Limits::default()).await;
+    for policy in ["privileged", "skip-init"] {
+        let remote = verdicts_of(&from_registry, policy, PRIVILEGED_FIXTURES).await;
+        let local = verdicts_of(&from_file, policy, PRIVILEGED_FIXTURES).await;
+        assert_eq!(remote, local, "{policy}");
+        // Not vacuous: the waPC module ran, with its settings.
+        let allowed: Vec<bool> = remote
+            .iter()
+            .map(|v| v["response"]["allowed"].as_bool().unwrap())
+            .collect();
+        let expected = match policy {
+            "privileged" => [false, true, false, false, false],
+            _ => [false, true, true, false, false],
+        };
+        assert_eq!(allowed, expected, "{policy}: {remote:?}");
+    }
+    let remote = verdicts_of(&from_registry, "privileged", PRIVILEGED_FIXTURES).await;
+    assert_eq!(
+        remote[2]["response"]["status"]["message"],
+        "Privileged init container is not allowed"
+    );
+    from_registry.server.shutdown().await.unwrap();
+    from_file.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tag_and_digest_reference_pulls_the_digest_not_the_tag() {
+    let setup = Setup::new();
+    let fetcher = setup.fetcher("pusher");
+    let pinned = push(&fetcher, "pod_privileged", &setup.uri("p:v1"), Format::Cncf).await;
+    // The tag moves on to another module.
+    let moved = push(&fetcher, "trusted_images", &setup.uri("p:v1"), Format::Cncf).await;
+    assert_ne!(pinned, moved);
+
+    let uri = setup.uri(&format!("p:v1@{pinned}"));
+    let pulling = setup.fetcher("store");
+    let fetch = pulling.fetch(&source(&uri)).await.unwrap();
+    assert_eq!(fetch.origin, FetchOrigin::Pulled);
+    assert_eq!(fetch.manifest.as_deref(), Some(pinned.as_str()));
+    assert_eq!(
+        fetch.digest.to_string(),
+        file_digest(&component("pod_privileged"))
+    );
+    assert_eq!(
+        std::fs::read(&fetch.path).unwrap(),
+        std::fs::read(component("pod_privileged")).unwrap()
+    );
+    // The registry was asked for the digest; the tag was never looked up.
+    let by_digest = format!("\"GET /v2/p/manifests/{pinned} HTTP/1.1\" 200");
+    let log = logged(&setup.registry, &by_digest).await;
+    assert!(!log.contains("GET /v2/p/manifests/v1 "), "{log}");
+    // The tag alone now names the other module.
+    let by_tag = pulling.fetch(&source(&setup.uri("p:v1"))).await.unwrap();
+    assert_eq!(
+        by_tag.digest.to_string(),
+        file_digest(&component("trusted_images"))
+    );
+
+    // A pin the registry does not have is a 404, even though the tag exists:
+    // never a fallback to whatever the tag names now.
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let uri = setup.uri(&format!("p:v1@{missing}"));
+    let error = policy_error(&pulling, "pinned", &uri).await;
+    assert_eq!(
+        error,
+        format!(
+            "404 Not Found: `{}/p` has no manifest {missing} (a pinned digest is never \
+             replaced by another: push it again or change the pin)",
+            setup.registry.host()
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_plain_http_url_is_pulled_and_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = component("pod_privileged");
+    let (host, served) =
+        serve_http(vec![("/policies/p.wasm", std::fs::read(&module).unwrap())]).await;
+    let uri = format!("http://{host}/policies/p.wasm");
+    let fetcher = Fetcher::new(
+        DownloadStore::new(dir.path().join("store")),
+        Sources::default(),
+        Credentials::new(Some(dir.path().join("none.json"))),
+    );
+    let specs = config::parse(
+        &format!("privileged:\n  url: {uri}\n"),
+        Path::new("/"),
+        "policies.yml",
+    )
+    .unwrap()
+    .policies;
+    let specs = fetcher.fetch_policies(specs).await.unwrap();
+    let fetch = specs[0].fetch.clone().unwrap();
+    assert_eq!(fetch.origin, FetchOrigin::Pulled);
+    assert_eq!(fetch.digest.to_string(), file_digest(&module));
+    assert_eq!(fetch.downloaded, file_size(&module));
+    assert!(specs[0].module.starts_with(dir.path().join("store")));
+    assert_eq!(
+        std::fs::read(&specs[0].module).unwrap(),
+        std::fs::read(&module).unwrap()
+    );
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+
+    let server = TestServer::start_specs(specs, test_config(), Limits::default()).await;
+    let verdicts = verdicts_of(&server, "privileged", PRIVILEGED_FIXTURES).await;
+    let allowed: Vec<bool> = verdicts
+        .iter()
+        .map(|v| v["response"]["allowed"].as_bool().unwrap())
+        .collect();
+    assert_eq!(allowed, [false, true, false, false, false], "{verdicts:?}");
+    let metrics = portcullis_tests::get_text(&format!("{}/metrics", server.probes)).await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "portcullis_policy_fetches_total{origin=\"pulled\",scheme=\"http\"}"
+        ),
+        1.0
+    );
+    server.server.shutdown().await.unwrap();
+
+    // A missing file is a 404 naming the URL, under the policy's name.
+    let missing = format!("http://{host}/policies/missing.wasm");
+    let error = policy_error(&fetcher, "gone", &missing).await;
+    assert_eq!(error, format!("404 Not Found: {missing} does not exist"));
+}
+
+#[tokio::test]
+async fn pulls_are_counted_in_bytes_and_seconds() {
+    let setup = Setup::new();
+    let fetcher = setup.fetcher("store");
+    push(&fetcher, "pod_privileged", &setup.uri("a:v1"), Format::Cncf).await;
+    push(
+        &fetcher,
+        "disallow_service_loadbalancer",
+        &setup.uri("b:v1"),
+        Format::Kubewarden,
+    )
+    .await;
+    let (a, b) = (
+        file_size(&component("pod_privileged")),
+        file_size(&component("disallow_service_loadbalancer")),
+    );
+    let parse = |yml: &str| {
+        config::parse(yml, Path::new("/"), "policies.yml")
+            .unwrap()
+            .policies
+    };
+    let first = format!("a:\n  module: {}\n", setup.uri("a:v1"));
+    let specs = fetcher.fetch_policies(parse(&first)).await.unwrap();
+    let server = TestServer::start_specs(specs, test_config(), Limits::default()).await;
+    let metrics_url = format!("{}/metrics", server.probes);
+    let pulled = "{origin=\"pulled\",scheme=\"registry\"}";
+    let stored = "{origin=\"store\",scheme=\"registry\"}";
+    let metrics = portcullis_tests::get_text(&metrics_url).await;
+    assert_eq!(
+        sample(&metrics, "portcullis_policy_fetch_bytes_total"),
+        a as f64
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("portcullis_policy_fetch_seconds_count{pulled}")
+        ),
+        1.0
+    );
+    assert!(
+        sample(
+            &metrics,
+            &format!("portcullis_policy_fetch_seconds_sum{pulled}")
+        ) > 0.0
+    );
+
+    // A reload (as `serve` does it: the configuration fetched again) that
+    // keeps `a`, found in the store, and adds `b`, pulled now.
+    let second = format!("{first}b:\n  module: {}\n", setup.uri("b:v1"));
+    let specs = fetcher.fetch_policies(parse(&second)).await.unwrap();
+    let origins: Vec<FetchOrigin> = specs
+        .iter()
+        .map(|s| s.fetch.as_ref().unwrap().origin)
+        .collect();
+    assert_eq!(origins, [FetchOrigin::Store, FetchOrigin::Pulled]);
+    server.server.reloader().reload(specs.into()).await.unwrap();
+    let metrics = portcullis_tests::get_text(&metrics_url).await;
+    assert_eq!(
+        sample(&metrics, "portcullis_policy_fetch_bytes_total"),
+        (a + b) as f64,
+        "grows by the pulled artifact's size, not by the stored one's"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("portcullis_policy_fetch_seconds_count{pulled}")
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("portcullis_policy_fetch_seconds_count{stored}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("portcullis_policy_fetches_total{pulled}")
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("portcullis_policy_fetches_total{stored}")
+        ),
+        1.0
+    );
+    server.server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn the_same_digest_named_by_five_policies_is_pulled_once() {
     let setup = Setup::new();
@@ -453,6 +843,106 @@ async fn an_unknown_tag_or_repository_is_a_404_naming_it() {
         error.contains("a pinned digest is never replaced"),
         "{error}"
     );
+
+    // A repository that does not exist. docker-registry 2.8 answers a
+    // manifest GET there as for an unknown tag (MANIFEST_UNKNOWN; it says
+    // NAME_UNKNOWN only to a tag listing), so the message names the
+    // repository and says both readings.
+    let host = setup.registry.host();
+    let uri = setup.uri("no/such/repo:v1");
+    assert_eq!(
+        policy_error(&fetcher, "unknown-repo", &uri).await,
+        format!(
+            "404 Not Found: `{host}/no/such/repo` has no tag `v1` (or the repository does not exist)"
+        )
+    );
+    let uri = setup.uri(&format!("no/such/repo@{missing}"));
+    let error = policy_error(&fetcher, "unknown-repo", &uri).await;
+    assert!(
+        error.starts_with(&format!(
+            "404 Not Found: `{host}/no/such/repo` has no manifest {missing}"
+        )),
+        "{error}"
+    );
+    assert!(fetcher.store().resolved(&uri).is_none());
+}
+
+/// A stand-in for the answers other registries give and docker-registry 2.8
+/// never does (on a pull it says neither NAME_UNKNOWN nor 403): the
+/// distribution spec's NAME_UNKNOWN for a manifest in an unknown repository
+/// (`gone`), 403 with a DENIED envelope (`denied`) and a bare 403
+/// (`forbidden`). Returns `host:port`.
+async fn answering_registry() -> String {
+    use axum::http::{StatusCode, Uri, header};
+    let app = axum::Router::new().fallback(|uri: Uri| async move {
+        let envelope = |code: &str, message: &str| {
+            serde_json::json!({"errors": [{"code": code, "message": message}]}).to_string()
+        };
+        let json = [(header::CONTENT_TYPE, "application/json")];
+        match uri.path() {
+            "/v2/" => (StatusCode::OK, json, "{}".to_owned()),
+            path if path.starts_with("/v2/gone/") => (
+                StatusCode::NOT_FOUND,
+                json,
+                envelope("NAME_UNKNOWN", "repository name not known to registry"),
+            ),
+            path if path.starts_with("/v2/denied/") => (
+                StatusCode::FORBIDDEN,
+                json,
+                envelope("DENIED", "requested access to the resource is denied"),
+            ),
+            path if path.starts_with("/v2/forbidden/") => (
+                StatusCode::FORBIDDEN,
+                [(header::CONTENT_TYPE, "text/plain")],
+                "Forbidden".to_owned(),
+            ),
+            _ => (
+                StatusCode::NOT_FOUND,
+                json,
+                envelope("NOT_FOUND", "not found"),
+            ),
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    host
+}
+
+#[tokio::test]
+async fn name_unknown_and_403_answers_name_the_repository_and_the_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = answering_registry().await;
+    let sources =
+        Sources::parse(&format!("insecure_sources: [\"{host}\"]\n"), Path::new("/")).unwrap();
+    let no_config = dir.path().join("no-docker-config.json");
+    let fetcher = Fetcher::new(
+        DownloadStore::new(dir.path().join("store")),
+        sources,
+        Credentials::new(Some(no_config.clone())),
+    );
+
+    let uri = format!("registry://{host}/gone/policy:v1");
+    assert_eq!(
+        policy_error(&fetcher, "gone", &uri).await,
+        format!("404 Not Found: repository `{host}/gone/policy` does not exist")
+    );
+    let error = fetch_error(&fetcher, &uri).await;
+    assert!(matches!(error, FetchError::NotFound { .. }), "{error}");
+
+    for repository in ["denied", "forbidden"] {
+        let uri = format!("registry://{host}/{repository}/policy:v1");
+        let error = policy_error(&fetcher, repository, &uri).await;
+        assert_eq!(
+            error,
+            format!(
+                "403 Forbidden from {host}: access to `{host}/{repository}/policy` refused; \
+                 authenticated anonymously ({} does not exist)",
+                no_config.display()
+            )
+        );
+    }
+    assert!(fetcher.store().tmp_files().is_empty());
 }
 
 #[tokio::test]
@@ -501,6 +991,14 @@ async fn a_digest_pin_with_mismatching_bytes_is_refused_and_nothing_is_stored() 
     let store = pulling.store();
     assert!(!store.blob_path(&layer.parse().unwrap()).exists());
     assert!(store.tmp_files().is_empty(), "{:?}", store.tmp_files());
+    // At start-up, under the policy's name and URI.
+    let uri = setup.uri(&format!("p@{manifest}"));
+    let wrapped = policy_error(&pulling, "pinned", &uri).await;
+    assert_eq!(
+        wrapped,
+        format!("digest mismatch for layer: expected {layer}, got {actual}; nothing was stored")
+    );
+    assert!(!store.blob_path(&layer.parse().unwrap()).exists());
 
     // The manifest itself, damaged: its bytes no longer hash to the pin.
     let manifest_data = setup.registry.blob_data(&manifest);
@@ -521,6 +1019,13 @@ async fn a_digest_pin_with_mismatching_bytes_is_refused_and_nothing_is_stored() 
     };
     assert_eq!(expected, &manifest);
     assert!(store.tmp_files().is_empty());
+    let wrapped = policy_error(&pulling, "pinned", &uri).await;
+    assert!(
+        wrapped.starts_with(&format!(
+            "digest mismatch for manifest: expected {manifest}, got "
+        )),
+        "{wrapped}"
+    );
 }
 
 #[tokio::test]
@@ -672,6 +1177,10 @@ async fn an_artifact_without_a_wasm_layer_names_what_it_holds() {
         ),
         "{error}"
     );
+    assert_eq!(
+        policy_error(&fetcher, "image", &setup.uri("image:v1")).await,
+        error
+    );
 
     // A wasm media type on bytes that are not wasm.
     push_raw(
@@ -685,6 +1194,10 @@ async fn an_artifact_without_a_wasm_layer_names_what_it_holds() {
     let error = fetch_error(&fetcher, &setup.uri("fake:v1")).await;
     assert!(matches!(error, FetchError::NotWasm { .. }), "{error}");
     assert!(error.to_string().contains("#!/bin/sh"), "{error}");
+    assert_eq!(
+        policy_error(&fetcher, "fake", &setup.uri("fake:v1")).await,
+        "the downloaded bytes are not WebAssembly (they start with \"#!/bin/sh\\necho n\")"
+    );
     assert!(fetcher.store().tmp_files().is_empty());
 }
 
@@ -756,6 +1269,20 @@ async fn tls_with_a_ca_given_only_in_sources_yml() {
     );
     assert!(message.contains("source_authorities"), "{message}");
     assert!(message.contains("--sources-path"), "{message}");
+    // At start-up, under the policy's name and URI.
+    let untrusting = setup.fetcher_with("third", Sources::default(), None);
+    let wrapped = policy_error(&untrusting, "private-ca", &uri).await;
+    assert!(
+        wrapped.starts_with(&format!("TLS with {host} failed: ")),
+        "{wrapped}"
+    );
+    assert!(
+        wrapped.ends_with(&format!(
+            "list the CA under `source_authorities` for \"{host}\" in sources.yml \
+             (--sources-path; none is given now)"
+        )),
+        "{wrapped}"
+    );
 }
 
 /// An htpasswd line (bcrypt, as distribution requires).
@@ -805,6 +1332,15 @@ async fn basic_auth_through_a_docker_config_json() {
             bad.display()
         )),
         "{error}"
+    );
+    // At start-up, under the policy's name and URI.
+    assert_eq!(
+        policy_error(&denied, "private", &uri).await,
+        format!(
+            "401 Unauthorized from {host}: access to `{host}/private` refused; \
+             authenticated as `alice` (credentials for {host} in {})",
+            bad.display()
+        )
     );
 
     // No credentials at all: 401, saying it was anonymous and why.
