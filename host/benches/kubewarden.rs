@@ -10,16 +10,25 @@
 //! Prints a Markdown table: median µs per evaluation over several runs
 //! (the benchmark thread's CPU time, as `benches/instantiate.rs` measures).
 //! The baseline does only what waPC needs: WASI preview1 with an empty
-//! context, the `wapc` imports copying bytes, the payload built once. The
-//! ratio is the cost of the host's own work: the request turned into
-//! Kubewarden's JSON per evaluation, limiter, output capture, deadline, the
-//! response parsed into a verdict.
+//! context, the `wapc` imports copying bytes (a host call's binding,
+//! namespace, operation and payload are copied out; `tracing` calls succeed
+//! with an empty answer, every other one fails with Kubewarden's denial
+//! text), the payload built once, and the same pool as Portcullis's engine
+//! (the default bytes kept resident per slot). The ratio is the cost of the
+//! host's own work: the request turned into Kubewarden's JSON per
+//! evaluation, limiter, output capture, deadline, host calls gated and
+//! served (log lines re-emitted), the response parsed into a verdict.
+//!
+//! Raw policies go through the raw entry point (`Environment::validate_raw`,
+//! what `/validate_raw` calls) with a document in Kubewarden's envelope.
+//! Left out: `kw_sleeping` (its cost is the sleep it is told to take) and
+//! `kw_context_aware` (its reads need a cluster).
 
 use std::path::{Path, PathBuf};
 
 use portcullis::admission::parse_review_or_request;
 use portcullis::bindings::AdmissionRequest;
-use portcullis::{Engine, Environment, Limits, PolicySpec};
+use portcullis::{Engine, Environment, Limits, PolicySpec, Verdict};
 use wasmtime::{
     Caller, Config, Extern, InstanceAllocationStrategy, Linker, Module, PoolingAllocationConfig,
     Store,
@@ -31,34 +40,97 @@ mod common;
 
 use common::{RUN_SECONDS, RUNS, median, runs};
 
-/// Kubewarden module, request (repo-relative), settings, and the component
-/// with the same policy (if any).
-const CASES: &[(&str, &str, &str, Option<&str>)] = &[
+/// What a case evaluates.
+#[derive(Clone, Copy)]
+enum Input {
+    /// An AdmissionRequest (review or bare; repo-relative file), through
+    /// `validate`.
+    Request(&'static str),
+    /// A raw document, through `validate_raw`.
+    Raw(&'static str),
+}
+
+/// The raw policy's document, in Kubewarden's `{"request": …}` envelope.
+const RAW_DOCUMENT: &str = r#"{"request":{"user":"tonio","action":"eats","resource":"hay"}}"#;
+
+/// Kubewarden module, input, settings, and the component with the same
+/// policy (if any).
+const CASES: &[(&str, Input, &str, Option<&str>)] = &[
     (
         "kw_pod_privileged",
-        "bench/requests/privileged-pod.json",
+        Input::Request("bench/requests/privileged-pod.json"),
         "{}",
         Some("pod_privileged"),
     ),
     (
         "kw_mutating",
-        "bench/requests/privileged-pod.json",
+        Input::Request("bench/requests/privileged-pod.json"),
         r#"{"annotations":{"team":"platform"}}"#,
         None,
     ),
     (
         "kw_required_labels",
-        "bench/requests/labelled-pod.json",
+        Input::Request("bench/requests/labelled-pod.json"),
         r#"{"labels":["team"]}"#,
         None,
     ),
     (
         "kw_wasi_command",
-        "bench/requests/labelled-pod.json",
+        Input::Request("bench/requests/labelled-pod.json"),
         r#"{"deniedLabels":["owner"]}"#,
         None,
     ),
+    (
+        "kw_raw",
+        Input::Raw(RAW_DOCUMENT),
+        r#"{"validUsers":["tonio"],"validActions":["eats"]}"#,
+        None,
+    ),
+    // Two `tracing/log` host calls per evaluation.
+    (
+        "kw_logging",
+        Input::Request("bench/requests/privileged-pod.json"),
+        "{}",
+        None,
+    ),
+    // One `net/v1/dns_lookup_host` call, not granted: a host error, then a
+    // rejection carrying it.
+    (
+        "kw_capability",
+        Input::Request("bench/requests/privileged-pod.json"),
+        "{}",
+        None,
+    ),
 ];
+
+/// One evaluation's input, parsed once.
+enum Evaluate {
+    Request(Box<AdmissionRequest>),
+    Raw(String),
+}
+
+impl Evaluate {
+    fn new(repo: &Path, input: Input) -> anyhow::Result<Self> {
+        Ok(match input {
+            Input::Request(file) => {
+                let request = parse_review_or_request(&std::fs::read(repo.join(file))?)?;
+                Self::Request(Box::new(request))
+            }
+            Input::Raw(document) => Self::Raw(document.to_owned()),
+        })
+    }
+
+    /// What the module is handed as Kubewarden's `request`.
+    fn kubewarden_request(&self) -> anyhow::Result<serde_json::Value> {
+        Ok(match self {
+            Self::Request(request) => serde_json::from_str(&request_json(request))?,
+            // The envelope's content, as the host hands it.
+            Self::Raw(document) => {
+                serde_json::from_str::<serde_json::Value>(document)?["request"].take()
+            }
+        })
+    }
+}
 
 fn main() -> anyhow::Result<()> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -79,24 +151,28 @@ fn main() -> anyhow::Result<()> {
         "| module | kind | size (KB) | bare wasmtime µs/eval | portcullis µs/eval | ratio | same policy as a component, µs/eval |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|");
-    for (name, request, settings, component) in CASES {
+    for (name, input, settings, component) in CASES {
         let module = policies.join(format!("{name}.wasm"));
-        let request = parse_review_or_request(&std::fs::read(repo.join(request))?)?;
+        let input = Evaluate::new(&repo, *input)?;
         let settings: serde_json::Value = serde_json::from_str(settings)?;
-        let host = median(&runtime.block_on(measure_host(&module, &request, &settings))?);
+        let host = median(&runtime.block_on(measure_host(&module, &input, &settings))?);
         let wasi = name.contains("wasi");
-        let bare = median(&runtime.block_on(measure_bare(&module, &request, &settings, wasi))?);
+        let bare = median(&runtime.block_on(measure_bare(&module, &input, &settings, wasi))?);
         let native = match component {
             Some(component) => {
                 let path = policies.join(format!("{component}.wasm"));
-                let native = median(&runtime.block_on(measure_host(&path, &request, &settings))?);
+                let native = median(&runtime.block_on(measure_host(&path, &input, &settings))?);
                 format!("{native:.1} ({component}.wasm)")
             }
             None => "—".to_owned(),
         };
+        let kind = match (wasi, &input) {
+            (true, _) => "WASI",
+            (false, Evaluate::Raw(_)) => "waPC, raw",
+            (false, Evaluate::Request(_)) => "waPC",
+        };
         println!(
-            "| {name}.wasm | {} | {} | {bare:.1} | {host:.1} | {:.2} | {native} |",
-            if wasi { "WASI" } else { "waPC" },
+            "| {name}.wasm | {kind} | {} | {bare:.1} | {host:.1} | {:.2} | {native} |",
             std::fs::metadata(&module)?.len() / 1024,
             host / bare,
         );
@@ -104,17 +180,32 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The whole host path: `Environment::validate`.
+/// The whole host path: `Environment::validate` (`validate_raw` for a raw
+/// document). The policy is granted nothing.
 async fn measure_host(
     policy: &Path,
-    request: &AdmissionRequest,
+    input: &Evaluate,
     settings: &serde_json::Value,
 ) -> anyhow::Result<Vec<f64>> {
     let engine = Engine::new(Limits::default())?;
     let spec = PolicySpec::new("bench", policy).with_settings(settings.clone());
     let env = Environment::load(&engine, [spec], None).await?;
+    // Every case must give a verdict: an evaluation that fails (a trap, a
+    // protocol error) would be measuring something else.
+    let verdict: Verdict = match input {
+        Evaluate::Request(request) => env.validate("bench", request).await?,
+        Evaluate::Raw(document) => env.validate_raw("bench", document).await?,
+    };
+    std::hint::black_box(&verdict);
     runs(|| async {
-        std::hint::black_box(env.validate("bench", request).await?);
+        match input {
+            Evaluate::Request(request) => {
+                std::hint::black_box(env.validate("bench", request).await?);
+            }
+            Evaluate::Raw(document) => {
+                std::hint::black_box(env.validate_raw("bench", document).await?);
+            }
+        }
         Ok(())
     })
     .await
@@ -125,6 +216,8 @@ struct Bare {
     wasi: WasiP1Ctx,
     payload: Vec<u8>,
     response: Vec<u8>,
+    host_response: Vec<u8>,
+    host_error: Vec<u8>,
 }
 
 fn memory(caller: &mut Caller<'_, Bare>) -> wasmtime::Memory {
@@ -139,14 +232,15 @@ fn memory(caller: &mut Caller<'_, Bare>) -> wasmtime::Memory {
 /// and `__guest_call` (waPC), or `_start` with the payload on stdin (WASI).
 async fn measure_bare(
     module: &Path,
-    request: &AdmissionRequest,
+    input: &Evaluate,
     settings: &serde_json::Value,
     wasi: bool,
 ) -> anyhow::Result<Vec<f64>> {
+    // The same pool as Portcullis's engine: the default bytes kept resident.
+    let mut pool = PoolingAllocationConfig::new();
+    portcullis::engine::keep_resident(&mut pool, Limits::default().keep_resident_bytes);
     let mut config = Config::new();
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(
-        PoolingAllocationConfig::new(),
-    ));
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     let engine = wasmtime::Engine::new(&config)?;
     let mut linker = Linker::<Bare>::new(&engine);
     wasmtime_wasi::p1::add_to_linker_async(&mut linker, |bare| &mut bare.wasi)?;
@@ -178,14 +272,79 @@ async fn measure_bare(
         "__guest_error",
         |_: Caller<'_, Bare>, _: i32, _: i32| {},
     )?;
+    // Host calls: the strings and payload copied out; `tracing` succeeds
+    // with an empty answer (the line is dropped), anything else fails with
+    // Kubewarden's denial (the fixtures are granted nothing).
+    linker.func_wrap(
+        "wapc",
+        "__host_call",
+        |mut caller: Caller<'_, Bare>,
+         binding_ptr: i32,
+         binding_len: i32,
+         namespace_ptr: i32,
+         namespace_len: i32,
+         operation_ptr: i32,
+         operation_len: i32,
+         payload_ptr: i32,
+         payload_len: i32|
+         -> wasmtime::Result<i32> {
+            let memory = memory(&mut caller);
+            let read = |ptr: i32, len: i32| -> wasmtime::Result<Vec<u8>> {
+                let mut bytes = vec![0; len as usize];
+                memory.read(&caller, ptr as usize, &mut bytes)?;
+                Ok(bytes)
+            };
+            let _binding = read(binding_ptr, binding_len)?;
+            let namespace = read(namespace_ptr, namespace_len)?;
+            let operation = read(operation_ptr, operation_len)?;
+            std::hint::black_box(read(payload_ptr, payload_len)?);
+            let state = caller.data_mut();
+            state.host_response.clear();
+            state.host_error.clear();
+            if namespace == b"tracing" {
+                return Ok(1);
+            }
+            state.host_error = format!(
+                "Policy has not been granted access to the '{}/{}' host capability. The \
+                 violation has been reported.",
+                String::from_utf8_lossy(&namespace),
+                String::from_utf8_lossy(&operation)
+            )
+            .into_bytes();
+            Ok(0)
+        },
+    )?;
+    for (len, bytes) in [
+        ("__host_response_len", host_response as fn(&Bare) -> &[u8]),
+        ("__host_error_len", host_error),
+    ] {
+        linker.func_wrap("wapc", len, move |caller: Caller<'_, Bare>| {
+            bytes(caller.data()).len() as i32
+        })?;
+    }
+    for (name, bytes) in [
+        ("__host_response", host_response as fn(&Bare) -> &[u8]),
+        ("__host_error", host_error),
+    ] {
+        linker.func_wrap(
+            "wapc",
+            name,
+            move |mut caller: Caller<'_, Bare>, ptr: i32| -> wasmtime::Result<()> {
+                let memory = memory(&mut caller);
+                let answer = bytes(caller.data()).to_vec();
+                memory.write(&mut caller, ptr as usize, &answer)?;
+                Ok(())
+            },
+        )?;
+    }
     let module = Module::from_file(&engine, module)?;
-    // The fixtures only ever call `tracing/log`-free paths here; any other
-    // import the module declares gets a trap, which would show as an error.
+    // Any other import the module declares gets a trap, which would show as
+    // an error.
     linker.define_unknown_imports_as_traps(&module)?;
     let pre = linker.instantiate_pre(&module)?;
     // Kubewarden's payload, built once: the host builds it per evaluation.
     let payload = serde_json::json!({
-        "request": serde_json::from_str::<serde_json::Value>(&request_json(request))?,
+        "request": input.kubewarden_request()?,
         "settings": settings,
     })
     .to_string()
@@ -204,6 +363,8 @@ async fn measure_bare(
             wasi: builder.build_p1(),
             payload: payload.clone(),
             response: Vec::new(),
+            host_response: Vec::new(),
+            host_error: Vec::new(),
         };
         let mut store = Store::new(&engine, state);
         let instance = pre.instantiate_async(&mut store).await?;
@@ -225,6 +386,14 @@ async fn measure_bare(
         Ok(())
     })
     .await
+}
+
+fn host_response(bare: &Bare) -> &[u8] {
+    &bare.host_response
+}
+
+fn host_error(bare: &Bare) -> &[u8] {
+    &bare.host_error
 }
 
 /// The request as Kubernetes JSON (what the host hands Kubewarden modules).

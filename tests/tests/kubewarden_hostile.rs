@@ -2,14 +2,16 @@
 //! annotated by the host's own `annotate`: each costs one request with a
 //! precise error, and the server goes on serving. A module that faults while
 //! it initialises faults in every instance, so its settings cannot be
-//! validated and start-up refuses it, naming the policy.
+//! validated: start-up refuses it, naming the policy, and so does a reload
+//! that adds it, while the configuration serving goes on serving.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use portcullis::runtime::kubewarden::annotate::with_section;
-use portcullis::{Environment, LoadError, PolicySpec};
-use portcullis_tests::server::TestServer;
-use portcullis_tests::{engine, http_client, json_file, review};
+use portcullis::{Configuration, Environment, LoadError, PolicySpec, config};
+use portcullis_tests::server::{TestServer, test_config};
+use portcullis_tests::{engine, get_text, http_client, json_file, review, target_dir};
 use serde_json::Value;
 
 /// Metadata of a waPC policy on pods.
@@ -55,7 +57,7 @@ fn module(dir: &Path, name: &str, wat: &str, metadata: &[u8]) -> PathBuf {
 }
 
 async fn load_error(path: &Path) -> String {
-    let spec = PolicySpec::new("bad", path).with_timeout(std::time::Duration::from_secs(1));
+    let spec = PolicySpec::new("bad", path).with_timeout(Duration::from_secs(1));
     let error: LoadError = Environment::load(&engine(), [spec], None)
         .await
         .err()
@@ -137,8 +139,26 @@ async fn modules_without_usable_metadata_are_refused_at_start_up() {
 #[tokio::test]
 async fn modules_that_fault_while_initialising_are_refused_naming_the_fault() {
     let dir = tempfile::tempdir().unwrap();
+    let (trap, spin) = faulting_modules(dir.path());
+    let error = load_error(&trap).await;
+    assert!(
+        error.contains("validate-settings failed: policy trapped: wasm trap: wasm `unreachable` instruction executed"),
+        "{error}"
+    );
+    let started = Instant::now();
+    let error = load_error(&spin).await;
+    assert!(
+        error.contains("validate-settings failed: policy evaluation timed out after 1000ms"),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// The modules that fault while they initialise: `wapc_init` traps;
+/// `_start` loops.
+fn faulting_modules(dir: &Path) -> (PathBuf, PathBuf) {
     let trap = module(
-        dir.path(),
+        dir,
         "trap-init",
         &wapc_module(
             1,
@@ -147,13 +167,8 @@ async fn modules_that_fault_while_initialising_are_refused_naming_the_fault() {
         ),
         METADATA.as_bytes(),
     );
-    let error = load_error(&trap).await;
-    assert!(
-        error.contains("validate-settings failed: policy trapped: wasm trap: wasm `unreachable` instruction executed"),
-        "{error}"
-    );
     let spin = module(
-        dir.path(),
+        dir,
         "spin-start",
         &wapc_module(
             1,
@@ -162,13 +177,165 @@ async fn modules_that_fault_while_initialising_are_refused_naming_the_fault() {
         ),
         METADATA.as_bytes(),
     );
-    let started = std::time::Instant::now();
-    let error = load_error(&spin).await;
+    (trap, spin)
+}
+
+/// Policies that load, beside which the faulting modules are put.
+const GOOD: &str = "good: { module: kw_pod_privileged.wasm }\n\
+                    component: { module: pod_privileged.wasm }\n";
+
+/// `GOOD` plus `extra`, as a policies file of the built fixtures.
+fn configuration(extra: &str) -> Configuration {
+    let components = target_dir().join("wasm32-wasip2/policy");
+    config::parse(&format!("{GOOD}{extra}"), &components, "test policies").unwrap()
+}
+
+/// `portcullis_config_reloads_total{result="…"}` of `server`.
+async fn reloads(server: &TestServer, result: &str) -> u64 {
+    let metrics = get_text(&format!("{}/metrics", server.probes)).await;
+    let prefix = format!("portcullis_config_reloads_total{{result=\"{result}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// `good` and `component` still answer the privileged pod as before.
+async fn still_serving(server: &TestServer) {
+    let privileged = review(json_file(
+        "examples/pod-privileged/test_data/privileged_container.json",
+    ));
+    for policy in ["good", "component"] {
+        let response = validate(server, policy, &privileged).await;
+        assert_eq!(
+            response["status"]["message"], "Privileged container is not allowed",
+            "{policy}"
+        );
+    }
+}
+
+/// What the product does with a module that faults while it initialises,
+/// put beside good policies: it never gets to cost a request. Start-up
+/// refuses the whole configuration, naming the policy; a reload that adds
+/// it is refused the same way (the `_start` loop cut by the policy's
+/// deadline, not hanging) and the configuration serving keeps serving,
+/// during the reload too; a later valid reload still applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faulting_modules_beside_good_policies_are_refused_and_the_others_keep_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (trap, spin) = faulting_modules(dir.path());
+    let trap_entry = format!("trap-init: {{ module: {} }}\n", trap.display());
+    // A longer deadline than the good policies need, so that requests
+    // answered while it runs show that the reload does not hold the server.
+    let spin_entry = format!(
+        "spin-start: {{ module: {}, timeoutEvalSeconds: 2 }}\n",
+        spin.display()
+    );
+    let trapped = "validate-settings failed: policy trapped: wasm trap: wasm `unreachable` \
+                   instruction executed";
+
+    // Start-up: nothing is served until every policy loads.
+    let error =
+        match portcullis::server::start(test_config(), engine(), configuration(&trap_entry), None)
+            .await
+        {
+            Ok(_) => panic!("a server started with a module that traps in wapc_init"),
+            Err(error) => error.to_string(),
+        };
+    assert!(error.contains("policy `trap-init` ("), "{error}");
+    assert!(error.contains(trapped), "{error}");
+
+    let server = TestServer::start(GOOD).await;
+    let reloader = server.server.reloader();
+
+    // A reload adding the trapping module: refused, naming it.
+    let error = match reloader.reload(configuration(&trap_entry)).await {
+        Ok(_) => panic!("a reload adding a module that traps in wapc_init was accepted"),
+        Err(error) => error.to_string(),
+    };
+    assert!(error.starts_with("policy `trap-init` ("), "{error}");
+    assert!(error.contains(trapped), "{error}");
+    still_serving(&server).await;
+
+    // A reload adding the spinning module: its settings validation runs
+    // until the policy's deadline cuts it; meanwhile the configuration
+    // serving answers.
+    let reload = tokio::spawn({
+        let reloader = reloader.clone();
+        let configuration = configuration(&spin_entry);
+        async move {
+            let started = Instant::now();
+            let result = reloader.reload(configuration).await;
+            (result.err().map(|e| e.to_string()), started.elapsed())
+        }
+    });
+    let mut answered_during_the_reload = 0;
+    while !reload.is_finished() {
+        let sent = Instant::now();
+        still_serving(&server).await;
+        assert!(
+            sent.elapsed() < Duration::from_secs(1),
+            "two requests took {:?} while a reload was validating a spinning module",
+            sent.elapsed()
+        );
+        if !reload.is_finished() {
+            answered_during_the_reload += 1;
+        }
+    }
+    let (error, took) = reload.await.unwrap();
+    let error = error.expect("a reload adding a module that loops in _start was accepted");
+    assert!(error.starts_with("policy `spin-start` ("), "{error}");
     assert!(
-        error.contains("validate-settings failed: policy evaluation timed out after 1000ms"),
+        error.contains("validate-settings failed: policy evaluation timed out after 2000ms"),
         "{error}"
     );
-    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "the reload took {took:?}: the policy's deadline (2 s) should cut the loop"
+    );
+    assert!(
+        answered_during_the_reload > 0,
+        "no request was answered while the reload ran"
+    );
+
+    // Nothing of either configuration was swapped in; the server stayed
+    // ready and counted both failures.
+    let privileged = review(json_file(
+        "examples/pod-privileged/test_data/privileged_container.json",
+    ));
+    for policy in ["trap-init", "spin-start"] {
+        let response = http_client()
+            .post(server.url(&format!("/validate/{policy}")))
+            .json(&privileged)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{policy}");
+    }
+    let readiness = http_client()
+        .get(format!("{}/readiness", server.probes))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(readiness.status(), 200);
+    assert_eq!(reloads(&server, "error").await, 2);
+    assert_eq!(reloads(&server, "ok").await, 0);
+
+    // A valid reload afterwards applies.
+    reloader
+        .reload(configuration(
+            "labels: { module: kw_required_labels.wasm, settings: { labels: [team] } }\n",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(reloads(&server, "ok").await, 1);
+    let response = validate(&server, "labels", &privileged).await;
+    assert_eq!(
+        response["status"]["message"], "missing required labels: team",
+        "{response}"
+    );
+    still_serving(&server).await;
+    server.server.shutdown().await.unwrap();
 }
 
 #[tokio::test]
