@@ -113,7 +113,8 @@ pub struct PolicySource {
 pub struct ClusterArgs {
     /// Kubeconfig of the cluster context-aware policies read [default: the
     /// in-cluster service account, else $KUBECONFIG or ~/.kube/config]. Only
-    /// used when a policy is granted `contextAwareResources`.
+    /// used when a policy is granted `contextAwareResources` or
+    /// `kubernetes/can_i`.
     #[arg(long, env = "PORTCULLIS_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// Answer context-aware policies from the Kubernetes objects in this file

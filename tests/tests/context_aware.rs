@@ -1,7 +1,9 @@
-//! Context-aware policies through the host: the two examples and a
-//! Kubewarden module reading a cluster made of a `--resources` file, the
-//! grant's gating (import without grant, grant without import, kinds not
-//! granted, the grant's field masks), the typed errors, and a component built against `portcullis:policy@0.1.0` still
+//! Context-aware policies through the host: the two examples and
+//! Kubewarden modules (a raw host call, and the Kubewarden SDK's
+//! `list_resources_all` and `can_i` helpers) reading a cluster made of a
+//! `--resources` file, the grant's gating (import without grant, grant
+//! without import, kinds not granted, the grant's field masks), the typed
+//! errors, and a component built against `portcullis:policy@0.1.0` still
 //! working on this host.
 
 use std::sync::Arc;
@@ -205,6 +207,9 @@ async fn an_import_without_a_grant_is_refused_at_load_naming_policy_and_import()
 #[tokio::test]
 async fn a_grant_without_the_import_loads_and_a_plain_policy_imports_only_wasi() {
     // pod-privileged reads nothing: a grant changes nothing (a warning).
+    // The warning is a `tracing` event only (the loader returns nothing
+    // that carries it, and this crate installs no subscriber to capture
+    // it): host/tests/context_aware_cli.rs reads it in `run`'s stderr.
     let spec = PolicySpec::new("plain", component("pod_privileged"))
         .with_grants(granted(&[("v1", "Namespace")]));
     let env = Environment::load(&engine(), [spec], Some(&shared_cache()))
@@ -288,6 +293,199 @@ async fn kubewarden_modules_read_through_the_same_capability() {
         message("read-Secret").await,
         "host capability failed: Host error: Policy has not been granted access to Kubernetes \
          v1/Secret resources. The violation has been reported."
+    );
+}
+
+/// What the Kubewarden SDK module `kw_context_aware` reads: a freeze
+/// ConfigMap in one namespace, one labelled elsewhere for another, and the
+/// SubjectAccessReviews `can_i` is answered from.
+const KUBEWARDEN_CLUSTER: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: portcullis-freeze, namespace: frozen}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: freeze-payments
+  namespace: ops
+  labels: {portcullis.example/freezes: payments}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: unrelated
+  namespace: web
+  labels: {portcullis.example/freezes: elsewhere}
+---
+apiVersion: authorization.k8s.io/v1
+kind: SubjectAccessReview
+spec:
+  user: alice
+  groups: [devs, system:authenticated]
+  resourceAttributes: {namespace: web, verb: delete, resource: pods}
+status:
+  allowed: true
+  reason: 'RBAC: allowed by RoleBinding "deleters/web" of Role "deleter" to User "alice"'
+---
+apiVersion: authorization.k8s.io/v1
+kind: SubjectAccessReview
+spec:
+  user: bob
+  groups: [devs, system:authenticated]
+  resourceAttributes: {namespace: web, verb: delete, resource: pods}
+status:
+  allowed: false
+  reason: no RoleBinding lets bob delete pods
+"#;
+
+/// A pod created in `namespace` by `user` (of the groups `devs` and
+/// `system:authenticated`).
+fn pod_by(user: &str, namespace: &str) -> portcullis::bindings::AdmissionRequest {
+    let review = portcullis_tests::review(json!({
+        "uid": format!("{user}-{namespace}"),
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "name": "p",
+        "namespace": namespace,
+        "operation": "CREATE",
+        "userInfo": {"username": user, "groups": ["system:authenticated", "devs"]},
+        "object": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "p", "namespace": namespace},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+        }
+    }));
+    parse_review_or_request(&serde_json::to_vec(&review).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn kubewarden_list_resources_all_and_can_i_answer_the_sdks_helpers() {
+    // Kubewarden's SDK helpers (`list_all_resources`, `can_i`) call the host
+    // and parse its answers as k8s-openapi types: a shape the SDK cannot
+    // parse would be the policy's "cannot ..." error, not a verdict.
+    let file = ResourcesFile::parse(KUBEWARDEN_CLUSTER).unwrap();
+    let capabilities = Capabilities::default().with(Arc::new(Kubernetes::new(file.into_cluster())));
+    let engine = Engine::with_capabilities(Limits::default(), capabilities).unwrap();
+    let all = [
+        "kubernetes/list_resources_by_namespace",
+        "kubernetes/list_resources_all",
+        "kubernetes/can_i",
+    ];
+    let module = |id: &str, settings: serde_json::Value, capabilities: &[&str]| {
+        PolicySpec::new(id, component("kw_context_aware"))
+            .with_settings(settings)
+            .with_grants(Grants {
+                host_capabilities: HostCapabilities::new(capabilities).unwrap(),
+                ..granted(&[("v1", "ConfigMap")])
+            })
+    };
+    let access = json!({"requiredAccess": {"verb": "delete", "resource": "pods"}});
+    let env = Environment::load(
+        &engine,
+        [
+            module("default", json!({}), &all[..1]),
+            module(
+                "all",
+                json!({"freezeLabel": "portcullis.example/freezes"}),
+                &all[..2],
+            ),
+            module("can-i", access.clone(), &all),
+            // Lists granted, `kubernetes/can_i` not.
+            module("can-i-not-granted", access, &all[..2]),
+            // Required in another namespace only: no review is asked here.
+            module(
+                "can-i-elsewhere",
+                json!({"requiredAccess": {"verb": "delete", "resource": "pods",
+                                          "namespaces": ["elsewhere"]}}),
+                &all,
+            ),
+        ],
+        Some(&shared_cache()),
+    )
+    .await
+    .unwrap();
+    let answer = async |id: &str, user: &str, namespace: &str| {
+        let response = env
+            .validate(id, &pod_by(user, namespace))
+            .await
+            .unwrap()
+            .response;
+        (response.allowed, response.message, response.warnings)
+    };
+
+    // Without settings: the namespace's own freeze ConfigMap only.
+    assert_eq!(
+        answer("default", "alice", "frozen").await,
+        (
+            false,
+            Some("namespace `frozen` is frozen (ConfigMap `portcullis-freeze`)".into()),
+            vec![]
+        )
+    );
+    assert_eq!(
+        answer("default", "alice", "payments").await,
+        (true, None, vec![])
+    );
+    // list_resources_all: a ConfigMap in another namespace freezes this one.
+    assert_eq!(
+        answer("all", "alice", "payments").await,
+        (
+            false,
+            Some("namespace `payments` is frozen by ConfigMap `ops/freeze-payments`".into()),
+            vec![]
+        )
+    );
+    assert_eq!(answer("all", "alice", "web").await, (true, None, vec![]));
+    // can_i: the review's answer, allowed with its reason, or not.
+    assert_eq!(
+        answer("can-i", "alice", "web").await,
+        (
+            true,
+            None,
+            vec![
+                "kubernetes/can_i: user `alice` may delete pods in namespace `web`: RBAC: \
+                 allowed by RoleBinding \"deleters/web\" of Role \"deleter\" to User \"alice\""
+                    .to_owned()
+            ]
+        )
+    );
+    assert_eq!(
+        answer("can-i", "bob", "web").await,
+        (
+            false,
+            Some(
+                "user `bob` may not delete pods in namespace `web` (denied: false, reason: \
+                 `no RoleBinding lets bob delete pods`)"
+                    .into()
+            ),
+            vec![]
+        )
+    );
+    assert_eq!(
+        answer("can-i-elsewhere", "bob", "web").await,
+        (true, None, vec![])
+    );
+    // A review the file does not hold: the host's error reaches the policy.
+    let (allowed, message, _) = answer("can-i", "carol", "web").await;
+    assert!(!allowed);
+    let message = message.unwrap();
+    assert!(
+        message.starts_with("cannot ask can_i: ")
+            && message.contains("the resources file holds no SubjectAccessReview"),
+        "{message}"
+    );
+    // Not granted: Kubewarden's denial, before any review is asked.
+    let (allowed, message, _) = answer("can-i-not-granted", "alice", "web").await;
+    assert!(!allowed);
+    let message = message.unwrap();
+    assert!(
+        message.contains(
+            "Policy has not been granted access to the 'kubernetes/can_i' host capability. \
+             The violation has been reported."
+        ),
+        "{message}"
     );
 }
 
