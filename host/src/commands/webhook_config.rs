@@ -240,6 +240,15 @@ impl Generator {
                 ),
                 _ => {}
             }
+            if placement == Placement::Mutating && covers_review_objects(&metadata.rules) {
+                tracing::warn!(
+                    policy = policy.id(),
+                    "this mutating policy's rules cover SubjectAccessReviews and TokenReviews, \
+                     which the API server refuses with any metadata: a patch to one breaks \
+                     `kubectl auth can-i` and every policy's `can_i`; list the groups it mutates \
+                     instead of `*`"
+                );
+            }
             let common = self.common(policy.id(), metadata, policy.timeout())?;
             match placement {
                 Placement::Mutating => mutating.push(common.mutating()),
@@ -413,6 +422,33 @@ fn rule(rule: &Rule) -> RuleWithOperations {
     }
 }
 
+/// Whether `rules` send the API server's review objects to a webhook on
+/// create. They are created with empty metadata and refused with any other,
+/// so a mutating webhook that annotates "everything" breaks them.
+fn covers_review_objects(rules: &[Rule]) -> bool {
+    let names = |list: &[String], wanted: &[&str]| {
+        list.iter()
+            .any(|value| value == "*" || value == "*/*" || wanted.contains(&value.as_str()))
+    };
+    rules.iter().any(|rule| {
+        rule.operations.contains(&Operation::Create)
+            && names(
+                &rule.api_groups,
+                &["authorization.k8s.io", "authentication.k8s.io"],
+            )
+            && names(
+                &rule.resources,
+                &[
+                    "subjectaccessreviews",
+                    "localsubjectaccessreviews",
+                    "selfsubjectaccessreviews",
+                    "selfsubjectrulesreviews",
+                    "tokenreviews",
+                ],
+            )
+    })
+}
+
 /// The policy's evaluation timeout plus headroom, in whole seconds, at most
 /// what the API server accepts.
 fn webhook_timeout_seconds(evaluation: Duration) -> i32 {
@@ -507,6 +543,32 @@ mod tests {
         assert_eq!(placement(&metadata(1, false), false), Placement::Validating);
         assert_eq!(placement(&metadata(0, true), true), Placement::None);
         assert_eq!(placement(&metadata(0, false), false), Placement::None);
+    }
+
+    #[test]
+    fn catch_all_and_review_rules_cover_review_objects_and_others_do_not() {
+        let rule = |groups: &[&str], resources: &[&str], operation| Rule {
+            api_groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            api_versions: vec!["*".into()],
+            resources: resources.iter().map(|r| (*r).to_owned()).collect(),
+            operations: vec![operation],
+        };
+        let covers = |rule| covers_review_objects(&[rule]);
+        assert!(covers(rule(&["*"], &["*"], Operation::Create)));
+        assert!(covers(rule(&["*"], &["*/*"], Operation::Create)));
+        assert!(covers(rule(
+            &["authorization.k8s.io"],
+            &["subjectaccessreviews"],
+            Operation::Create
+        )));
+        assert!(covers(rule(
+            &["authentication.k8s.io"],
+            &["*"],
+            Operation::Create
+        )));
+        assert!(!covers(rule(&["*"], &["*"], Operation::Update)));
+        assert!(!covers(rule(&["", "apps"], &["*"], Operation::Create)));
+        assert!(!covers(rule(&["*"], &["pods"], Operation::Create)));
     }
 
     #[test]
