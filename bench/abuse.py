@@ -504,7 +504,9 @@ class Bench:
         if mtls:
             args += ["--client-ca-file", self.pki["ca.crt"]]
         limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))) if open_files else None
-        options = {"log_fmt": "text", "log_level": None} if text_logs else {}
+        # The reload trigger logs its cause (row 11) from portcullis::commands::reload.
+        options = {"log_fmt": "text", "log_level": None} if text_logs else {
+            "log_level": "warn,portcullis::server=info,portcullis::commands::reload=info"}
         server = Server(WORKERS, policies=self.policies, cache_dir=self.cache, extra_args=args,
                         preexec_fn=limit, keep_logs=True, **options)
         client = (self.pki["ca.crt"], self.pki["client.crt"], self.pki["client.key"]) if mtls else (
