@@ -490,6 +490,83 @@ async fn kubewarden_list_resources_all_and_can_i_answer_the_sdks_helpers() {
 }
 
 #[tokio::test]
+async fn a_component_asks_can_i_through_the_typed_import() {
+    // tests/policies/can-i: the `can-i` of the context-aware world, with
+    // the review's fields going in and the status's coming back.
+    let file = ResourcesFile::parse(KUBEWARDEN_CLUSTER).unwrap();
+    let capabilities = Capabilities::default().with(Arc::new(Kubernetes::new(file.into_cluster())));
+    let engine = Engine::with_capabilities(Limits::default(), capabilities).unwrap();
+    let policy = |id: &str, grants: Grants| {
+        PolicySpec::new(id, component("can_i_policy"))
+            .with_settings(json!({"verb": "delete", "resource": "pods"}))
+            .with_grants(grants)
+    };
+    let env = Environment::load(
+        &engine,
+        [
+            policy(
+                "can-i",
+                Grants {
+                    host_capabilities: HostCapabilities::new(["kubernetes/can_i"]).unwrap(),
+                    ..Grants::default()
+                },
+            ),
+            // Reads granted, `kubernetes/can_i` not: it loads, and its
+            // question gets the not-granted error.
+            policy("can-i-not-granted", granted(&[("v1", "ConfigMap")])),
+        ],
+        Some(&shared_cache()),
+    )
+    .await
+    .unwrap();
+    let answer = async |id: &str, user: &str| {
+        let response = env
+            .validate(id, &pod_by(user, "web"))
+            .await
+            .unwrap()
+            .response;
+        (response.allowed, response.message, response.warnings)
+    };
+    assert_eq!(
+        answer("can-i", "alice").await,
+        (
+            true,
+            None,
+            vec![
+                "`alice` may delete pods: RBAC: allowed by RoleBinding \"deleters/web\" of \
+                 Role \"deleter\" to User \"alice\""
+                    .to_owned()
+            ]
+        )
+    );
+    assert_eq!(
+        answer("can-i", "bob").await,
+        (
+            false,
+            Some("`bob` may not delete pods: no RoleBinding lets bob delete pods".into()),
+            vec![]
+        )
+    );
+    let (allowed, message, _) = answer("can-i", "carol").await;
+    assert!(!allowed);
+    let message = message.unwrap();
+    assert!(
+        message.starts_with("cannot ask whether `carol` may delete pods: ")
+            && message.contains("the resources file holds no SubjectAccessReview"),
+        "{message}"
+    );
+    let (allowed, message, _) = answer("can-i-not-granted", "alice").await;
+    assert!(!allowed);
+    let message = message.unwrap();
+    assert!(
+        message.contains(
+            "Policy has not been granted access to the 'kubernetes/can_i' host capability."
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn a_component_built_against_0_1_0_keeps_working() {
     // Built by the SDK of portcullis:policy@0.1.0 and kept as it was: it
     // exports admission@0.1.0, which this host (0.1.1) calls unchanged.

@@ -78,7 +78,7 @@ impl ResourcesFile {
                     let status =
                         serde_json::from_value(fields.get("status").cloned().unwrap_or_default())
                             .map_err(|e| format!("a SubjectAccessReview's status: {e}"))?;
-                    self.reviews.push((spec, status));
+                    self.reviews.push((normalized(spec), status));
                     return Ok(());
                 }
                 if document
@@ -123,6 +123,36 @@ impl ResourcesFile {
     pub fn into_cluster(self) -> Arc<dyn Cluster> {
         Arc::new(self)
     }
+}
+
+/// A review as the API server reads it: an empty attribute or list is an
+/// absent one (`group: ""` is the core group either way), the groups a set,
+/// so a file matches however a policy spells the same question.
+fn normalized(mut spec: SubjectAccessReviewSpec) -> SubjectAccessReviewSpec {
+    let absent_if_empty = |field: &mut Option<String>| {
+        if field.as_deref() == Some("") {
+            *field = None;
+        }
+    };
+    if let Some(attributes) = &mut spec.resource_attributes {
+        for field in [
+            &mut attributes.group,
+            &mut attributes.version,
+            &mut attributes.subresource,
+            &mut attributes.namespace,
+            &mut attributes.name,
+        ] {
+            absent_if_empty(field);
+        }
+    }
+    if let Some(groups) = &mut spec.groups {
+        groups.sort();
+        groups.dedup();
+    }
+    if spec.groups.as_ref().is_some_and(Vec::is_empty) {
+        spec.groups = None;
+    }
+    spec
 }
 
 fn abbreviate(value: &Value) -> String {
@@ -184,6 +214,7 @@ impl Cluster for ResourcesFile {
         _bypass_cache: bool,
         _deadline: Instant,
     ) -> ClusterFuture<'a, SubjectAccessReviewStatus> {
+        let review = normalized(review);
         let found = self
             .reviews
             .iter()
@@ -260,6 +291,22 @@ status:
         }))
         .unwrap();
         assert!(block_on(file.can_i(review, false, soon)).unwrap().allowed);
+        // The same question spelled with empty attributes and groups (a
+        // component's `group: ""`, the core group) is the same review; another
+        // user's is not.
+        let spelled = |user: &str| -> SubjectAccessReviewSpec {
+            serde_json::from_value(serde_json::json!({
+                "user": user, "groups": [],
+                "resourceAttributes": {"group": "", "version": "", "verb": "delete", "resource": "pods"}
+            }))
+            .unwrap()
+        };
+        assert!(
+            block_on(file.can_i(spelled("alice"), false, soon))
+                .unwrap()
+                .allowed
+        );
+        assert!(block_on(file.can_i(spelled("bob"), false, soon)).is_err());
     }
 
     #[test]
