@@ -52,13 +52,19 @@ pub fn json_file(relative: impl AsRef<Path>) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
 
-/// A plain HTTP client. (reqwest is built without a default TLS provider;
-/// ring, the one the server uses, is installed once for the process.)
-pub fn http_client() -> reqwest::Client {
+/// Installs ring, the TLS provider the server uses, as the process's
+/// default (once): reqwest, and so oci-client, is built without one, and a
+/// client made before it is installed panics.
+pub fn install_crypto_provider() {
     static PROVIDER: std::sync::Once = std::sync::Once::new();
     PROVIDER.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// A plain HTTP client.
+pub fn http_client() -> reqwest::Client {
+    install_crypto_provider();
     reqwest::Client::new()
 }
 

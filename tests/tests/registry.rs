@@ -1139,6 +1139,7 @@ async fn cut_after_blob(
 /// Pushes an artifact of one layer with oci-client directly (not through
 /// `portcullis push`, which only pushes wasm).
 async fn push_raw(host: &str, name: &str, layer: &[u8], layer_type: &str, config_type: &str) {
+    portcullis_tests::install_crypto_provider();
     let client = oci_client::Client::new(oci_client::client::ClientConfig {
         protocol: oci_client::client::ClientProtocol::Http,
         ..Default::default()
