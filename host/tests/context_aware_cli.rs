@@ -24,19 +24,12 @@ const LABELS: &str = "namespace-label-required/test_data";
 #[test]
 fn run_answers_from_a_resources_file() {
     let run = |fixture: &str| {
-        let output = portcullis([
-            "run".as_ref(),
-            "--no-cache".as_ref(),
-            "--policy".as_ref(),
-            component("namespace_label_required").as_os_str(),
-            "--settings-json".as_ref(),
-            r#"{"label":"team"}"#.as_ref(),
-            "--resources".as_ref(),
-            example(&format!("{LABELS}/namespaces.yaml")).as_os_str(),
-            "--request".as_ref(),
-            example(&format!("{LABELS}/{fixture}")).as_os_str(),
-        ]);
-        serde_json::from_str::<serde_json::Value>(&success(&output)).unwrap()
+        run_with(
+            "namespace_label_required",
+            r#"{"label":"team"}"#,
+            &example(&format!("{LABELS}/namespaces.yaml")),
+            &format!("{LABELS}/{fixture}"),
+        )
     };
     assert_eq!(run("pod_in_payments.json")["allowed"], true);
     let denied = run("pod_in_scratch.json");
@@ -48,15 +41,9 @@ fn run_answers_from_a_resources_file() {
 }
 
 /// `portcullis run` of `component` with `settings` on the request `fixture`
-/// (under examples/), answered from the resources file `resources`: the
-/// AdmissionResponse it prints.
-fn run_with(
-    component_name: &str,
-    settings: &str,
-    resources: &Path,
-    fixture: &str,
-) -> serde_json::Value {
-    let output = portcullis([
+/// (under examples/), answered from the resources file `resources`.
+fn run_output(component_name: &str, settings: &str, resources: &Path, fixture: &str) -> Output {
+    portcullis([
         "run".as_ref(),
         "--no-cache".as_ref(),
         "--policy".as_ref(),
@@ -67,7 +54,17 @@ fn run_with(
         resources.as_os_str(),
         "--request".as_ref(),
         example(fixture).as_os_str(),
-    ]);
+    ])
+}
+
+/// [`run_output`]'s AdmissionResponse, once the command succeeded.
+fn run_with(
+    component_name: &str,
+    settings: &str,
+    resources: &Path,
+    fixture: &str,
+) -> serde_json::Value {
+    let output = run_output(component_name, settings, resources, fixture);
     serde_json::from_str(&success(&output)).unwrap()
 }
 
@@ -128,16 +125,12 @@ fn run_warns_about_a_grant_the_component_cannot_read() {
     // `run --resources` grants every kind in the file; pod-privileged does
     // not import the capability: it loads, runs, and the log says why the
     // grant is useless.
-    let output = portcullis([
-        "run".as_ref(),
-        "--no-cache".as_ref(),
-        "--policy".as_ref(),
-        component("pod_privileged").as_os_str(),
-        "--resources".as_ref(),
-        example(&format!("{LABELS}/namespaces.yaml")).as_os_str(),
-        "--request".as_ref(),
-        example("pod-privileged/test_data/privileged_pod_review.json").as_os_str(),
-    ]);
+    let output = run_output(
+        "pod_privileged",
+        "{}",
+        &example(&format!("{LABELS}/namespaces.yaml")),
+        "pod-privileged/test_data/privileged_pod_review.json",
+    );
     let response: serde_json::Value = serde_json::from_str(&success(&output)).unwrap();
     assert_eq!(response["allowed"], false, "{response}");
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 mod common;
 
-use common::{component, failure, fixture, portcullis, repo, success};
+use common::{component, failure, fixture, portcullis, repo, served, success};
 
 /// The unannotated build of a Kubewarden test policy.
 fn unannotated(name: &str) -> PathBuf {
@@ -172,6 +172,61 @@ fn policy_logs_from_tracing_log_are_the_policys_log_lines() {
         .find(|line| line.contains("this policy only logs"))
         .unwrap_or_else(|| panic!("no warning: {stderr}"));
     assert!(warn.contains("WARN"), "{warn}");
+}
+
+/// The same lines from `serve`: JSON log events under `portcullis::guest`,
+/// tagged with the policy's id, the SDK's key-values in the message.
+#[test]
+fn a_served_modules_tracing_log_lines_are_the_policys_log_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies.yml");
+    std::fs::write(
+        &policies,
+        format!(
+            "logging:\n  module: {}\n",
+            component("kw_logging").display()
+        ),
+    )
+    .unwrap();
+    let mut command = served::portcullis();
+    command.arg("--policies").arg(&policies);
+    let served = served::serve(command);
+    let privileged = std::fs::read_to_string(fixture("privileged_pod_review.json")).unwrap();
+    let (status, body) = served::http(served.api, "POST", "/validate/logging", &privileged);
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    let mut guest = Vec::new();
+    while guest.len() < 2 {
+        let line = served
+            .logs
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("portcullis serve exited or said nothing for a minute");
+        let event: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or(serde_json::json!({"unparsed": line}));
+        if event["target"] == "portcullis::guest" {
+            guest.push(event);
+        }
+    }
+    let uid = answer["response"]["uid"].as_str().unwrap();
+    let (info, warn) = (&guest[0], &guest[1]);
+    assert_eq!(info["level"], "INFO", "{info}");
+    assert_eq!(info["fields"]["policy"], "logging", "{info}");
+    let message = info["fields"]["message"].as_str().unwrap();
+    assert!(message.starts_with("validating a request"), "{info}");
+    // The SDK's key-values come along.
+    assert!(message.contains(&format!("uid={uid}")), "{info}");
+    assert!(message.contains("kind=Pod"), "{info}");
+    assert!(message.contains("logger=kw-logging"), "{info}");
+    assert_eq!(warn["level"], "WARN", "{warn}");
+    assert_eq!(warn["fields"]["policy"], "logging", "{warn}");
+    assert!(
+        warn["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("this policy only logs"),
+        "{warn}"
+    );
 }
 
 #[test]

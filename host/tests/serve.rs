@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::served::{http, portcullis, serve};
+use common::served::{http, log_lines, portcullis, serve};
 use common::{components_dir, repo};
 
 fn privileged_review() -> String {
@@ -186,13 +186,7 @@ fn the_probes_answer_while_the_kubernetes_caches_sync() {
         .arg(&kubeconfig)
         .env_remove("KUBERNETES_SERVICE_HOST");
     let mut child = command.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (sender, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
-            let _ = sender.send(line);
-        }
-    });
+    let lines = log_lines(&mut child);
     let field = |line: &str, key: &str| -> Option<String> {
         let event: serde_json::Value = serde_json::from_str(line).ok()?;
         Some(event["fields"][key].as_str()?.to_owned())

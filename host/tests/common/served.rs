@@ -57,41 +57,52 @@ pub fn serve_command() -> Command {
     command
 }
 
-/// Starts the server and waits for its "serving" log line (JSON or text),
-/// which carries the bound addresses.
+/// Starts the server and waits (2 minutes at most) for its "serving" log
+/// line (JSON or text), which carries the bound addresses.
 pub fn serve(mut command: Command) -> Served {
     let unbound = SocketAddr::from(([0, 0, 0, 0], 0));
     // Owned by `Served` from the start, so a failed start is killed and reaped.
-    let (sender, logs) = mpsc::channel();
+    let mut child = command.spawn().expect("starting portcullis serve");
+    let logs = log_lines(&mut child);
     let mut served = Served {
-        child: command.spawn().expect("starting portcullis serve"),
+        child,
         api: unbound,
         probes: unbound,
         logs,
     };
-    let mut lines = BufReader::new(served.child.stderr.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(120);
     while served.api == unbound {
-        assert!(
-            Instant::now() < deadline,
-            "portcullis serve did not start in time"
-        );
-        let line = lines
-            .next()
-            .expect("portcullis serve exited before serving")
-            .unwrap();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match served.logs.recv_timeout(left) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("portcullis serve did not start in time")
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("portcullis serve exited before serving")
+            }
+        };
         if let Some((api, probes)) = serving_addresses(&line) {
             served.api = api;
             served.probes = probes;
         }
     }
-    // Keep draining stderr so the child never blocks on a full pipe.
+    served
+}
+
+/// The lines `child` writes to its (piped) stderr, read on a thread of
+/// their own so that it never blocks on a full pipe.
+pub fn log_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (sender, lines) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            let _ = sender.send(line);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
         }
     });
-    served
+    lines
 }
 
 /// The API and probe addresses in a "serving" log line, JSON or text.
