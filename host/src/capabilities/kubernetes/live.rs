@@ -262,8 +262,7 @@ impl LiveCluster {
         );
         let started = Instant::now();
         let mut starting = Vec::new();
-        for (key, keep) in to_start {
-            let name = format!("{}/{}", key.0, key.1);
+        for ((key, keep), name) in to_start.into_iter().zip(names) {
             let cache = match give_up {
                 Some(limit) => {
                     let left = limit.saturating_sub(started.elapsed());
