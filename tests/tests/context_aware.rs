@@ -21,7 +21,16 @@ use serde_json::json;
 /// An engine whose Kubernetes reads are answered from `file` (as
 /// `serve --resources`/`run --resources` build it).
 fn engine_reading(file: &str) -> Engine {
-    let file = ResourcesFile::read(&repo_file(file)).unwrap();
+    engine_answering(ResourcesFile::read(&repo_file(file)).unwrap())
+}
+
+/// An engine whose Kubernetes reads are answered from the objects `text`
+/// holds (YAML).
+fn engine_with_objects(text: &str) -> Engine {
+    engine_answering(ResourcesFile::parse(text).unwrap())
+}
+
+fn engine_answering(file: ResourcesFile) -> Engine {
     let capabilities = Capabilities::default().with(Arc::new(Kubernetes::new(file.into_cluster())));
     Engine::with_capabilities(Limits::default(), capabilities).unwrap()
 }
@@ -365,9 +374,7 @@ async fn kubewarden_list_resources_all_and_can_i_answer_the_sdks_helpers() {
     // Kubewarden's SDK helpers (`list_all_resources`, `can_i`) call the host
     // and parse its answers as k8s-openapi types: a shape the SDK cannot
     // parse would be the policy's "cannot ..." error, not a verdict.
-    let file = ResourcesFile::parse(KUBEWARDEN_CLUSTER).unwrap();
-    let capabilities = Capabilities::default().with(Arc::new(Kubernetes::new(file.into_cluster())));
-    let engine = Engine::with_capabilities(Limits::default(), capabilities).unwrap();
+    let engine = engine_with_objects(KUBEWARDEN_CLUSTER);
     let all = [
         "kubernetes/list_resources_by_namespace",
         "kubernetes/list_resources_all",
@@ -493,9 +500,7 @@ async fn kubewarden_list_resources_all_and_can_i_answer_the_sdks_helpers() {
 async fn a_component_asks_can_i_through_the_typed_import() {
     // tests/policies/can-i: the `can-i` of the context-aware world, with
     // the review's fields going in and the status's coming back.
-    let file = ResourcesFile::parse(KUBEWARDEN_CLUSTER).unwrap();
-    let capabilities = Capabilities::default().with(Arc::new(Kubernetes::new(file.into_cluster())));
-    let engine = Engine::with_capabilities(Limits::default(), capabilities).unwrap();
+    let engine = engine_with_objects(KUBEWARDEN_CLUSTER);
     let policy = |id: &str, grants: Grants| {
         PolicySpec::new(id, component("can_i_policy"))
             .with_settings(json!({"verb": "delete", "resource": "pods"}))
