@@ -9,7 +9,7 @@ cd "$ROOT"
 ensure_wasm_target() {
     local target
     for target in wasm32-wasip2 wasm32-wasip1; do
-        if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+        if ! grep -qx "$target" <<<"$(rustup target list --installed 2>/dev/null)"; then
             echo "==> rustup target add $target" >&2
             rustup target add "$target" >&2
         fi
