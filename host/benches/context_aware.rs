@@ -341,6 +341,7 @@ fn stalled_table() {
             tls: None,
             always_accept_namespace: None,
             shutdown_grace: Duration::from_secs(1),
+            metrics_listener: Default::default(),
         };
         let server = portcullis::server::start(config, engine, specs, None).await.unwrap();
         let api = format!("http://{}", server.api_addr);

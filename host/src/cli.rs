@@ -35,6 +35,15 @@ pub struct GlobalArgs {
 }
 
 /// How logs are written to stderr.
+/// Which listener serves /metrics.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum MetricsOn {
+    /// The probe port (plain HTTP).
+    Probes,
+    /// The API port (its TLS and mTLS).
+    Api,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -171,6 +180,10 @@ pub struct ServeArgs {
     /// Port of /readiness, /livez and /metrics (plain HTTP).
     #[arg(long, env = "PORTCULLIS_READINESS_PROBE_PORT", default_value_t = 8081)]
     pub readiness_probe_port: u16,
+    /// Where /metrics is served: the probe port (plain HTTP), or the API port (behind its TLS
+    /// and, with --client-ca-file, mTLS).
+    #[arg(long, env = "PORTCULLIS_METRICS_LISTENER", value_enum, default_value_t = MetricsOn::Probes)]
+    pub metrics_listener: MetricsOn,
     /// Evaluations that run at once, each on its own evaluation thread [default: number of CPUs].
     #[arg(long, env = "PORTCULLIS_WORKERS")]
     pub workers: Option<usize>,
@@ -211,6 +224,9 @@ pub struct ServeArgs {
     /// Bytes of a policy's stderr/stdout kept per evaluation for the log.
     #[arg(long, env = "PORTCULLIS_MAX_POLICY_LOG", default_value_t = 64 << 10)]
     pub max_policy_log: usize,
+    /// Lines of a policy's stderr/stdout (and log calls) kept per evaluation for the log.
+    #[arg(long, env = "PORTCULLIS_MAX_POLICY_LOG_LINES", default_value_t = 100)]
+    pub max_policy_log_lines: usize,
     /// Largest accepted request body, in bytes; larger bodies get 413.
     #[arg(long, env = "PORTCULLIS_MAX_REQUEST_BODY", default_value_t = 8 << 20)]
     pub max_request_body: usize,
@@ -221,16 +237,30 @@ pub struct ServeArgs {
     /// Seconds from a request's head to the end of its body; slower bodies get 408.
     #[arg(long, env = "PORTCULLIS_REQUEST_BODY_TIMEOUT", default_value_t = 10)]
     pub request_body_timeout: u64,
-    /// Bytes that the bodies of all requests being read or evaluated may hold; beyond, 503 before
-    /// more is read.
+    /// Bytes that all requests in flight may hold (bodies being read, the requests parsed from
+    /// them, answers not yet written); beyond, stalled requests make room or 503 before more is
+    /// read.
     #[arg(long, env = "PORTCULLIS_REQUEST_BODY_BUDGET", default_value_t = 64 << 20)]
     pub request_body_budget: usize,
-    /// Bytes that the request bodies of one connection may hold (HTTP/2 multiplexes many requests
-    /// on one); beyond, 503 for that connection's new requests.
+    /// Part of --request-body-budget that only requests of at most 256 KiB (reviews) may use:
+    /// large bodies, however many, cannot take it all.
+    #[arg(long, env = "PORTCULLIS_REQUEST_BODY_RESERVE", default_value_t = 16 << 20)]
+    pub request_body_reserve: usize,
+    /// Bytes that the requests of one connection may hold (HTTP/2 multiplexes many requests on
+    /// one); beyond, 503 for that connection's new requests.
     #[arg(long, env = "PORTCULLIS_CONNECTION_BODY_BUDGET", default_value_t = 16 << 20)]
     pub connection_body_budget: usize,
-    /// Connections the API port keeps open; at the cap the longest idle one is closed to make
-    /// room, and while every connection is busy new ones are refused.
+    /// Seconds after which a request body or an answer that has moved less than 16 KiB is
+    /// stalled: stalled requests make room, longest stalled first, when the connection cap or the
+    /// byte budget is reached.
+    #[arg(long, env = "PORTCULLIS_STALLED_AFTER", default_value_t = 1)]
+    pub stalled_after: u64,
+    /// Seconds an answer may wait for the client to take it (an HTTP/2 window kept shut, a socket
+    /// not read); then its connection is closed.
+    #[arg(long, env = "PORTCULLIS_RESPONSE_SEND_TIMEOUT", default_value_t = 10)]
+    pub response_send_timeout: u64,
+    /// Connections the API port keeps open; at the cap the most stalled one, else the longest
+    /// idle, is closed to make room; while the server works for every one, new ones are refused.
     #[arg(long, env = "PORTCULLIS_MAX_CONNECTIONS", default_value_t = 512)]
     pub max_connections: usize,
     /// Connections the probe port keeps open (same rule).

@@ -26,6 +26,9 @@ pub struct Limits {
     /// Bytes of guest output (stderr and stdout) kept per evaluation for the
     /// log; the rest is dropped.
     pub log_bytes: usize,
+    /// Lines of guest output (and log calls) kept per evaluation for the
+    /// log; the rest is dropped.
+    pub log_lines: usize,
     /// Largest response a policy may return (message, warnings, annotations
     /// and mutated object together), in bytes; more is an evaluation error.
     pub response_bytes: usize,
@@ -52,6 +55,7 @@ impl Default for Limits {
             stack_bytes: 1 << 20,
             instances: 32,
             log_bytes: 64 << 10,
+            log_lines: 100,
             response_bytes: 8 << 20,
             max_instances: 256,
             keep_resident_bytes: 64 << 10,

@@ -92,7 +92,7 @@ pub(crate) fn new_store(
     deadline: Instant,
     io: GuestIo,
 ) -> Store<EvaluationState> {
-    let output = GuestOutput::new(limits.log_bytes);
+    let output = GuestOutput::for_log(limits.log_bytes, limits.log_lines);
     let mut builder = WasiCtx::builder();
     builder
         .stderr(output.clone())
@@ -135,7 +135,9 @@ pub(crate) fn new_store(
     store
 }
 
-/// A bounded capture of a guest's stdout and stderr.
+/// A bounded capture of a guest's stdout and stderr: in bytes, and for the
+/// log in lines too (each becomes a log record, which costs far more than
+/// its bytes).
 ///
 /// Writes beyond the bound are accepted and dropped, so a chatty policy loses
 /// log lines, not its verdict; [`GuestOutput::truncated`] says it happened.
@@ -148,6 +150,9 @@ struct Captured {
     bytes: Vec<u8>,
     events: Vec<(tracing::Level, String)>,
     limit: usize,
+    /// Lines that may still be kept (each ends at a newline, or is a log
+    /// call's line).
+    lines_left: usize,
     written: usize,
     truncated: bool,
 }
@@ -155,11 +160,17 @@ struct Captured {
 impl GuestOutput {
     /// A capture that keeps at most `limit` bytes.
     pub(crate) fn new(limit: usize) -> Self {
+        Self::for_log(limit, usize::MAX)
+    }
+
+    /// A capture for the log: at most `limit` bytes in at most `lines` lines.
+    pub(crate) fn for_log(limit: usize, lines: usize) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Captured {
                 bytes: Vec::new(),
                 events: Vec::new(),
                 limit,
+                lines_left: lines,
                 written: 0,
                 truncated: false,
             })),
@@ -191,10 +202,11 @@ impl GuestOutput {
     /// `tracing/log`), under the same bound as its stdout and stderr.
     pub(crate) fn push_event(&self, level: tracing::Level, line: String) {
         let mut captured = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if captured.bytes.len() + line.len() > captured.limit {
+        if captured.bytes.len() + line.len() > captured.limit || captured.lines_left == 0 {
             captured.truncated = true;
             return;
         }
+        captured.lines_left -= 1;
         // Counted against the bound with the stream bytes, kept apart so
         // each line is re-emitted at its own level.
         captured.limit -= line.len();
@@ -213,6 +225,23 @@ impl GuestOutput {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .truncated
+    }
+}
+
+impl Captured {
+    /// How much of `bytes` fits in the lines left, counting them off: up to
+    /// and including the newline that ends the last line allowed.
+    fn take_lines(&mut self, bytes: &[u8]) -> usize {
+        if self.lines_left == 0 {
+            return 0;
+        }
+        for (at, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'\n') {
+            self.lines_left -= 1;
+            if self.lines_left == 0 {
+                return at + 1;
+            }
+        }
+        bytes.len()
     }
 }
 
@@ -237,6 +266,7 @@ impl AsyncWrite for GuestOutput {
         let mut captured = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let room = captured.limit.saturating_sub(captured.bytes.len());
         let kept = buf.len().min(room);
+        let kept = captured.take_lines(&buf[..kept]);
         captured.bytes.extend_from_slice(&buf[..kept]);
         captured.written = captured.written.saturating_add(buf.len());
         captured.truncated |= kept < buf.len();
@@ -249,6 +279,26 @@ impl AsyncWrite for GuestOutput {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt as _;
+
+    use super::GuestOutput;
+
+    #[tokio::test]
+    async fn the_log_capture_keeps_whole_lines_up_to_its_count() {
+        let output = GuestOutput::for_log(1 << 10, 3);
+        let mut writer = output.clone();
+        writer.write_all(b"one\ntwo\nthr").await.unwrap();
+        writer.write_all(b"ee\nfour\nfive\n").await.unwrap();
+        output.push_event(tracing::Level::INFO, "six".into());
+        assert_eq!(output.lines(), ["one", "two", "three"]);
+        assert!(output.events().is_empty());
+        assert!(output.truncated());
+        assert_eq!(output.written(), 24);
     }
 }
 

@@ -26,6 +26,7 @@ pub fn test_config() -> ServerConfig {
         tls: None,
         always_accept_namespace: None,
         shutdown_grace: Duration::from_secs(10),
+        metrics_listener: Default::default(),
     }
 }
 

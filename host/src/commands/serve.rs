@@ -6,10 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use portcullis::server::{BodyLimits, Gate, ListenerLimits, ServerConfig, TlsFiles};
+use portcullis::server::{
+    BodyLimits, Gate, ListenerLimits, MetricsListener, ServerConfig, TlsFiles,
+};
 use portcullis::{Engine, Limits};
 
-use crate::cli::ServeArgs;
+use crate::cli::{MetricsOn, ServeArgs};
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tune_allocator();
@@ -32,6 +34,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         instances: args.policy_max_instances,
         response_bytes: args.max_policy_response,
         log_bytes: args.max_policy_log,
+        log_lines: args.max_policy_log_lines,
         keep_resident_bytes: args.keep_resident_bytes,
     };
     let seconds = |s: u64| Duration::from_secs(s.max(1));
@@ -46,6 +49,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .then(|| Duration::from_secs(args.http2_keepalive_interval)),
         http2_keepalive_timeout: seconds(args.http2_keepalive_timeout),
         close_grace: seconds(args.webhook_timeout),
+        send_timeout: seconds(args.response_send_timeout),
+        stalled_after: seconds(args.stalled_after),
     };
     fit_connections_to(open_files, &mut api_limits, args.probe_max_connections);
     let config = ServerConfig {
@@ -58,6 +63,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_bytes: args.max_request_body,
             timeout: seconds(args.request_body_timeout),
             server_budget: args.request_body_budget,
+            small_reserve: args.request_body_reserve,
             connection_budget: args.connection_body_budget,
         },
         probe_limits: ListenerLimits::probes(&api_limits, args.probe_max_connections.max(1)),
@@ -72,6 +78,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         always_accept_namespace: args.always_accept_admission_reviews_on_namespace.clone(),
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        metrics_listener: match args.metrics_listener {
+            MetricsOn::Probes => MetricsListener::Probes,
+            MetricsOn::Api => MetricsListener::Api,
+        },
     };
     let cache = super::cache(&args.cache);
     // HTTP threads scale with the CPUs, not with the evaluation workers

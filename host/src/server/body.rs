@@ -1,5 +1,6 @@
 //! Reading a request body whole, under a size limit, a deadline and the byte
-//! budgets — and refusing before reading when it cannot fit.
+//! budgets — refusing before reading when it cannot fit, and giving up when
+//! it stalls while other requests need the room.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,8 +11,10 @@ use axum::http::{StatusCode, header};
 use http_body_util::BodyExt as _;
 
 use super::AppState;
-use super::budget::{Budget, Exhausted, Reservation};
+use super::budget::Exhausted;
+use super::connection::Connection;
 use super::error::ApiError;
+use super::gate::LARGE;
 use super::listener::RequestContext;
 
 /// Bytes reserved at a time for a body that does not declare its length.
@@ -26,10 +29,14 @@ pub struct BodyLimits {
     /// Time from the request's head to the end of its body; slower bodies
     /// get 408.
     pub timeout: Duration,
-    /// Bytes all bodies being read or waiting for an answer may hold.
+    /// Bytes all requests in flight may hold: bodies being read, the
+    /// requests parsed from them, answers not yet written.
     pub server_budget: usize,
-    /// Bytes the bodies of one connection's requests may hold (HTTP/2 lets
-    /// one connection carry many requests at once).
+    /// The part of `server_budget` that only requests of at most 256 KiB
+    /// may use: large ones cannot take it all.
+    pub small_reserve: usize,
+    /// Bytes the requests of one connection may hold (HTTP/2 lets one
+    /// connection carry many requests at once).
     pub connection_budget: usize,
 }
 
@@ -39,19 +46,20 @@ impl Default for BodyLimits {
             max_bytes: 8 << 20,
             timeout: Duration::from_secs(10),
             server_budget: 64 << 20,
+            small_reserve: 16 << 20,
             connection_budget: 16 << 20,
         }
     }
 }
 
-/// A request body read under [`BodyLimits`], with the budget it holds until
-/// the request is answered.
+/// A request body read under [`BodyLimits`]. The bytes it holds from the
+/// budgets stay with its request (the [`Exchange`](super::exchange::Exchange))
+/// until the answer is written: the parsed request and then the answer take
+/// their place.
 #[derive(Debug)]
 pub struct LimitedBody {
     /// The body.
     pub bytes: Bytes,
-    /// Its share of the budgets; given back when dropped.
-    pub reservation: Reservation,
     /// When the request's head arrived.
     pub arrived: Instant,
 }
@@ -61,12 +69,17 @@ impl FromRequest<Arc<AppState>> for LimitedBody {
 
     async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
         let limits = &state.body_limits;
-        let (arrived, connection_budget) = match request.extensions().get::<RequestContext>() {
-            Some(context) => (context.arrived, context.connection.body_budget().clone()),
-            // Served other than by a Listener (never in `serve`): a budget of
-            // its own.
-            None => (Instant::now(), Budget::new(limits.connection_budget)),
+        let Some(context) = request.extensions().get::<RequestContext>().cloned() else {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the request did not come through a listener",
+            ));
         };
+        let RequestContext {
+            arrived,
+            exchange,
+            listener,
+        } = context;
         let declared = request
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -76,24 +89,24 @@ impl FromRequest<Arc<AppState>> for LimitedBody {
         {
             return Err(too_large(limits.max_bytes));
         }
-        let mut reservation = Reservation::default();
-        let reserve = |reservation: &mut Reservation, bytes| {
-            reservation
-                .grow(bytes, &state.body_budget, &connection_budget)
-                .map_err(|exhausted| {
-                    state.metrics.overloaded("body_budget");
-                    over_budget(exhausted, state.body_budget.capacity(), &connection_budget)
-                })
+        exchange.receiving();
+        let reserve = async |bytes| {
+            let (grown, shed) = listener.grow(&exchange, bytes).await;
+            state.metrics.shed(shed);
+            grown.map_err(|exhausted| {
+                state.metrics.overloaded("body_budget");
+                over_budget(exhausted, exchange.connection())
+            })
         };
         // Declared: reserved before a byte is read (or `100 Continue` sent).
         let declared = declared.map_or(0, |d| d as usize);
-        reserve(&mut reservation, declared)?;
+        reserve(declared).await?;
 
         let mut body = request.into_body();
         let read = async {
             // Copied out of the connection's read buffers as it arrives,
             // into one buffer of the declared size: freed whole once the
-            // request is answered (many chunks would fragment the heap).
+            // request is parsed (many chunks would fragment the heap).
             let mut buffer = Vec::with_capacity(declared);
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|e| {
@@ -109,34 +122,42 @@ impl FromRequest<Arc<AppState>> for LimitedBody {
                 if length > limits.max_bytes {
                     return Err(too_large(limits.max_bytes));
                 }
-                if length > reservation.held() {
-                    let more = (length - reservation.held())
-                        .max(CHUNK)
-                        .min(limits.max_bytes - reservation.held());
-                    reserve(&mut reservation, more)?;
+                let held = exchange.held();
+                if length > held {
+                    let more = (length - held).max(CHUNK).min(limits.max_bytes - held);
+                    reserve(more).await?;
                 }
                 buffer.extend_from_slice(&data);
+                exchange.moved(data.len(), declared > 0 && length >= declared);
             }
             Ok(Bytes::from(buffer))
         };
         let deadline = arrived + limits.timeout;
-        let bytes = match tokio::time::timeout_at(deadline.into(), read).await {
-            Ok(result) => result?,
-            Err(_elapsed) => {
+        let read = tokio::time::timeout_at(deadline.into(), read);
+        let bytes = tokio::select! {
+            read = read => match read {
+                Ok(result) => result?,
+                Err(_elapsed) => {
+                    return Err(ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "the request body did not arrive within {}s",
+                            limits.timeout.as_secs_f64()
+                        ),
+                    ));
+                }
+            },
+            // A body that stalled while the server needed its bytes.
+            () = exchange.shed_signalled() => {
+                exchange.shrink_to(0);
                 return Err(ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "the request body did not arrive within {}s",
-                        limits.timeout.as_secs_f64()
-                    ),
+                    "the request body stalled while the server needed room for other requests",
                 ));
             }
         };
-        Ok(Self {
-            bytes,
-            reservation,
-            arrived,
-        })
+        exchange.serving();
+        Ok(Self { bytes, arrived })
     }
 }
 
@@ -147,16 +168,23 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-fn over_budget(exhausted: Exhausted, server: usize, connection: &Budget) -> ApiError {
+fn over_budget(exhausted: Exhausted, connection: &Connection) -> ApiError {
     let message = match exhausted {
-        Exhausted::Server => format!(
-            "server overloaded: request bodies being read or evaluated already hold \
-             {server} bytes, the server's budget; retry later"
-        ),
+        Exhausted::Server => {
+            let server = connection.server_budget();
+            format!(
+                "server overloaded: requests being read, evaluated or answered already hold \
+                 {} bytes of the server's budget of {} ({} of it kept for bodies up to {LARGE} \
+                 bytes); retry later",
+                server.in_use(),
+                server.capacity(),
+                server.reserve()
+            )
+        }
         Exhausted::Connection => format!(
-            "server overloaded: this connection's requests already hold {} bytes of bodies, \
-             its budget; retry later or on another connection",
-            connection.capacity()
+            "server overloaded: this connection's requests already hold {} bytes, its budget; \
+             retry later or on another connection",
+            connection.body_budget().capacity()
         ),
     };
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)

@@ -1,35 +1,84 @@
-//! The open connections of one listener: how many there may be, which are
-//! idle, and which to let go when a new one needs room.
+//! The open connections of one listener: how many there may be, which to
+//! let go when a new one needs room, and which requests make room when the
+//! server's byte budget is spent.
 //!
-//! Every connection costs a file descriptor and some memory, and a client can
-//! open them for free. The cap keeps both bounded. When it is reached, the
-//! connection that has been idle (no request in flight) the longest is asked
-//! to close — an HTTP/1 connection between requests closes at once, an
-//! HTTP/2 one gets a GOAWAY — and the new one takes its place, so a flood of
-//! idle or half-open connections cannot lock out the API server. Only when
-//! every connection is busy with a request is a new one refused. While too
-//! many connections asked to close are still going, the listener stops
-//! accepting for a moment ([`Connections::over_slack`]) and new connections
-//! wait in the kernel's backlog instead of being reset.
+//! Every connection costs a file descriptor and some memory, and a client
+//! can open them for free. The cap keeps both bounded. When it is reached, a
+//! connection makes room for the new one, chosen by who has kept the server
+//! waiting longest:
+//!
+//! 1. first the connections whose client owes the server part of a request
+//!    — the rest of its body, or taking its answer —, the one that has made
+//!    no progress for the longest first;
+//! 2. then those that owe their first request (connected, and in the TLS
+//!    handshake or sending a head), the oldest first;
+//! 3. then idle connections between requests, the longest idle first.
+//!
+//! The first two are closed at once: their client owes, so nothing is lost
+//! that it was about to finish. An idle one closes gracefully (HTTP/1 at
+//! once, HTTP/2 with a GOAWAY).
+//!
+//! A connection with a request the server is working on is never shed;
+//! only when every connection has one is a new connection refused. So a
+//! flood of connections that each hold a request open (a body that never
+//! comes, an answer never read) cannot lock anyone out: each new connection
+//! takes the place of the most stalled one. While too many connections
+//! asked to close are still going, the listener stops accepting for a
+//! moment ([`Connections::over_slack`]) and new connections wait in the
+//! kernel's backlog instead of being reset.
+//!
+//! The byte budget is shared the same way ([`Connections::grow`]): a request
+//! that does not fit sheds requests that are *stalled* (no progress for
+//! `stalled_after`), longest stalled first, if that frees enough.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::budget::Budget;
+use super::budget::{Budget, Exhausted};
+use super::connection::{Clock, Connection, Owes};
+use super::exchange::Exchange;
+
+/// How long a request that shed others waits for them to let go of their
+/// bytes (they do within milliseconds: their tasks are woken).
+const LET_GO: Duration = Duration::from_millis(250);
 
 /// What the accept loop does with a new connection.
 #[derive(Debug)]
 pub enum Admission {
     /// Serve it.
     Admitted(Registered),
-    /// Serve it; an idle connection was asked to close to make room.
-    Evicted(Registered),
-    /// Close it: every connection is busy.
+    /// Serve it; another connection was shed to make room.
+    Evicted(Registered, Eviction),
+    /// Close it: every connection has a request the server is working on.
     Refused,
+}
+
+/// Which connection made room for a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// One whose client owed the server (closed at once).
+    Stalled,
+    /// An idle one (closed gracefully).
+    Idle,
+}
+
+/// What [`Connections::grow`] shed to make room.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Shed {
+    /// Requests whose body had stalled.
+    pub bodies: usize,
+    /// Connections whose client had stalled taking an answer.
+    pub answers: usize,
+}
+
+impl Shed {
+    fn is_empty(&self) -> bool {
+        self.bodies + self.answers == 0
+    }
 }
 
 /// The connections of one listener.
@@ -37,7 +86,9 @@ pub enum Admission {
 pub struct Connections {
     limit: usize,
     body_budget: usize,
-    epoch: Instant,
+    server_budget: Budget,
+    stalled_after: Duration,
+    clock: Clock,
     next_id: AtomicU64,
     open: Mutex<HashMap<u64, Arc<Connection>>>,
     /// Signalled whenever a connection goes.
@@ -45,13 +96,21 @@ pub struct Connections {
 }
 
 impl Connections {
-    /// At most `limit` connections, each with `body_budget` bytes for the
-    /// bodies of its requests.
-    pub fn new(limit: usize, body_budget: usize) -> Arc<Self> {
+    /// At most `limit` connections, each with `body_budget` bytes for its
+    /// requests, all drawing on `server_budget`; a request that has made no
+    /// progress for `stalled_after` is stalled.
+    pub fn new(
+        limit: usize,
+        body_budget: usize,
+        server_budget: Budget,
+        stalled_after: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             limit: limit.max(1),
             body_budget,
-            epoch: Instant::now(),
+            server_budget,
+            stalled_after,
+            clock: Clock::new(),
             next_id: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
             released: Notify::new(),
@@ -78,52 +137,146 @@ impl Connections {
     /// Registers a new connection, making room for it if needed.
     pub fn admit(self: &Arc<Self>) -> Admission {
         let mut open = self.lock();
-        let evicted = if open.len() >= self.limit {
+        let eviction = if open.len() >= self.limit {
             // The accept loop waits while over the slack; refusing here only
             // covers a caller that does not.
             if open.len() > self.limit + self.limit / 8 {
                 return Admission::Refused;
             }
-            // The longest idle one that has not been asked to close already.
             let victim = open
                 .values()
-                .filter(|c| c.in_flight() == 0 && !c.closing.load(Ordering::Acquire))
-                .min_by_key(|c| c.idle_since.load(Ordering::Acquire));
+                .filter(|c| !c.closing() && c.serving() == 0)
+                .min_by_key(|c| (c.owes(), c.progress_at()));
             match victim {
+                Some(victim) if victim.owes() != Owes::Nothing => {
+                    victim.abort();
+                    Some(Eviction::Stalled)
+                }
                 Some(victim) => {
                     victim.close();
-                    true
+                    Some(Eviction::Idle)
                 }
                 None => return Admission::Refused,
             }
         } else {
-            false
+            None
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let connection = Arc::new(Connection {
-            epoch: self.epoch,
-            requests: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-            idle_since: AtomicU64::new(self.now()),
-            closing: AtomicBool::new(false),
-            close: Notify::new(),
-            body_budget: Budget::new(self.body_budget),
-        });
+        let connection = Arc::new(Connection::new(
+            self.clock,
+            Budget::new(self.body_budget),
+            self.server_budget.clone(),
+        ));
         open.insert(id, Arc::clone(&connection));
         let registered = Registered {
             connections: Arc::clone(self),
             id,
             connection,
         };
-        if evicted {
-            Admission::Evicted(registered)
-        } else {
-            Admission::Admitted(registered)
+        match eviction {
+            Some(eviction) => Admission::Evicted(registered, eviction),
+            None => Admission::Admitted(registered),
         }
     }
 
-    fn now(&self) -> u64 {
-        millis(self.epoch.elapsed())
+    /// Holds `bytes` more for `exchange`. If the server's budget lacks them,
+    /// sheds stalled requests, longest stalled first, when that frees
+    /// enough, and waits (briefly) for them to let go. Returns what was
+    /// shed either way.
+    pub async fn grow(&self, exchange: &Exchange, bytes: usize) -> (Result<(), Exhausted>, Shed) {
+        match exchange.grow(bytes) {
+            Err(Exhausted::Server) => {}
+            other => return (other, Shed::default()),
+        }
+        let budget = exchange.connection().server_budget();
+        let shortfall = budget.shortfall(bytes, exchange.held() + bytes);
+        let shed = self.shed_stalled(shortfall, exchange);
+        if shortfall > 0 && shed.is_empty() {
+            return (Err(Exhausted::Server), shed);
+        }
+        // What the shed requests let go of is this request's.
+        let claim = budget.claim(shortfall);
+        let deadline = Instant::now() + LET_GO;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match exchange.grow_claimed(bytes, Some(&claim)) {
+                Err(Exhausted::Server) if Instant::now() < deadline => {}
+                other => return (other, shed),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(16));
+        }
+    }
+
+    /// Sheds stalled requests holding at least `shortfall` bytes together,
+    /// longest stalled first, or none if they hold less.
+    fn shed_stalled(&self, shortfall: usize, exclude: &Exchange) -> Shed {
+        enum Victim {
+            Body(Arc<Exchange>),
+            Answer(Arc<Connection>),
+        }
+        if shortfall == 0 {
+            return Shed::default();
+        }
+        let open: Vec<Arc<Connection>> = self.lock().values().cloned().collect();
+        let mut stalled = Vec::new();
+        for connection in open.iter().filter(|c| !c.aborting()) {
+            let unsent = connection.unsent();
+            let blocked = connection.writes_stalled_for();
+            if unsent > 0 && blocked >= self.stalled_after {
+                stalled.push((blocked, unsent, Victim::Answer(Arc::clone(connection))));
+            }
+            for exchange in connection.lock_exchanges().iter() {
+                let held = exchange.held();
+                if held == 0 || exchange.is_shed() || std::ptr::eq(&**exchange, exclude) {
+                    continue;
+                }
+                let Some(since) = exchange.stalled_for() else {
+                    continue;
+                };
+                if since < self.stalled_after {
+                    continue;
+                }
+                let victim = if exchange.is_sending() {
+                    // An answer cannot be withdrawn from the HTTP layer, so
+                    // the connection goes.
+                    Victim::Answer(Arc::clone(connection))
+                } else {
+                    Victim::Body(Arc::clone(exchange))
+                };
+                stalled.push((since, held, victim));
+            }
+        }
+        stalled.sort_by_key(|(since, _, _)| std::cmp::Reverse(*since));
+        let mut freed = 0;
+        let chosen = stalled
+            .into_iter()
+            .take_while(|(_, held, _)| {
+                let take = freed < shortfall;
+                freed += held;
+                take
+            })
+            .collect::<Vec<_>>();
+        let mut shed = Shed::default();
+        if freed < shortfall {
+            return shed;
+        }
+        for (_, _, victim) in chosen {
+            match victim {
+                Victim::Body(exchange) => {
+                    if exchange.shed() {
+                        shed.bodies += 1;
+                    }
+                }
+                Victim::Answer(connection) => {
+                    if !connection.aborting() {
+                        connection.abort();
+                        shed.answers += 1;
+                    }
+                }
+            }
+        }
+        shed
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Connection>>> {
@@ -154,119 +307,105 @@ impl Drop for Registered {
     }
 }
 
-/// The state of one connection that its requests and the listener share.
-#[derive(Debug)]
-pub struct Connection {
-    epoch: Instant,
-    /// Requests started on it so far.
-    requests: AtomicU64,
-    in_flight: AtomicUsize,
-    /// Milliseconds since `epoch` when the last request finished (or the
-    /// connection opened).
-    idle_since: AtomicU64,
-    closing: AtomicBool,
-    close: Notify,
-    body_budget: Budget,
-}
-
-impl Connection {
-    /// Requests in flight now.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
-    }
-
-    /// Whether a request has started on it yet.
-    pub fn has_had_requests(&self) -> bool {
-        self.requests.load(Ordering::Acquire) > 0
-    }
-
-    /// How long it has been without a request in flight (zero while one is).
-    pub fn idle_for(&self) -> Duration {
-        if self.in_flight() > 0 {
-            return Duration::ZERO;
-        }
-        let since = Duration::from_millis(self.idle_since.load(Ordering::Acquire));
-        self.epoch.elapsed().saturating_sub(since)
-    }
-
-    /// Marks a request in flight until the guard is dropped.
-    pub fn request(self: &Arc<Self>) -> InFlight {
-        self.requests.fetch_add(1, Ordering::AcqRel);
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(Arc::clone(self))
-    }
-
-    /// The budget for the bodies of this connection's requests.
-    pub fn body_budget(&self) -> &Budget {
-        &self.body_budget
-    }
-
-    /// Asks the connection to close (gracefully).
-    pub fn close(&self) {
-        self.closing.store(true, Ordering::Release);
-        self.close.notify_one();
-    }
-
-    /// Resolves when [`close`](Self::close) was called.
-    pub async fn closed(&self) {
-        self.close.notified().await;
-    }
-}
-
-/// A request in flight on a connection.
-#[derive(Debug)]
-pub struct InFlight(Arc<Connection>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let connection = &self.0;
-        connection
-            .idle_since
-            .store(millis(connection.epoch.elapsed()), Ordering::Release);
-        connection.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn connections(limit: usize) -> Arc<Connections> {
+        Connections::new(limit, 1024, Budget::new(4096), Duration::ZERO)
+    }
+
+    fn admitted(admission: Admission) -> Registered {
+        match admission {
+            Admission::Admitted(registered) | Admission::Evicted(registered, _) => registered,
+            Admission::Refused => panic!("refused"),
+        }
+    }
+
     #[test]
-    fn at_the_cap_the_longest_idle_connection_makes_room() {
-        let connections = Connections::new(2, 1024);
-        let Admission::Admitted(first) = connections.admit() else {
-            panic!("room for the first")
+    fn at_the_cap_the_client_that_owes_longest_makes_room_then_the_longest_idle() {
+        let connections = connections(3);
+        let idle = admitted(connections.admit());
+        let finished = idle.connection().exchange();
+        drop(finished); // a request done: idle, with history
+        let stalled = admitted(connections.admit());
+        let body = stalled.connection().exchange();
+        body.exchange().receiving();
+        let busy = admitted(connections.admit());
+        let _evaluating = busy.connection().exchange();
+        // The stalled body goes first, though the idle one is older, and at
+        // once (abort), not gracefully.
+        let Admission::Evicted(fourth, Eviction::Stalled) = connections.admit() else {
+            panic!("the stalled connection makes room")
         };
-        let Admission::Admitted(second) = connections.admit() else {
-            panic!("room for the second")
+        assert!(stalled.connection().aborting());
+        assert!(!idle.connection().closing());
+        drop((body, stalled));
+        let Admission::Evicted(fifth, Eviction::Stalled) = connections.admit() else {
+            panic!("the fourth, which never sent a request, owes one")
         };
-        let busy = second.connection().request();
-        let Admission::Evicted(third) = connections.admit() else {
-            panic!("the idle first connection makes room")
+        assert!(fourth.connection().aborting());
+        let _working_for_the_fifth = fifth.connection().exchange();
+        drop(fourth);
+        let Admission::Evicted(_sixth, Eviction::Idle) = connections.admit() else {
+            panic!("then the idle one, gracefully")
         };
-        assert!(first.connection().closing.load(Ordering::Acquire));
-        // The first is still open until its task ends; asked once only.
-        let _busy_third = third.connection().request();
+        assert!(idle.connection().closing() && !idle.connection().aborting());
+    }
+
+    #[test]
+    fn only_when_the_server_works_for_every_connection_is_a_new_one_refused() {
+        let connections = connections(2);
+        let first = admitted(connections.admit());
+        let _working = first.connection().exchange();
+        let second = admitted(connections.admit());
+        let _working_too = second.connection().exchange();
         assert!(matches!(connections.admit(), Admission::Refused));
-        drop(first);
-        assert_eq!(connections.len(), 2);
-        drop(busy);
-        assert!(matches!(connections.admit(), Admission::Evicted(_)));
+    }
+
+    #[tokio::test]
+    async fn a_request_that_does_not_fit_sheds_the_stalled_ones() {
+        let connections = Connections::new(8, 1 << 20, Budget::new(1000), Duration::ZERO);
+        let hoarder = admitted(connections.admit());
+        let hoarding = hoarder.connection().exchange();
+        hoarding.exchange().receiving();
+        hoarding.exchange().grow(900).unwrap();
+        let working = admitted(connections.admit());
+        let evaluating = working.connection().exchange();
+        evaluating.exchange().grow(50).unwrap();
+
+        let newcomer = admitted(connections.admit());
+        let review = newcomer.connection().exchange();
+        let shedding = tokio::spawn({
+            let connections = Arc::clone(&connections);
+            let review = Arc::clone(review.exchange());
+            async move { connections.grow(&review, 500).await }
+        });
+        // The stalled body is told to give up; it lets go of its bytes.
+        tokio::time::timeout(Duration::from_secs(5), hoarding.exchange().shed_signalled())
+            .await
+            .expect("the stalled body is shed");
+        drop(hoarding);
+        let (grown, shed) = shedding.await.unwrap();
+        grown.unwrap();
+        assert_eq!(
+            shed,
+            Shed {
+                bodies: 1,
+                answers: 0
+            }
+        );
+        // A request the server works on is never shed; nothing else is
+        // stalled, so there is no room for more.
+        let (refused, shed) = connections.grow(review.exchange(), 500).await;
+        assert_eq!(refused, Err(Exhausted::Server));
+        assert!(shed.is_empty());
     }
 
     #[tokio::test]
     async fn past_the_slack_the_listener_waits_for_a_closing_connection() {
-        let connections = Connections::new(8, 1024);
-        let mut held: Vec<_> = (0..10)
-            .map(|_| match connections.admit() {
-                Admission::Admitted(r) | Admission::Evicted(r) => r,
-                Admission::Refused => panic!("room while idle ones can close"),
-            })
-            .collect();
+        let connections = connections(8);
+        let mut held: Vec<_> = (0..10).map(|_| admitted(connections.admit())).collect();
         assert!(connections.over_slack());
         let waiting = tokio::spawn({
             let connections = Arc::clone(&connections);

@@ -2,10 +2,13 @@
 //! under a deadline, and HTTP/1.1 or HTTP/2 on each connection under the
 //! edge limits — until the server shuts down.
 //!
-//! Every connection runs in a task of its own that also watches three
-//! things besides its requests: the server shutting down, the listener
-//! asking it to make room ([`Connections`]), and its own idleness. Each ends
-//! it gracefully: requests in flight finish, an HTTP/2 client gets a GOAWAY.
+//! Every connection runs in a task of its own that also watches, besides
+//! its requests: the server shutting down, the listener asking it to make
+//! room ([`Connections`]), its own idleness, and its answers. The first
+//! three end it gracefully: requests in flight finish, an HTTP/2 client gets
+//! a GOAWAY. A client that owes the server and is shed for it, or leaves an
+//! answer untaken past `--response-send-timeout` (an HTTP/2 window kept
+//! shut, a socket nobody reads), loses the connection at once.
 
 use std::future::Future;
 use std::io;
@@ -24,7 +27,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower_service::Service as _;
 
-use super::connections::{Admission, Connection, Connections};
+use super::answer::answer;
+use super::connection::Connection;
+use super::connections::{Admission, Connections, Eviction};
+use super::exchange::Exchange;
+use super::io::Watched;
 use super::metrics::Metrics;
 use super::tls::ReloadingConfig;
 
@@ -56,6 +63,12 @@ pub struct ListenerLimits {
     pub http2_keepalive_timeout: Duration,
     /// How long a connection asked to close may take to finish its requests.
     pub close_grace: Duration,
+    /// How long an answer may wait for the client to take it (an HTTP/2
+    /// window kept shut, a socket not read); then the connection is closed.
+    pub send_timeout: Duration,
+    /// A request body, or an answer, that has moved less than 16 KiB for
+    /// this long is stalled: it is what makes room when the server needs it.
+    pub stalled_after: Duration,
 }
 
 impl ListenerLimits {
@@ -84,6 +97,8 @@ impl Default for ListenerLimits {
             http2_keepalive_interval: Some(Duration::from_secs(20)),
             http2_keepalive_timeout: Duration::from_secs(10),
             close_grace: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(10),
+            stalled_after: Duration::from_secs(1),
         }
     }
 }
@@ -94,8 +109,10 @@ impl Default for ListenerLimits {
 pub struct RequestContext {
     /// When its head was read.
     pub arrived: Instant,
-    /// The connection it came on.
-    pub connection: Arc<Connection>,
+    /// The request's passage: its phase, progress and budget.
+    pub exchange: Arc<Exchange>,
+    /// The listener's connections, which make room in the budgets.
+    pub listener: Arc<Connections>,
 }
 
 /// A bound socket and how to serve it.
@@ -110,8 +127,8 @@ pub struct Listener {
     pub router: Router,
     /// Its edge limits.
     pub limits: ListenerLimits,
-    /// Per connection, bytes of request bodies that may be held at once.
-    pub connection_body_budget: usize,
+    /// Its connections (made with the limits above).
+    pub connections: Arc<Connections>,
 }
 
 impl Listener {
@@ -129,11 +146,10 @@ impl Listener {
             tls,
             router,
             limits,
-            connection_body_budget,
+            connections,
         } = self;
-        let connections = Connections::new(limits.max_connections, connection_body_budget);
         metrics.watch_connections(name, Arc::clone(&connections));
-        let http = Arc::new(http_builder(&limits));
+        let http = Arc::new(HttpBuilders::new(&limits));
         let limits = Arc::new(limits);
         let mut tasks = JoinSet::new();
         let mut shedding = Shedding::new(name, limits.max_connections);
@@ -164,8 +180,8 @@ impl Listener {
                     shedding.admitted(connections.len());
                     registered
                 }
-                Admission::Evicted(registered) => {
-                    shedding.evicted(&metrics);
+                Admission::Evicted(registered, eviction) => {
+                    shedding.evicted(&metrics, eviction);
                     registered
                 }
                 Admission::Refused => {
@@ -176,6 +192,8 @@ impl Listener {
             };
             let served = Served {
                 connection: Arc::clone(registered.connection()),
+                connections: Arc::clone(&connections),
+                metrics: Arc::clone(&metrics),
                 router: router.clone(),
                 http: Arc::clone(&http),
                 limits: Arc::clone(&limits),
@@ -195,6 +213,37 @@ impl Listener {
             tasks.abort_all();
         }
         Ok(())
+    }
+}
+
+/// How HTTP is served on a connection, by what TLS negotiated.
+struct HttpBuilders {
+    /// No ALPN (plain TCP, or a TLS client that offered none): HTTP/1.1, or
+    /// HTTP/2 with prior knowledge.
+    any: auto::Builder<TokioExecutor>,
+    /// ALPN `http/1.1`.
+    http1: auto::Builder<TokioExecutor>,
+    /// ALPN `h2`: HTTP/2 only, as RFC 9113 §3.2 requires; a client that
+    /// then speaks HTTP/1 gets a protocol error, not an HTTP/1 answer.
+    http2: auto::Builder<TokioExecutor>,
+}
+
+impl HttpBuilders {
+    fn new(limits: &ListenerLimits) -> Self {
+        let any = http_builder(limits);
+        Self {
+            http1: any.clone().http1_only(),
+            http2: any.clone().http2_only(),
+            any,
+        }
+    }
+
+    fn for_alpn(&self, protocol: Option<&[u8]>) -> &auto::Builder<TokioExecutor> {
+        match protocol {
+            Some(b"h2") => &self.http2,
+            Some(b"http/1.1") => &self.http1,
+            _ => &self.any,
+        }
     }
 }
 
@@ -220,8 +269,10 @@ fn http_builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
 /// One accepted connection and what serving it needs.
 struct Served {
     connection: Arc<Connection>,
+    connections: Arc<Connections>,
+    metrics: Arc<Metrics>,
     router: Router,
-    http: Arc<auto::Builder<TokioExecutor>>,
+    http: Arc<HttpBuilders>,
     limits: Arc<ListenerLimits>,
     shutdown: watch::Receiver<bool>,
     /// How long requests in flight may take when the server shuts down.
@@ -234,7 +285,7 @@ impl Served {
         // coalesce them (Nagle) only adds a delayed-ACK stall (~40 ms).
         let _ = stream.set_nodelay(true);
         match tls {
-            None => self.http(stream).await,
+            None => self.http(stream, None).await,
             Some(acceptor) => {
                 let mut shutdown = self.shutdown.clone();
                 let handshake = tokio::time::timeout(
@@ -254,21 +305,25 @@ impl Served {
                         }
                     },
                     _ = self.connection.closed() => return,
+                    _ = self.connection.aborted() => return,
                     _ = stopped(&mut shutdown) => return,
                 };
-                self.http(stream).await
+                let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                self.http(stream, alpn).await
             }
         }
     }
 
-    /// Serves HTTP on `io` until the client leaves, the connection idles
-    /// out, or it is asked to close.
-    async fn http<I>(self, io: I)
+    /// Serves HTTP on `io` (`alpn`: what TLS negotiated) until the client
+    /// leaves, the connection idles out, or it is asked to close or abort.
+    async fn http<I>(self, io: I, alpn: Option<Vec<u8>>)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Served {
             connection,
+            connections,
+            metrics,
             router,
             http,
             limits,
@@ -276,22 +331,31 @@ impl Served {
             shutdown_grace,
         } = self;
         let on_request = Arc::clone(&connection);
+        let on_answer = Arc::clone(&metrics);
         let service = service_fn(move |mut request: hyper::Request<Incoming>| {
-            let in_flight = on_request.request();
+            let exchange = on_request.exchange();
             request.extensions_mut().insert(RequestContext {
                 arrived: Instant::now(),
-                connection: Arc::clone(&on_request),
+                exchange: Arc::clone(exchange.exchange()),
+                listener: Arc::clone(&connections),
             });
             let response = router.clone().call(request);
+            let connections = Arc::clone(&connections);
+            let metrics = Arc::clone(&on_answer);
             async move {
-                let response = response.await;
-                drop(in_flight);
-                response
+                let Ok(response) = response.await;
+                let (response, shed) = answer(exchange, response, &connections).await;
+                metrics.shed(shed);
+                Ok::<_, std::convert::Infallible>(response)
             }
         });
-        let served = http.serve_connection(TokioIo::new(io), service);
+        let io = TokioIo::new(Watched::new(io, Arc::clone(&connection)));
+        let served = http.for_alpn(alpn.as_deref()).serve_connection(io, service);
         tokio::pin!(served);
         let mut closing_by: Option<tokio::time::Instant> = None;
+        // While requests are in flight, answers are looked at this often.
+        let tick =
+            (limits.send_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         loop {
             // Until its first request, a connection is held to the head
             // timeout: hyper's own HTTP/1 head timer only starts once the
@@ -302,7 +366,10 @@ impl Served {
             } else {
                 limits.header_read_timeout.min(limits.idle_timeout)
             };
-            let idle_check = idle_limit.saturating_sub(connection.idle_for());
+            let mut check = idle_limit.saturating_sub(connection.idle_for());
+            if connection.in_flight() > 0 || connection.unsent() > 0 {
+                check = check.min(tick);
+            }
             // Requests in flight finish (within `grace`); no new ones start.
             let close = |served: std::pin::Pin<&mut _>, closing_by: &mut Option<_>, grace| {
                 auto::Connection::graceful_shutdown(served);
@@ -315,14 +382,22 @@ impl Served {
                     }
                     return;
                 }
+                // Dropping the connection closes it: what it owed is lost.
+                _ = connection.aborted() => return,
                 _ = connection.closed(), if closing_by.is_none() => {
                     close(served.as_mut(), &mut closing_by, limits.close_grace);
                 }
                 _ = stopped(&mut shutdown), if closing_by.is_none() => {
                     close(served.as_mut(), &mut closing_by, shutdown_grace);
                 }
-                _ = tokio::time::sleep(idle_check), if closing_by.is_none() => {
-                    if connection.idle_for() >= idle_limit {
+                _ = tokio::time::sleep(check) => {
+                    let waited = connection.oldest_answer().max(connection.writes_stalled_for());
+                    if waited >= limits.send_timeout {
+                        metrics.request_shed("send_timeout", 1);
+                        tracing::debug!(?waited, "an answer was not taken in time: closing the connection");
+                        return;
+                    }
+                    if closing_by.is_none() && connection.idle_for() >= idle_limit {
                         close(served.as_mut(), &mut closing_by, limits.close_grace);
                     }
                 }
@@ -370,16 +445,21 @@ impl Shedding {
             tracing::warn!(
                 listener = self.listener,
                 limit = self.limit,
-                "connection limit reached: closing the longest idle connections to make room, \
-                 refusing new ones while every connection is busy"
+                "connection limit reached: closing the most stalled connections, then the \
+                 longest idle, to make room; refusing new ones while the server works for \
+                 every connection"
             );
         }
     }
 
-    fn evicted(&mut self, metrics: &Metrics) {
+    fn evicted(&mut self, metrics: &Metrics, eviction: Eviction) {
         self.begin();
         self.evicted += 1;
-        metrics.connection_shed(self.listener, "idle_closed");
+        let reason = match eviction {
+            Eviction::Stalled => "stalled_closed",
+            Eviction::Idle => "idle_closed",
+        };
+        metrics.connection_shed(self.listener, reason);
     }
 
     fn refused(&mut self, metrics: &Metrics, peer: SocketAddr) {
@@ -399,7 +479,7 @@ impl Shedding {
         if let Some(since) = self.since.take() {
             tracing::info!(
                 listener = self.listener,
-                idle_closed = self.evicted,
+                closed = self.evicted,
                 refused = self.refused,
                 seconds = since.elapsed().as_secs(),
                 "below the connection limit again"

@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::connections::Connections;
+use super::connections::{Connections, Shed};
 use crate::enforcement::Outcome;
 use crate::source::Fetch;
 
@@ -71,6 +71,7 @@ pub struct Metrics {
     overloaded: Family<ReasonLabel, Counter<u64, AtomicU64>>,
     open_connections: Family<ListenerLabel, Gauge>,
     shed_connections: Family<ShedLabels, Counter>,
+    shed_requests: Family<ReasonLabel, Counter>,
     buffered_body_bytes: Gauge,
     /// The listeners' connection sets, read when metrics are encoded.
     listeners: Mutex<Vec<(&'static str, Arc<Connections>)>>,
@@ -134,15 +135,26 @@ impl Metrics {
         let shed_connections = Family::<ShedLabels, Counter>::default();
         registry.register(
             "shed_connections",
-            "Connections closed or refused at the connection limit: idle_closed (the longest \
-             idle made room for a new one), refused (every connection was busy)",
+            "Connections closed or refused at the connection limit: stalled_closed (one whose \
+             client owed a request body or taking an answer, or its first request, made room), \
+             idle_closed (the longest idle made room), refused (the server was working for \
+             every connection)",
             shed_connections.clone(),
+        );
+        let shed_requests = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "shed_requests",
+            "Requests given up on because their client stalled: stalled_body (a body made room \
+             in the budget, answered 408), stalled_answer (an answer not taken made room: its \
+             connection closed), send_timeout (an answer not taken within \
+             --response-send-timeout: its connection closed)",
+            shed_requests.clone(),
         );
         let buffered_body_bytes = Gauge::default();
         registry.register(
             "buffered_body_bytes",
-            "Bytes of request bodies being read or waiting for their answer (bounded by \
-             --request-body-budget)",
+            "Bytes held by requests in flight: bodies being read, requests parsed from them, \
+             answers not yet written to the socket (bounded by --request-body-budget)",
             buffered_body_bytes.clone(),
         );
         let fetches = Family::<FetchLabels, Counter>::default();
@@ -189,6 +201,7 @@ impl Metrics {
             overloaded,
             open_connections,
             shed_connections,
+            shed_requests,
             buffered_body_bytes,
             listeners: Mutex::new(Vec::new()),
             fetches,
@@ -267,6 +280,21 @@ impl Metrics {
         self.shed_connections
             .get_or_create(&ShedLabels { listener, reason })
             .inc();
+    }
+
+    /// Counts `count` requests given up on for `reason`.
+    pub fn request_shed(&self, reason: &'static str, count: usize) {
+        if count > 0 {
+            self.shed_requests
+                .get_or_create(&ReasonLabel { reason })
+                .inc_by(count as u64);
+        }
+    }
+
+    /// Counts what was shed to make room in the budget.
+    pub(super) fn shed(&self, shed: Shed) {
+        self.request_shed("stalled_body", shed.bodies);
+        self.request_shed("stalled_answer", shed.answers);
     }
 
     /// Reports `connections` as `listener`'s open connections.

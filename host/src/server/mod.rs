@@ -2,18 +2,26 @@
 //!
 //! Two listeners: the API (`/validate`, `/validate_raw`, `/audit`), over TLS
 //! when certificates are given, and the probes (`/readiness`, `/livez`,
-//! `/metrics`) over plain HTTP, like Kubewarden's policy-server.
+//! `/metrics`) over plain HTTP, like Kubewarden's policy-server; `/metrics`
+//! may move to the API, behind its TLS ([`MetricsListener`]).
 //!
 //! A request crosses the network edge first ([`listener`]: connection cap,
 //! timeouts, HTTP/2 limits; [`body`]: size, deadline, byte budgets), then
-//! the [`gate`] into the worker pool, then the evaluation.
+//! the [`gate`] into the worker pool, then the evaluation; its answer goes
+//! back under the same budgets ([`answer`]). What it holds and how fast its
+//! client moves it is its [`exchange`]; who makes room when there is none
+//! is decided by [`connections`].
 
+mod answer;
 mod body;
 mod budget;
+mod connection;
 mod connections;
 mod error;
+mod exchange;
 mod gate;
 mod groups;
+mod io;
 mod listener;
 mod metrics;
 mod reload;
@@ -32,6 +40,7 @@ use tokio::sync::watch;
 
 pub use self::body::BodyLimits;
 use self::budget::Budget;
+use self::connections::Connections;
 use self::error::ApiError;
 pub use self::gate::{Gate, Lane, Overloaded};
 use self::listener::Listener;
@@ -73,6 +82,20 @@ pub struct ServerConfig {
     pub always_accept_namespace: Option<String>,
     /// How long in-flight requests may take to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// Which listener serves `/metrics`.
+    pub metrics_listener: MetricsListener,
+}
+
+/// Which listener serves `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MetricsListener {
+    /// The probe port, plain HTTP, beside `/readiness` and `/livez` (like
+    /// Kubewarden's policy-server): whoever reaches that port reads them.
+    #[default]
+    Probes,
+    /// The API port, behind its TLS and, with a client CA, mTLS: a scraper
+    /// needs a client certificate, like the API server.
+    Api,
 }
 
 /// Certificate files, re-read when they change on disk.
@@ -382,7 +405,7 @@ where
         ready: AtomicBool::new(false),
         gate: Gate::new(config.workers, config.queue_capacity),
         webhook_timeout: config.webhook_timeout,
-        body_budget: Budget::new(config.body.server_budget),
+        body_budget: Budget::with_reserve(config.body.server_budget, config.body.small_reserve),
         body_limits: config.body.clone(),
         metrics: Arc::new(Metrics::new()),
         always_accept_namespace: config.always_accept_namespace.clone(),
@@ -394,14 +417,20 @@ where
     // Probes first, so the orchestrator sees "not ready" while policies load.
     let socket = bind("probe listener", config.readiness_addr)?;
     let readiness_addr = local_addr("probe listener", &socket)?;
+    let metrics_on_api = config.metrics_listener == MetricsListener::Api;
     let probes = Listener {
         name: "probes",
         socket,
         tls: None,
-        router: routes::probes(state.clone()),
+        router: routes::probes(state.clone(), !metrics_on_api),
         limits: config.probe_limits.clone(),
         // Probe requests carry no body worth keeping.
-        connection_body_budget: 0,
+        connections: Connections::new(
+            config.probe_limits.max_connections,
+            0,
+            Budget::new(0),
+            config.probe_limits.stalled_after,
+        ),
     };
     let metrics = Arc::clone(&state.metrics);
     let stopping_probes = stopping.clone();
@@ -433,9 +462,14 @@ where
         name: "API",
         socket,
         tls,
-        router: routes::api(state.clone()),
+        router: routes::api(state.clone(), metrics_on_api),
         limits: config.api_limits.clone(),
-        connection_body_budget: config.body.connection_budget,
+        connections: Connections::new(
+            config.api_limits.max_connections,
+            config.body.connection_budget,
+            state.body_budget.clone(),
+            config.api_limits.stalled_after,
+        ),
     };
     let metrics = Arc::clone(&state.metrics);
     tasks.spawn(async move {

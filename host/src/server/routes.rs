@@ -1,6 +1,6 @@
 //! The HTTP API: a table of routes to small handlers.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use axum::Json;
 use axum::Router;
@@ -11,6 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
+use tokio::sync::Semaphore;
 
 use super::body::LimitedBody;
 use super::error::ApiError;
@@ -21,10 +22,17 @@ use crate::admission::{ADMISSION_API_VERSION, AdmissionResponse, parse_review, r
 use crate::bindings::AdmissionRequest;
 use crate::enforcement::{Decision, Purpose};
 
-/// The webhook API (TLS when configured). Bodies are read by [`LimitedBody`]
-/// under the server's body limits.
-pub fn api(state: Arc<AppState>) -> Router {
-    Router::new()
+/// The webhook API (TLS when configured), and `/metrics` with
+/// `with_metrics`. Bodies are read by [`LimitedBody`] under the server's
+/// body limits.
+pub fn api(state: Arc<AppState>, with_metrics: bool) -> Router {
+    let router = Router::new();
+    let router = if with_metrics {
+        router.route("/metrics", get(metrics).fallback(method_not_allowed))
+    } else {
+        router
+    };
+    router
         .route(
             "/validate/{policy_id}",
             post(validate).fallback(method_not_allowed),
@@ -41,17 +49,21 @@ pub fn api(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Probes and metrics (plain HTTP, on the readiness port).
-pub fn probes(state: Arc<AppState>) -> Router {
-    Router::new()
+/// Probes, and metrics with `with_metrics` (plain HTTP, on the readiness
+/// port).
+pub fn probes(state: Arc<AppState>, with_metrics: bool) -> Router {
+    let router = Router::new()
         .route("/readiness", get(readiness).fallback(method_not_allowed))
         .route(
             "/livez",
             get(|| async { "ok" }).fallback(method_not_allowed),
-        )
-        .route("/metrics", get(metrics).fallback(method_not_allowed))
-        .fallback(not_found)
-        .with_state(state)
+        );
+    let router = if with_metrics {
+        router.route("/metrics", get(metrics).fallback(method_not_allowed))
+    } else {
+        router
+    };
+    router.fallback(not_found).with_state(state)
 }
 
 /// An `AdmissionReview` carrying a response.
@@ -109,16 +121,13 @@ async fn review(
     purpose: Purpose,
 ) -> Result<Json<ReviewOut>, ApiError> {
     let target = state.target(&policy_id)?;
-    let LimitedBody {
-        bytes,
-        reservation: _held_until_answered,
-        arrived,
-    } = body;
+    let LimitedBody { bytes, arrived } = body;
     let received = Received {
         arrived,
         bytes: bytes.len(),
     };
-    // The request holds copies of what it needs: the body goes.
+    // The request holds copies of what it needs (no more than the body, in
+    // whose place it is counted): the body goes.
     let request = parse(bytes, |bytes| parse_review(&bytes)).await??;
     if purpose == Purpose::Admission && state.always_accepted(&request) {
         return Ok(ReviewOut::new(AdmissionResponse::allow(&request.uid)));
@@ -148,11 +157,7 @@ async fn validate_raw(
     body: LimitedBody,
 ) -> Result<Json<RawOut>, ApiError> {
     let target = state.target(&policy_id(id)?)?;
-    let LimitedBody {
-        bytes,
-        reservation: _held_until_answered,
-        arrived,
-    } = body;
+    let LimitedBody { bytes, arrived } = body;
     // Checks the whole document and reads its top-level `uid` (raw documents
     // carry none of their own; echo one if the caller sent it) without
     // building it in memory: the policy parses it anyway.
@@ -186,23 +191,32 @@ async fn validate_raw(
 
 /// Runs `parse` on `body`: here for ordinary bodies, on the blocking pool
 /// for large ones, whose parse takes milliseconds that the threads serving
-/// HTTP owe to every other connection. (The body budget bounds how many
-/// large bodies there are at once.)
+/// HTTP owe to every other connection.
+///
+/// While a body is parsed, it and the request parsed from it are both in
+/// memory, and the budget counts one of them: so large bodies are parsed
+/// one per CPU at a time (more would not finish sooner), which bounds that
+/// uncounted copy to a few bodies, whatever the budget holds.
 async fn parse<T: Send + 'static>(
     body: Bytes,
     parse: impl FnOnce(Bytes) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
+    static PARSING: LazyLock<Semaphore> = LazyLock::new(|| {
+        Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    });
     if body.len() <= LARGE {
         return Ok(parse(body));
     }
+    let failed = |e: &dyn std::fmt::Display| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("parsing the request failed: {e}"),
+        )
+    };
+    let _parsing = PARSING.acquire().await.map_err(|e| failed(&e))?;
     tokio::task::spawn_blocking(move || parse(body))
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("parsing the request failed: {e}"),
-            )
-        })
+        .map_err(|e| failed(&e))
 }
 
 async fn readiness(State(state): State<Arc<AppState>>) -> Response {

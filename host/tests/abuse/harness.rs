@@ -36,6 +36,8 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(3);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// See [`HEADER_TIMEOUT`].
 pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(3);
+/// See [`HEADER_TIMEOUT`]: how long an answer may wait for its client.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Slack on top of a timeout for the server to act and the client to see it.
 pub const MARGIN: Duration = Duration::from_secs(2);
@@ -67,6 +69,9 @@ pub struct Options {
     pub text_logs: bool,
     /// More flags.
     pub args: Vec<String>,
+    /// More policies (policies.yml lines; modules relative to the built
+    /// components).
+    pub policies: String,
 }
 
 /// A `portcullis serve` process under attack.
@@ -85,6 +90,8 @@ pub struct Target {
 pub struct TlsClient {
     /// A client configuration with the suite's CA and client certificate.
     pub config: Arc<rustls::ClientConfig>,
+    /// The same without a client certificate.
+    pub anonymous: Arc<rustls::ClientConfig>,
 }
 
 /// Starts the server with the suite's policies and timeouts.
@@ -92,7 +99,7 @@ pub fn start(options: Options) -> Target {
     let alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies.yml");
-    std::fs::write(&policies, policies_yml()).unwrap();
+    std::fs::write(&policies, policies_yml() + &options.policies).unwrap();
     let mut command = serve_command();
     let secs = |d: Duration| d.as_secs().to_string();
     command
@@ -107,6 +114,7 @@ pub fn start(options: Options) -> Target {
         .args(["--idle-timeout", &secs(IDLE_TIMEOUT)])
         .args(["--tls-handshake-timeout", &secs(HEADER_TIMEOUT)])
         .args(["--webhook-timeout", &secs(WEBHOOK_TIMEOUT)])
+        .args(["--response-send-timeout", &secs(SEND_TIMEOUT)])
         .args(&options.args);
     let tls = options.mtls.then(|| {
         let ca = Ca::new("abuse CA");
@@ -121,7 +129,8 @@ pub fn start(options: Options) -> Target {
             .arg("--client-ca-file")
             .arg(&ca_file);
         Arc::new(TlsClient {
-            config: client_config(&ca, &ca.client("kube-apiserver")),
+            config: client_config(&ca, Some(&ca.client("kube-apiserver"))),
+            anonymous: client_config(&ca, None),
         })
     });
     if let Some(limit) = options.open_files {
@@ -159,7 +168,7 @@ fn cache_dir() -> PathBuf {
         .join("portcullis-test-cache")
 }
 
-fn client_config(ca: &Ca, identity: &Leaf) -> Arc<rustls::ClientConfig> {
+fn client_config(ca: &Ca, identity: Option<&Leaf>) -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -167,15 +176,19 @@ fn client_config(ca: &Ca, identity: &Leaf) -> Arc<rustls::ClientConfig> {
     roots
         .add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap())
         .unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            vec![CertificateDer::from_pem_slice(identity.cert_pem.as_bytes()).unwrap()],
-            PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).unwrap(),
-        )
-        .unwrap();
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some(identity) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(identity.cert_pem.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(config)
 }

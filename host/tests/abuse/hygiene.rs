@@ -1,11 +1,15 @@
 //! What a client can do without any load: signal the process (as someone
-//! with access to the pod might), and put control characters in the strings
-//! the server logs.
+//! with access to the pod might), put control characters in the strings the
+//! server logs, read the metrics, make a policy flood the log, and speak
+//! HTTP/1 after negotiating HTTP/2.
 
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::harness::{Options, exchange, post, privileged_review, start};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{Options, exchange, get, post, privileged_review, start};
 
 /// Row "SIGHUP": its default action kills the process with every request in
 /// flight. The server reloads its configuration instead, and the requests in
@@ -79,4 +83,108 @@ async fn wait_for_log(target: &crate::harness::Target, needle: &str) -> String {
         tokio::task::yield_now().await;
     }
     panic!("no log line with `{needle}`");
+}
+
+/// Lower finding of issue 20: under mTLS the probe port is plain HTTP, and
+/// whoever reaches it reads `/metrics` (policy names, verdict counts). With
+/// `--metrics-listener api` the metrics are served on the API port only,
+/// behind its mTLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_served_behind_the_api_ports_mtls() {
+    let target = start(Options {
+        mtls: true,
+        args: vec!["--metrics-listener".into(), "api".into()],
+        ..Options::default()
+    });
+    let tls = target.tls.clone().unwrap();
+    let (status, _, _) = exchange(target.probes(), None, &get("/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(status, 404, "no metrics on the plain probe port");
+    let (status, body, _) = exchange(target.api(), Some(&tls), &get("/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("# TYPE portcullis_open_connections gauge"),
+        "{body}"
+    );
+    // Without a client certificate, no TLS session, hence no metrics.
+    let anonymous = crate::harness::TlsClient {
+        config: Arc::clone(&tls.anonymous),
+        anonymous: Arc::clone(&tls.anonymous),
+    };
+    let refused = exchange(target.api(), Some(&anonymous), &get("/metrics")).await;
+    assert!(
+        !matches!(&refused, Ok((200, ..))),
+        "metrics served without a client certificate: {refused:?}"
+    );
+    target.check_serves("with metrics on the API port").await;
+}
+
+/// Lower finding of issue 20: a policy spamming stderr turned one request
+/// into 1,132 log lines (the capture was bounded by bytes only). Now by
+/// lines too: `--max-policy-log-lines` (100), then one "truncated" warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_spamming_stderr_costs_a_bounded_number_of_log_lines() {
+    let hostile = crate::common::components_dir().join("hostile_policy.wasm");
+    let target = start(Options {
+        policies: format!(
+            "spam:\n  module: {}\n  timeoutEvalSeconds: 1\n  settings: {{ attack: spam-stderr }}\n",
+            hostile.display()
+        ),
+        ..Options::default()
+    });
+    let request = post("/validate/spam", &privileged_review());
+    let (status, body, _) = exchange(target.api(), None, &request).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    // The lines are logged after the evaluation, the warning last.
+    let mut spam = 0;
+    let mut truncated = false;
+    while !truncated {
+        let line = target
+            .served
+            .logs
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a \"guest output truncated\" warning");
+        spam += usize::from(line.contains("this line is written forever"));
+        truncated = line.contains("guest output truncated");
+    }
+    assert!(
+        (1..=100).contains(&spam),
+        "{spam} lines of guest output logged for one request"
+    );
+}
+
+/// Lower finding of issue 20: a connection that negotiated `h2` by ALPN and
+/// then spoke HTTP/1 was served as HTTP/1. ALPN `h2` means HTTP/2 only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alpn_h2_means_http2_only() {
+    let target = start(Options {
+        mtls: true,
+        ..Options::default()
+    });
+    let tls = target.tls.clone().unwrap();
+    let speak_http1 = async |alpn: &[u8]| {
+        let mut config = (*tls.config).clone();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let socket = tokio::net::TcpStream::connect(target.api()).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut socket = connector.connect(name, socket).await.unwrap();
+        assert_eq!(socket.get_ref().1.alpn_protocol(), Some(alpn));
+        socket.write_all(&get("/livez")).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer));
+        let _ = read.await.expect("the server ends the connection");
+        answer
+    };
+    let answer = speak_http1(b"http/1.1").await;
+    assert!(answer.starts_with(b"HTTP/1.1 404"), "{answer:?}");
+    let answer = speak_http1(b"h2").await;
+    assert!(
+        !answer.windows(5).any(|w| w == b"HTTP/"),
+        "HTTP/1 served after ALPN h2: {}",
+        String::from_utf8_lossy(&answer)
+    );
 }

@@ -1,7 +1,7 @@
 //! The network edge under attack (docs/reliability.md, "Abuse"): a real
 //! `portcullis serve` process, real sockets on 127.0.0.1, real TLS and
-//! HTTP/2. Each test reproduces one attack of issue 11's red-team table and
-//! asserts what an operator relies on:
+//! HTTP/2. Each test reproduces one attack of issue 11's red-team table (or
+//! of issue 20's second pass) and asserts what an operator relies on:
 //!
 //! - the server's RSS stays under [`RSS_BUDGET_MIB`] during the attack;
 //! - a normal request on a fresh connection is answered correctly within
@@ -18,8 +18,11 @@ mod common;
 #[allow(dead_code)] // the suite uses a part of it
 mod pki;
 
+mod clients;
 mod harness;
 mod http1;
 mod http2;
 mod hygiene;
+mod lockout;
 mod queueing;
+mod slow_readers;

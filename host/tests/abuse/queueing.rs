@@ -68,9 +68,10 @@ async fn a_flood_of_large_reviews_is_bounded_by_the_body_budget() {
     let (statuses, peak) = target.during("100 large reviews", attack).await;
     let evaluated = statuses.iter().filter(|s| **s == Some(200)).count();
     eprintln!("100 large reviews: {evaluated} evaluated, peak RSS {peak} MiB");
+    // 64 MiB less the 16 MiB kept for small bodies: 6 at a time.
     assert!(
-        evaluated >= 7,
-        "the budget admits 8 at a time: {statuses:?}"
+        evaluated >= 6,
+        "the budget admits 6 at a time: {statuses:?}"
     );
     // The others were refused before their bodies were read: a 503, or,
     // when the client was still writing as the server closed, a reset that
