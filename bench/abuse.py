@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""The network edge attacked at the red team's full scale (issue 11).
+"""The network edge attacked at the red teams' full scale (issues 11 and 20).
 
-Runs every attack of issue 11's table against a release `portcullis serve`
+Runs every attack of issue 11's table, and issue 20's second pass (rows 16
+on), against a release `portcullis serve`
 (a fresh server per attack, the shipped defaults, `--workers 2`), each from
 this process on 127.0.0.1 with asyncio sockets, and measures what the
 attack did to the server: its RSS (at rest, peak, and 5 s after the
@@ -10,8 +11,9 @@ server closed them. Meanwhile a separate process sends a normal review
 (examples/pod-privileged/test_data/privileged_pod_review.json to a
 pod-privileged policy) on a fresh connection every 250 ms, and GETs
 /livez and /readiness on the probe port, and records their status, verdict
-and latency. Prints one Markdown table, the issue's "before" column beside
-the measured "after".
+and latency (rows 10 and 16 on: also a keep-alive client connected before the
+attack). Prints one Markdown table, the issues' "before" column beside the
+measured "after".
 
     python3 bench/abuse.py [--no-build] [--only 1,2,12]
 
@@ -19,7 +21,7 @@ The script builds the components and the release host first (bench/common.py
 `build()`) unless --no-build. It installs what it needs when missing: the
 `h2` package from PyPI (HTTP/2 attacks) and h2load (Debian nghttp2-client,
 the TLS + HTTP/2 row); TLS material is made with `openssl`. It takes about
-six minutes (the slowest rows wait out the 10 s timeouts);
+eight minutes (the slowest rows wait out the 10 s timeouts);
 every attack is bounded in connections and time.
 """
 
@@ -43,7 +45,7 @@ import time
 from pathlib import Path
 
 from attackers import (
-    H2Client, REVIEW_FILE, Watcher, attacker, client_tls, code, exchange, get, h2_outcome, last_closed, outcome, percentile, post, split_addr, still_open, summarize, verdict_ok,
+    H2Client, NO_ANSWER, REVIEW_FILE, Watcher, attacker, client_tls, code, exchange, get, h2_outcome, last_closed, outcome, percentile, post, split_addr, still_open, summarize, verdict_ok,
 )
 from common import Server, build, machine, scratch_dir, write_policies
 
@@ -52,6 +54,8 @@ WORKERS = 2
 HEADER_TIMEOUT_S = BODY_TIMEOUT_S = WEBHOOK_TIMEOUT_S = 10
 # How long after an attack the server's RSS is read again.
 SETTLE_S = 5
+# How long issue 20's attacks (rows 16 on) last.
+ATTACK_S = 25
 
 POLICIES = """\
 privileged: { module: pod_privileged.wasm }
@@ -63,7 +67,8 @@ sleepy:
   settings: { sleepMilliseconds: 2000 }
 """
 
-# Issue 11's "measured" column: the server before the network edge was rewritten.
+# Issue 11's "measured" column (rows 1-15: the server before the network
+# edge was rewritten) and issue 20's (rows 16 on: before its second pass).
 BEFORE = {
     1: "RSS 56 → 751 MiB in 0.7 s, held as long as the client likes (no body-read timeout)",
     2: "RSS 163 → 778 MiB in 3.6 s; 713 MiB still resident after the client left",
@@ -80,6 +85,13 @@ BEFORE = {
     13: "a forged log line and a raw escape byte in the log",
     14: "`100 Continue` instead of an immediate 413",
     15: "`400 text/plain`",
+    16: "0 of 100 reviews on fresh connections answered over 25 s (61 reset, 39 closed); a keep-alive client "
+        "opened before the attack evicted as idle, 6 of 112 answered; /livez and /readiness 200; RSS 44 MiB",
+    17: "every normal review (3 KB) got `503 server overloaded: request bodies … already hold 67108864 bytes` "
+        "until the body timeout, 12 of 12 tries; the attacker repeats",
+    18: "VmHWM 1,333 MiB against the 64 MiB budget (4 connections: 924 MiB), held ~70 s, indefinitely by "
+        "reconnecting",
+    19: "not measured in issue 20 (a run of the code before it: see the record)",
 }
 
 
@@ -162,7 +174,7 @@ def metric(server, name):
 def counters(server):
     """The server's own count of what it refused and shed, non-zero only."""
     _, _, body, _ = exchange(server.probes, get("/metrics"))
-    found = re.findall(r"^portcullis_(overload_rejections|shed_connections)_total\{([^}]*)\} (\S+)$",
+    found = re.findall(r"^portcullis_(overload_rejections|shed_connections|shed_requests)_total\{([^}]*)\} (\S+)$",
                        body.decode(), re.M)
     return ", ".join(f"{name}{{{labels}}} {float(value):.0f}" for name, labels, value in found if float(value))
 
@@ -463,6 +475,162 @@ def invalid_utf8_id(bench, server):
             f"{code(body.decode('latin-1'))}")
 
 
+def busy_connections(bench, server):
+    """Issue 20, finding 1: every connection holds a request whose body never
+    gets past its first byte; closed, it connects again."""
+    head = (b"POST /validate/privileged HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{")
+
+    async def one(until):
+        peers = []
+        while time.monotonic() < until:
+            peers.append(await attacker(server.api, head, deadline=until))
+            if peers[-1].opened is None:
+                await asyncio.sleep(0.05)
+        return peers
+
+    async def attack():
+        until = time.monotonic() + ATTACK_S
+        return await asyncio.gather(*(one(until) for _ in range(512)))
+
+    peers = [peer for connections in asyncio.run(attack()) for peer in connections]
+    lived = sorted(p.closed - p.opened for p in peers if p.closed and p.opened)
+    return (f"{len(peers):,} connections: {outcome(peers)}; closed by the server after "
+            f"p50 {percentile(lived, 0.5):.2f} / p99 {percentile(lived, 0.99):.2f} / max {lived[-1]:.1f} s "
+            f"(--request-body-timeout {BODY_TIMEOUT_S} s)" if lived else f"{len(peers)} connections: {outcome(peers)}")
+
+
+def hoarded_budget(bench, server):
+    """Issue 20, finding 1 through the budget: bodies sent but for their last
+    0.6 MB, never finished; refused or closed, the attacker connects again.
+    Beside it, a 1 MB review (not a small body) every second."""
+    declared, sent = 8_380_000, b" " * 7_800_000
+    head = (f"POST /validate/privileged HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {declared}\r\n\r\n").encode()
+    large = post("/validate/privileged", large_review(1_000_000))
+
+    async def one(until):
+        peers = []
+        while time.monotonic() < until:
+            peers.append(await attacker(server.api, head, sent, deadline=until))
+            if peers[-1].opened is None:
+                await asyncio.sleep(0.05)
+        return peers
+
+    async def large_reviews(until):
+        statuses = collections.Counter()
+        while time.monotonic() < until - 1:
+            await asyncio.sleep(1)
+            peer = await attacker(server.api, b"", large, deadline=until + 10)
+            statuses[peer.status or peer.error or NO_ANSWER] += 1
+        return statuses
+
+    async def attack():
+        until = time.monotonic() + ATTACK_S
+        return await asyncio.gather(large_reviews(until), *(one(until) for _ in range(60)))
+
+    large_statuses, *hoarders = asyncio.run(attack())
+    peers = [peer for connections in hoarders for peer in connections]
+    return (f"60 connections for {ATTACK_S} s, {len(peers):,} in all: {outcome(peers)}; beside them a 1 MB "
+            f"review every second: " + ", ".join(f"{n} × {s}" for s, n in large_statuses.most_common()))
+
+
+def shut_window(bench, server):
+    """Issue 20, finding 2: HTTP/2 clients announcing a receive window of 0
+    post reviews whose uid is 7 MB, one stream after another, never taking an
+    answer; closed, they connect again."""
+    review = json.loads(REVIEW_FILE.read_bytes())
+    review["request"]["uid"] = "u" * 7_000_000
+    body = json.dumps(review, separators=(",", ":")).encode()
+
+    async def one(until):
+        streams, waited = [], []
+        while time.monotonic() < until:
+            client = H2Client(server.api, 32, window=0)
+            try:
+                await client.connect()
+            except (OSError, asyncio.TimeoutError):
+                await asyncio.sleep(0.1)
+                continue
+            last_answer = None
+            for _ in range(32):
+                stream = await client.open("/validate/privileged", body, len(body))
+                if stream is None:
+                    break
+                streams.append(stream)
+                await client.until(lambda: stream.status is not None, timeout=30)
+                if stream.status is None:
+                    break
+                last_answer = time.monotonic()
+                if stream.status != 200:
+                    client.cancel(stream)
+            # Nothing is read: the connection ends when the server closes it.
+            await client.until(lambda: False, timeout=max(0.0, until + 30 - time.monotonic()))
+            if client.goaway is not None and last_answer is not None:
+                waited.append(time.monotonic() - last_answer)
+            client.close()
+        return streams, waited
+
+    async def attack():
+        until = time.monotonic() + ATTACK_S
+        return await asyncio.gather(*(one(until) for _ in range(6)))
+
+    results = asyncio.run(attack())
+    streams = [s for streams, _ in results for s in streams]
+    waited = [w for _, waits in results for w in waits]
+    answers = collections.Counter(str(s.status) if s.status else "no answer" for s in streams)
+    return (f"6 connections × up to 32 streams for {ATTACK_S} s, {len(waited)} connections closed by the server: "
+            f"answer heads " + ", ".join(f"{n} × {s}" for s, n in answers.most_common())
+            + (f"; each connection closed {max(waited):.1f} s at most after its last answer's head "
+               f"(--response-send-timeout 10 s)" if waited else ""))
+
+
+def unread_answers(bench, server):
+    """Issue 20, finding 2 over HTTP/1: clients that post reviews whose uid is
+    7 MB and never read, with a 16 KiB receive buffer; 15 s later each reads
+    what is left: all of the answer, or what came before the server closed."""
+    review = json.loads(REVIEW_FILE.read_bytes())
+    review["request"]["uid"] = "u" * 7_000_000
+    request = post("/validate/privileged", json.dumps(review, separators=(",", ":")).encode())
+    answer_size = 7_000_000
+
+    async def one():
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, split_addr(server.api)), timeout=10)
+        except (OSError, asyncio.TimeoutError):
+            sock.close()
+            return "not connected"
+        reader, writer = await asyncio.open_connection(sock=sock)
+        try:
+            writer.write(request)
+            await asyncio.wait_for(writer.drain(), timeout=15)
+        except (OSError, asyncio.TimeoutError):
+            pass
+        await asyncio.sleep(15)
+        received, ended = 0, "still open"
+        try:
+            while data := await asyncio.wait_for(reader.read(1 << 20), timeout=5):
+                received += len(data)
+            ended = "closed"
+        except asyncio.TimeoutError:
+            pass
+        except OSError as error:
+            ended = type(error).__name__
+        writer.transport.abort()
+        return "whole answer" if received >= answer_size else f"{ended} before the answer's end"
+
+    async def attack():
+        return await asyncio.gather(*(one() for _ in range(64)))
+
+    ends = collections.Counter(asyncio.run(attack()))
+    return ("64 connections, each a 7 MB-uid review, unread for 15 s: "
+            + ", ".join(f"{n} × {what}" for what, n in ends.most_common()))
+
+
 # Number, attack, function, server options, whether RSS is the point, watcher options.
 ROWS = [
     (1, "90 connections × 8,000,000 bytes of an 8,300,000-byte body, never finished",
@@ -484,6 +652,14 @@ ROWS = [
     (13, "uid with a newline and an ESC byte, default text logs", forged_log_line, {"text_logs": True}, False, {}),
     (14, "`Expect: 100-continue` with a 10 GB Content-Length", expect_continue, {}, False, {}),
     (15, "invalid UTF-8 in the policy id (`/validate/%FF`)", invalid_utf8_id, {}, False, {}),
+    (16, f"busy connections: 512 × a request with `Content-Length: 100` and 1 byte, connecting again when "
+         f"closed, {ATTACK_S} s", busy_connections, {}, True, {"sequential": True, "pause": 0.25}),
+    (17, f"budget hoarding: 60 connections × 7.8 MB of an 8.38 MB body, never finished, connecting again, "
+         f"{ATTACK_S} s", hoarded_budget, {}, True, {"sequential": True, "pause": 0.25}),
+    (18, f"HTTP/2 receive window 0: 6 connections × 32 streams of reviews with a 7 MB uid, one after another, "
+         f"connecting again, {ATTACK_S} s", shut_window, {}, True, {"sequential": True, "pause": 0.25}),
+    (19, "HTTP/1 answers nobody reads: 64 connections × a review with a 7 MB uid, 16 KiB receive buffer",
+     unread_answers, {}, True, {"sequential": True, "pause": 0.25}),
 ]
 
 
@@ -565,7 +741,7 @@ def run_row(bench, row):
             measured = f"**the server died ({server.process.returncode})**; " + measured
         normal = summarize(rounds["review"])
         if steady:
-            normal += f"; sequential keep-alive client: {summarize(steady)}"
+            normal += f"; keep-alive client: {summarize(steady)}"
         probes = f"/livez {summarize(rounds['livez'], False)}; /readiness {summarize(rounds['readiness'], False)}"
         return measured, normal, probes, took
     finally:
@@ -575,7 +751,7 @@ def run_row(bench, row):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-build", action="store_true", help="use the release binary and components as built")
-    parser.add_argument("--only", help="comma-separated row numbers (default: all 15)")
+    parser.add_argument("--only", help="comma-separated row numbers (default: all 19)")
     args = parser.parse_args()
     only = {int(n) for n in args.only.split(",")} if args.only else None
     ensure_h2()
@@ -599,8 +775,9 @@ def main():
     print(f"{datetime.date.today()}; {machine()}; load average {load[0]:.1f} before, {load_after[0]:.1f} after; "
           f"release build, `portcullis serve` defaults and --workers {WORKERS}, a fresh server per attack; "
           f"attacker and watcher on the same machine (127.0.0.1). \"Normal review\": one on a fresh connection "
-          f"every 250 ms during the attack (every 50 ms in row 8), from a separate process.\n")
-    print("| # | attack | before (issue 11) | after (this run) | normal review during | probes during | s |")
+          f"every 250 ms during the attack (every 50 ms in row 8), from a separate process; in rows 10 and 16 on, "
+          f"also a keep-alive client connected before the attack (row 10: back to back; 16 on: every 250 ms).\n")
+    print("| # | attack | before (issues 11, 20) | after (this run) | normal review during | probes during | s |")
     print("|---:|---|---|---|---|---|---:|")
     for (number, attack, *_), measured, normal, probes, took in results:
         print(f"| {number} | {attack} | {BEFORE[number]} | {measured} | {normal} | {probes} | {took:.0f} |")

@@ -83,7 +83,7 @@ def verdict_ok(status, body):
 
 # --- the watcher: a normal client beside the attack, in its own process -----------------------
 
-def _watch(pipe, api, probes, tls, interval, sequential):
+def _watch(pipe, api, probes, tls, interval, sequential, pause):
     """Runs in a separate process, so that the attacker's CPU use in this one
     does not show up in the latencies it measures."""
     context = client_tls(tls)
@@ -94,7 +94,7 @@ def _watch(pipe, api, probes, tls, interval, sequential):
     stop = threading.Event()
     thread = None
     if sequential:
-        thread = threading.Thread(target=_sequential_client, args=(api, context, review, stop, steady))
+        thread = threading.Thread(target=_sequential_client, args=(api, context, review, stop, steady, pause))
         thread.start()
     pipe.send("ready")
     deadline = time.monotonic() + 600
@@ -114,15 +114,18 @@ def _watch(pipe, api, probes, tls, interval, sequential):
     pipe.send((rounds, steady))
 
 
-def _sequential_client(api, context, review, stop, results):
+def _sequential_client(api, context, review, stop, results, pause=0.0):
     """A legitimate client: one review after another on a keep-alive
-    connection (reconnecting when the server closes it)."""
+    connection opened before the attack (reconnecting when the server closes
+    it), `pause` s apart."""
     import http.client
     host, port = split_addr(api)
     connection = None
     for _ in range(100_000):
         if stop.is_set():
             break
+        if pause and results:
+            stop.wait(pause)
         started = time.perf_counter()
         try:
             if connection is None:
@@ -151,11 +154,11 @@ class Watcher:
     """The normal client beside an attack (`_watch`), started and stopped
     from here; `stop` returns what it measured."""
 
-    def __init__(self, server, tls=None, interval=0.25, sequential=False):
+    def __init__(self, server, tls=None, interval=0.25, sequential=False, pause=0.0):
         context = multiprocessing.get_context("spawn")  # inherits none of the attacker's sockets
         self.pipe, child = context.Pipe()
         self.process = context.Process(target=_watch, daemon=True,
-                                       args=(child, server.api, server.probes, tls, interval, sequential))
+                                       args=(child, server.api, server.probes, tls, interval, sequential, pause))
         self.process.start()
         if not self.pipe.poll(60):
             sys.exit("the watcher process did not start")
@@ -291,7 +294,8 @@ def still_open(peers):
 # --- HTTP/2 (the `h2` package over asyncio) ---------------------------------------------------
 
 class H2Stream:
-    def __init__(self, body, end):
+    def __init__(self, body, end, stream_id=None):
+        self.id = stream_id
         self.body, self.offset, self.end = memoryview(body), 0, end
         self.status = self.error = None
         self.done = False
@@ -303,8 +307,10 @@ class H2Client:
     """A prior-knowledge HTTP/2 client that keeps to the server's stream
     limit and flow control, and sends each stream's body as windows open."""
 
-    def __init__(self, addr, max_streams):
-        self.addr, self.max_streams = addr, max_streams
+    def __init__(self, addr, max_streams, window=None):
+        """`window`: the receive window announced for every stream (0: the
+        server may send no DATA at all)."""
+        self.addr, self.max_streams, self.window = addr, max_streams, window
         self.streams = {}
         self.changed = asyncio.Event()
         self.settings = asyncio.Event()
@@ -317,6 +323,9 @@ class H2Client:
         self.writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self.conn.initiate_connection()
+        if self.window is not None:
+            import h2.settings
+            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: self.window})
         self.flush()
         self.reading = asyncio.create_task(self._read())
         await asyncio.wait_for(self.settings.wait(), timeout=10)
@@ -340,7 +349,7 @@ class H2Client:
         headers = [(":method", "POST"), (":scheme", "http"), (":authority", "portcullis"), (":path", path),
                    ("content-type", "application/json"), ("content-length", str(declared))]
         self.conn.send_headers(stream_id, headers, end_stream=False)
-        stream = self.streams[stream_id] = H2Stream(body, end)
+        stream = self.streams[stream_id] = H2Stream(body, end, stream_id)
         self.pump()
         self.flush()
         return stream
@@ -415,6 +424,28 @@ class H2Client:
             for stream_id in list(self.streams):
                 self._finish(stream_id, "connection closed")
             self.changed.set()
+
+    async def until(self, done, timeout):
+        """Waits (at most `timeout` s) until `done()` or the connection ends."""
+        deadline = time.monotonic() + timeout
+        while not done() and self.goaway is None and time.monotonic() < deadline:
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), timeout=max(0.01, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                break
+        return done()
+
+    def cancel(self, stream):
+        """Gives a stream up (RST_STREAM CANCEL) and stops sending its body."""
+        import h2.errors
+        import h2.exceptions
+        stream.done, stream.end = True, False
+        try:
+            self.conn.reset_stream(stream.id, h2.errors.ErrorCodes.CANCEL)
+        except h2.exceptions.H2Error:
+            pass
+        self.flush()
 
     def close(self):
         self.reading.cancel()

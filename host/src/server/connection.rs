@@ -222,6 +222,14 @@ impl Connection {
             .since(self.write_blocked_at.load(Ordering::Acquire))
     }
 
+    /// Its answers waiting for the client to take them.
+    pub(super) fn answers_waiting(&self) -> usize {
+        self.lock_exchanges()
+            .iter()
+            .filter(|exchange| exchange.is_sending())
+            .count()
+    }
+
     /// The longest any of its answers has waited for the client to take it.
     pub(super) fn oldest_answer(&self) -> Duration {
         self.lock_exchanges()

@@ -353,7 +353,7 @@ impl Served {
         let served = http.for_alpn(alpn.as_deref()).serve_connection(io, service);
         tokio::pin!(served);
         let mut closing_by: Option<tokio::time::Instant> = None;
-        // While requests are in flight, answers are looked at this often.
+        // How often answers (and idleness) are looked at.
         let tick =
             (limits.send_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         loop {
@@ -366,10 +366,9 @@ impl Served {
             } else {
                 limits.header_read_timeout.min(limits.idle_timeout)
             };
-            let mut check = idle_limit.saturating_sub(connection.idle_for());
-            if connection.in_flight() > 0 || connection.unsent() > 0 {
-                check = check.min(tick);
-            }
+            // Looked at every tick even while idle: a request may start
+            // (and its answer get stuck) at any moment, unannounced.
+            let check = idle_limit.saturating_sub(connection.idle_for()).min(tick);
             // Requests in flight finish (within `grace`); no new ones start.
             let close = |served: std::pin::Pin<&mut _>, closing_by: &mut Option<_>, grace| {
                 auto::Connection::graceful_shutdown(served);
@@ -393,7 +392,7 @@ impl Served {
                 _ = tokio::time::sleep(check) => {
                     let waited = connection.oldest_answer().max(connection.writes_stalled_for());
                     if waited >= limits.send_timeout {
-                        metrics.request_shed("send_timeout", 1);
+                        metrics.request_shed("send_timeout", connection.answers_waiting().max(1));
                         tracing::debug!(?waited, "an answer was not taken in time: closing the connection");
                         return;
                     }
