@@ -475,6 +475,14 @@ def invalid_utf8_id(bench, server):
             f"{code(body.decode('latin-1'))}")
 
 
+def held_until_the_end(peers):
+    """outcome() of attacker connections that reconnect until the attack
+    ends: those it still held then are its last, not ones the server kept."""
+    closed = [p for p in peers if p.opened is None or p.closed is not None]
+    held = len(peers) - len(closed)
+    return outcome(closed) + (f", {held} open when the attack ended" if held else "")
+
+
 def busy_connections(bench, server):
     """Issue 20, finding 1: every connection holds a request whose body never
     gets past its first byte; closed, it connects again."""
@@ -495,9 +503,10 @@ def busy_connections(bench, server):
 
     peers = [peer for connections in asyncio.run(attack()) for peer in connections]
     lived = sorted(p.closed - p.opened for p in peers if p.closed and p.opened)
-    return (f"{len(peers):,} connections: {outcome(peers)}; closed by the server after "
+    return (f"{len(peers):,} connections: {held_until_the_end(peers)}; closed by the server after "
             f"p50 {percentile(lived, 0.5):.2f} / p99 {percentile(lived, 0.99):.2f} / max {lived[-1]:.1f} s "
-            f"(--request-body-timeout {BODY_TIMEOUT_S} s)" if lived else f"{len(peers)} connections: {outcome(peers)}")
+            f"(--request-body-timeout {BODY_TIMEOUT_S} s)" if lived else
+            f"{len(peers)} connections: {held_until_the_end(peers)}")
 
 
 def hoarded_budget(bench, server):
@@ -531,7 +540,7 @@ def hoarded_budget(bench, server):
 
     large_statuses, *hoarders = asyncio.run(attack())
     peers = [peer for connections in hoarders for peer in connections]
-    return (f"60 connections for {ATTACK_S} s, {len(peers):,} in all: {outcome(peers)}; beside them a 1 MB "
+    return (f"60 connections for {ATTACK_S} s, {len(peers):,} in all: {held_until_the_end(peers)}; beside them a 1 MB "
             f"review every second: " + ", ".join(f"{n} × {s}" for s, n in large_statuses.most_common()))
 
 
@@ -609,9 +618,12 @@ def unread_answers(bench, server):
             writer.write(request)
             await asyncio.wait_for(writer.drain(), timeout=15)
         except (OSError, asyncio.TimeoutError):
-            pass
+            # Refused by the budget before its body was read: the server
+            # answered 503 and closed; the reset takes the answer with it.
+            writer.transport.abort()
+            return "refused while sending (reset)"
         await asyncio.sleep(15)
-        received, ended = 0, "still open"
+        received, ended = 0, "still open at 20 s"
         try:
             while data := await asyncio.wait_for(reader.read(1 << 20), timeout=5):
                 received += len(data)
@@ -621,13 +633,15 @@ def unread_answers(bench, server):
         except OSError as error:
             ended = type(error).__name__
         writer.transport.abort()
-        return "whole answer" if received >= answer_size else f"{ended} before the answer's end"
+        if received >= answer_size:
+            return "the whole answer"
+        return f"{ended} after {received / 1e6:.1f} MB"
 
     async def attack():
         return await asyncio.gather(*(one() for _ in range(64)))
 
     ends = collections.Counter(asyncio.run(attack()))
-    return ("64 connections, each a 7 MB-uid review, unread for 15 s: "
+    return ("64 connections, each a 7 MB-uid review, its answer unread for 15 s, then read: "
             + ", ".join(f"{n} × {what}" for what, n in ends.most_common()))
 
 
