@@ -146,3 +146,71 @@ impl hyper::body::Body for AnswerBody {
         hint
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+    use crate::server::budget::Budget;
+    use crate::server::connections::{Admission, Connections};
+
+    #[tokio::test]
+    async fn a_large_answer_is_handed_on_in_copied_chunks_and_counted_until_written() {
+        let budget = Budget::new(1 << 20);
+        let connections = Connections::new(4, 1 << 20, budget.clone(), Duration::from_secs(1));
+        let Admission::Admitted(registered) = connections.admit() else {
+            panic!("room")
+        };
+        let connection = std::sync::Arc::clone(registered.connection());
+        let guard = connection.exchange();
+        // The request held 50,000 bytes; its answer is 40,000.
+        guard.exchange().grow(50_000).unwrap();
+        let answer_bytes = Bytes::from(vec![b'x'; 40_000]);
+        let response = Response::new(Body::from(answer_bytes.clone()));
+        let (response, shed) = answer(guard, response, &connections).await;
+        assert_eq!(shed, Shed::default());
+        assert_eq!(budget.in_use(), 40_000);
+        let mut body = response.into_body();
+        assert_eq!(body.size_hint().exact(), Some(40_000));
+        let mut sizes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let chunk = frame.unwrap().into_data().unwrap();
+            // Copies: not slices of the answer's allocation.
+            assert_ne!(chunk.as_ptr(), answer_bytes.as_ptr());
+            sizes.push(chunk.len());
+        }
+        assert_eq!(sizes, [CHUNK, CHUNK, 40_000 - 2 * CHUNK]);
+        // Handed to the HTTP layer: still counted, by the connection, until
+        // the socket takes it.
+        drop(body);
+        assert_eq!(connection.unsent(), 40_000);
+        assert_eq!(budget.in_use(), 40_000);
+        connection.wrote(30_000);
+        assert_eq!(budget.in_use(), 10_000);
+        connection.wrote(30_000);
+        assert_eq!(budget.in_use(), 0);
+        assert_eq!(connection.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_does_not_fit_is_a_503() {
+        let budget = Budget::new(1000);
+        let connections = Connections::new(4, 1 << 20, budget.clone(), Duration::from_secs(1));
+        let Admission::Admitted(registered) = connections.admit() else {
+            panic!("room")
+        };
+        let guard = registered.connection().exchange();
+        guard.exchange().grow(100).unwrap();
+        let response = Response::new(Body::from(vec![b'x'; 5000]));
+        let (response, _) = answer(guard, response, &connections).await;
+        assert_eq!(
+            response.status(),
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        );
+        drop(response);
+        assert_eq!(budget.in_use(), 0);
+    }
+}

@@ -379,6 +379,18 @@ impl Target {
         (status == "Z").then_some(status)
     }
 
+    /// The value of `series` (name and labels) on the server's `/metrics`;
+    /// 0 when it has none yet.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, metrics, _) = exchange(self.probes(), None, &get("/metrics"))
+            .await
+            .unwrap();
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// The server's log lines so far.
     pub fn logs(&self) -> Vec<String> {
         self.served.logs.try_iter().collect()

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::clients::{assert_all_answered, describe, fresh_reviews, keep_alive_reviews};
-use crate::harness::{BODY_TIMEOUT, Options, exchange, start};
+use crate::harness::{BODY_TIMEOUT, Options, start};
 
 /// What the issue asks of a normal review during these attacks.
 const WITHIN: Duration = Duration::from_secs(1);
@@ -59,16 +59,6 @@ async fn hold_open(addr: SocketAddr, head: Vec<u8>, body: Vec<u8>, until: Instan
         });
     }
     held
-}
-
-async fn shed_count(target: &crate::harness::Target, series: &str) -> f64 {
-    let (_, metrics, _) = exchange(target.probes(), None, &crate::harness::get("/metrics"))
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Finding 1: more connections than the cap, each holding a request whose
@@ -123,7 +113,7 @@ async fn busy_connections_do_not_lock_anyone_out() {
     assert!(held.len() > CAP * 2, "{} attacker connections", held.len());
     assert!(shed * 2 > held.len(), "{shed} of {} shed early", held.len());
     let series = r#"portcullis_shed_connections_total{listener="API",reason="stalled_closed"}"#;
-    assert!(shed_count(&target, series).await > 0.0);
+    assert!(target.metric(series).await > 0.0);
     target.check_serves("after busy connections").await;
     target.settles("busy connections").await;
 }
@@ -162,11 +152,9 @@ async fn hoarded_bodies_leave_room_for_reviews() {
     while let Some(connections) = attackers.join_next().await {
         held.extend(connections.unwrap());
     }
-    let stalled = shed_count(
-        &target,
-        r#"portcullis_shed_requests_total{reason="stalled_body"}"#,
-    )
-    .await;
+    let stalled = target
+        .metric(r#"portcullis_shed_requests_total{reason="stalled_body"}"#)
+        .await;
     eprintln!(
         "hoarded bodies: fresh {}; keep-alive {}; {} hoarding connections, {stalled} stalled \
          bodies shed; peak RSS {peak} MiB",

@@ -19,17 +19,6 @@ fn review_with_uid(bytes: usize) -> String {
     review.to_string()
 }
 
-async fn metric(target: &Target, series: &str) -> f64 {
-    let get = crate::harness::get("/metrics");
-    let (_, metrics, _) = crate::harness::exchange(target.probes(), None, &get)
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// The RSS the server may reach during these attacks: its resting RSS, the
 /// byte budget (64 MiB), and 64 MiB for everything else.
 fn bound(target: &Target) -> u64 {
@@ -94,7 +83,7 @@ async fn answers_behind_a_shut_http2_window_are_counted_and_reset() {
             ended.push(connection.unwrap());
         }
         // Every request is answered: what the server holds now is answers.
-        let held = metric(&target, "portcullis_buffered_body_bytes").await;
+        let held = target.metric("portcullis_buffered_body_bytes").await;
         let answered = Instant::now();
         let mut statuses = Vec::new();
         for (answers, connection, waiting) in ended {
@@ -108,11 +97,9 @@ async fn answers_behind_a_shut_http2_window_are_counted_and_reset() {
     };
     let ((held, statuses, waited), peak) =
         target.during("answers behind a shut window", attack).await;
-    let timed_out = metric(
-        &target,
-        r#"portcullis_shed_requests_total{reason="send_timeout"}"#,
-    )
-    .await;
+    let timed_out = target
+        .metric(r#"portcullis_shed_requests_total{reason="send_timeout"}"#)
+        .await;
     eprintln!(
         "HTTP/2, window 0, 7 MB answers: statuses {statuses:?}; {held} bytes held by the \
          answers; every connection closed {waited:?} after the last answer's head at most; \
@@ -161,7 +148,7 @@ async fn answers_nobody_reads_are_dropped_at_the_send_timeout() {
         let sent = Instant::now();
         let open = "portcullis_open_connections{listener=\"API\"}";
         // The probes' own connections to the API come and go: at most one.
-        while metric(&target, open).await > 1.0 && sent.elapsed() < SEND_TIMEOUT * 4 {
+        while target.metric(open).await > 1.0 && sent.elapsed() < SEND_TIMEOUT * 4 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let closed_after = sent.elapsed();
@@ -169,11 +156,9 @@ async fn answers_nobody_reads_are_dropped_at_the_send_timeout() {
         closed_after
     };
     let (closed_after, peak) = target.during("answers nobody reads", attack).await;
-    let timed_out = metric(
-        &target,
-        r#"portcullis_shed_requests_total{reason="send_timeout"}"#,
-    )
-    .await;
+    let timed_out = target
+        .metric(r#"portcullis_shed_requests_total{reason="send_timeout"}"#)
+        .await;
     eprintln!(
         "HTTP/1, 7 MB answers never read: every connection closed {closed_after:?} after the \
          last request; {timed_out} at the send timeout; peak RSS {peak} MiB"
