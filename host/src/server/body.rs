@@ -20,6 +20,9 @@ use super::listener::RequestContext;
 /// Bytes reserved at a time for a body that does not declare its length.
 const CHUNK: usize = 64 << 10;
 
+/// Bytes reserved at a time for a small declared body, as it arrives.
+const SMALL_CHUNK: usize = 16 << 10;
+
 /// How request bodies may be read.
 #[derive(Debug, Clone)]
 pub struct BodyLimits {
@@ -98,9 +101,18 @@ impl FromRequest<Arc<AppState>> for LimitedBody {
                 over_budget(exhausted, exchange.connection())
             })
         };
-        // Declared: reserved before a byte is read (or `100 Continue` sent).
+        // A large declared body is reserved whole before a byte of it is read
+        // (or `100 Continue` sent): refused, it costs nothing. A small one
+        // is reserved as it arrives, so that connections declaring small
+        // bodies and sending none hold (almost) nothing of the reserve kept
+        // for them.
         let declared = declared.map_or(0, |d| d as usize);
-        reserve(declared).await?;
+        let (upfront, step) = match declared {
+            0 => (0, CHUNK),
+            small if small <= LARGE => (0, SMALL_CHUNK),
+            large => (large, CHUNK),
+        };
+        reserve(upfront).await?;
 
         let mut body = request.into_body();
         let read = async {
@@ -124,8 +136,13 @@ impl FromRequest<Arc<AppState>> for LimitedBody {
                 }
                 let held = exchange.held();
                 if length > held {
-                    let more = (length - held).max(CHUNK).min(limits.max_bytes - held);
-                    reserve(more).await?;
+                    // A step ahead of what arrived, but never past what was
+                    // declared or the limit.
+                    let mut want = (held + step).max(length);
+                    if declared > 0 {
+                        want = want.min(declared.max(length));
+                    }
+                    reserve(want.min(limits.max_bytes) - held).await?;
                 }
                 buffer.extend_from_slice(&data);
                 exchange.moved(data.len(), declared > 0 && length >= declared);

@@ -2,8 +2,9 @@
 //! one connection, may hold at once — bodies being read, the requests parsed
 //! from them, and the answers not yet sent.
 //!
-//! A request reserves its body's bytes before reading them (all at once when
-//! it declares a `Content-Length`, chunk by chunk otherwise) and keeps them,
+//! A request reserves its body's bytes before reading them (a large one all
+//! at once when it declares a `Content-Length`, others chunk by chunk as they
+//! arrive) and keeps them,
 //! resized to its answer, until the answer has been written to the socket
 //! (see `exchange`). A reservation that does not fit is refused at once,
 //! before more of the body is read, so a burst of large or never-finished
