@@ -114,8 +114,10 @@ pub fn start(options: Options) -> Target {
         .args(["--idle-timeout", &secs(IDLE_TIMEOUT)])
         .args(["--tls-handshake-timeout", &secs(HEADER_TIMEOUT)])
         .args(["--webhook-timeout", &secs(WEBHOOK_TIMEOUT)])
-        .args(["--response-send-timeout", &secs(SEND_TIMEOUT)])
         .args(&options.args);
+    if !options.args.iter().any(|a| a == "--response-send-timeout") {
+        command.args(["--response-send-timeout", &secs(SEND_TIMEOUT)]);
+    }
     let tls = options.mtls.then(|| {
         let ca = Ca::new("abuse CA");
         let (cert, key) = ca.server("portcullis").write(dir.path(), "server");

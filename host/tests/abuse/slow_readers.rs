@@ -34,7 +34,13 @@ fn bound(target: &Target) -> u64 {
 /// timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_behind_a_shut_http2_window_are_counted_and_reset() {
-    let target = start(Options::default());
+    // Longer than the suite's: the answers must still be waiting when the
+    // last of them has been counted, however slowly a busy machine uploads.
+    const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+    let target = start(Options {
+        args: vec!["--response-send-timeout".into(), "5".into()],
+        ..Options::default()
+    });
     let review = Bytes::from(review_with_uid(7_000_000));
     let attack = async {
         let mut connections = tokio::task::JoinSet::new();
