@@ -12,7 +12,6 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,10 +28,11 @@ use tower_service::Service as _;
 
 use super::answer::answer;
 use super::connection::Connection;
-use super::connections::{Admission, Connections, Eviction};
+use super::connections::{Admission, Connections};
 use super::exchange::Exchange;
 use super::io::Watched;
 use super::metrics::Metrics;
+use super::shedding::{RateLimited, Shedding};
 use super::tls::ReloadingConfig;
 
 /// The network edge of one listener: every bound on what a client may hold
@@ -415,97 +415,4 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 fn sleep_until(at: Option<tokio::time::Instant>) -> impl Future<Output = ()> {
     let at = at.unwrap_or_else(tokio::time::Instant::now);
     tokio::time::sleep_until(at)
-}
-
-/// Logs the start and the end of a burst of connections over the cap, once
-/// each, and counts what was shed.
-struct Shedding {
-    listener: &'static str,
-    limit: usize,
-    since: Option<Instant>,
-    evicted: u64,
-    refused: u64,
-}
-
-impl Shedding {
-    fn new(listener: &'static str, limit: usize) -> Self {
-        Self {
-            listener,
-            limit,
-            since: None,
-            evicted: 0,
-            refused: 0,
-        }
-    }
-
-    fn begin(&mut self) {
-        if self.since.is_none() {
-            self.since = Some(Instant::now());
-            tracing::warn!(
-                listener = self.listener,
-                limit = self.limit,
-                "connection limit reached: closing the most stalled connections, then the \
-                 longest idle, to make room; refusing new ones while the server works for \
-                 every connection"
-            );
-        }
-    }
-
-    fn evicted(&mut self, metrics: &Metrics, eviction: Eviction) {
-        self.begin();
-        self.evicted += 1;
-        let reason = match eviction {
-            Eviction::Stalled => "stalled_closed",
-            Eviction::Idle => "idle_closed",
-        };
-        metrics.connection_shed(self.listener, reason);
-    }
-
-    fn refused(&mut self, metrics: &Metrics, peer: SocketAddr) {
-        self.begin();
-        self.refused += 1;
-        metrics.connection_shed(self.listener, "refused");
-        tracing::debug!(listener = self.listener, %peer, "connection refused: every connection is busy");
-    }
-
-    /// A connection was admitted without shedding one, `open` are open now.
-    /// The burst is over once an eighth of the cap is free again (so that a
-    /// listener hovering at the cap does not log every other connection).
-    fn admitted(&mut self, open: usize) {
-        if open > self.limit - self.limit / 8 {
-            return;
-        }
-        if let Some(since) = self.since.take() {
-            tracing::info!(
-                listener = self.listener,
-                closed = self.evicted,
-                refused = self.refused,
-                seconds = since.elapsed().as_secs(),
-                "below the connection limit again"
-            );
-            self.evicted = 0;
-            self.refused = 0;
-        }
-    }
-}
-
-/// Lets something happen at most once per period.
-struct RateLimited {
-    period: Duration,
-    last: Option<Instant>,
-}
-
-impl RateLimited {
-    fn new(period: Duration) -> Self {
-        Self { period, last: None }
-    }
-
-    fn ready(&mut self) -> bool {
-        let now = Instant::now();
-        if self.last.is_some_and(|last| now < last + self.period) {
-            return false;
-        }
-        self.last = Some(now);
-        true
-    }
 }

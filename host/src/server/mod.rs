@@ -26,6 +26,7 @@ mod listener;
 mod metrics;
 mod reload;
 mod routes;
+mod shedding;
 mod tls;
 
 use std::net::SocketAddr;
