@@ -23,8 +23,12 @@ pub const RSS_BUDGET_MIB: u64 = 256;
 /// After an attack, RSS must come back within this of its baseline.
 pub const SETTLED_MIB: u64 = 48;
 
-/// A normal request must be answered within this, during every attack.
-pub const ANSWER_WITHIN: Duration = Duration::from_millis(100);
+/// A normal request must be answered within this, during every attack: the
+/// issue's bar (issue 20: "each within 1 s"). A locked-out or stalled server
+/// misses it by seconds; a tighter bar only measures how busy the machine
+/// is (100 ms failed 1 run in 5 beside two CPU hogs, on a server without
+/// fault). The latencies themselves are `bench/abuse.py`'s to record.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 
 /// Edge timeouts of the suite's server, short so that attacks end in
 /// seconds: what the tests assert is that they hold, not their defaults.

@@ -192,7 +192,7 @@ async fn read_frame(socket: &mut TcpStream) -> std::io::Result<(u8, u8, u32, Vec
 /// keep to the server's stream limit: it reads the server's SETTINGS, then
 /// opens 200 streams at once to a 2-second policy. The server evaluates at
 /// most its limit (32) and refuses the rest unprocessed, and a normal
-/// review on a fresh connection is answered within 100 ms throughout.
+/// review on a fresh connection is answered within 1 s throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_ignoring_the_stream_limit_gets_the_rest_refused() {
     let target = start(Options::default());

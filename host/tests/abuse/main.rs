@@ -5,7 +5,7 @@
 //!
 //! - the server's RSS stays under [`RSS_BUDGET_MIB`] during the attack;
 //! - a normal request on a fresh connection is answered correctly within
-//!   100 ms, several times during the attack ([`Target::check_serves`]);
+//!   1 s, several times during the attack ([`Target::check_serves`]);
 //! - the attacker's connections are closed within the configured timeouts;
 //! - RSS returns near its baseline afterwards ([`Target::settles`]).
 //!
