@@ -147,6 +147,11 @@ pub struct FetchArgs {
     /// $DOCKER_CONFIG/config.json, else ~/.docker/config.json].
     #[arg(long, env = "PORTCULLIS_DOCKER_CONFIG_JSON_PATH")]
     pub docker_config_json_path: Option<PathBuf>,
+    /// Seconds each module fetch may take, from its start to the module in
+    /// the download store: a registry or server still sending after it is
+    /// cut off, and the fetch fails naming the policy and the URI.
+    #[arg(long, env = "PORTCULLIS_FETCH_TIMEOUT", default_value_t = portcullis::source::DEFAULT_DEADLINE.as_secs())]
+    pub fetch_timeout: u64,
 }
 
 /// A policy's settings, from a file or inline.

@@ -16,6 +16,7 @@ pub mod webhook_config;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use portcullis::admission::parse_review_or_request;
@@ -90,7 +91,8 @@ fn fetcher(args: &FetchArgs, cache_dir: Option<&Path>) -> anyhow::Result<Fetcher
         None => Sources::default(),
     };
     let credentials = Credentials::new(args.docker_config_json_path.clone());
-    Ok(Fetcher::new(DownloadStore::new(dir), sources, credentials))
+    Ok(Fetcher::new(DownloadStore::new(dir), sources, credentials)
+        .with_deadline(Duration::from_secs(args.fetch_timeout)))
 }
 
 /// Parses a module location given on the command line (a path, or a

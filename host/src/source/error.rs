@@ -97,6 +97,21 @@ pub enum FetchError {
         /// Why it stopped.
         detail: String,
     },
+    /// The fetch did not finish within its deadline (a server that sends
+    /// slowly but never stops trips no per-read timeout).
+    #[error(
+        "the fetch did not finish within its deadline of {} s (--fetch-timeout): cancelled while \
+         {stage}, {received} bytes received; nothing was stored",
+        deadline.as_secs()
+    )]
+    TimedOut {
+        /// The deadline in force.
+        deadline: std::time::Duration,
+        /// What the fetch was doing (`reading the manifest`, …).
+        stage: &'static str,
+        /// Bytes received in that stage.
+        received: u64,
+    },
     /// The module is larger than Portcullis accepts.
     #[error("the module is larger than {limit} bytes")]
     TooLarge {

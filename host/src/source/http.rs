@@ -1,5 +1,6 @@
 //! `https://` and `http://` modules: one GET of the `.wasm`, with the CAs
-//! `sources.yml` adds for the host.
+//! `sources.yml` adds for the host, streamed into the download store under
+//! the module size limit.
 //!
 //! A URL already in the store is reused without a request, as Kubewarden
 //! does: a URL names no version, so to roll a policy out, publish it under a
@@ -7,12 +8,17 @@
 
 use std::time::Instant;
 
+use super::download::{self, Progress, Stage};
 use super::error::{self, FetchError};
 use super::store::ResolvedRef;
-use super::{Fetch, FetchOrigin, Fetcher, MAX_MODULE_BYTES};
+use super::{Fetch, FetchOrigin, Fetcher};
 
 /// Fetches the module at `url`.
-pub(super) async fn get(fetcher: &Fetcher, url: &reqwest::Url) -> Result<Fetch, FetchError> {
+pub(super) async fn get(
+    fetcher: &Fetcher,
+    url: &reqwest::Url,
+    progress: &Progress,
+) -> Result<Fetch, FetchError> {
     let started = Instant::now();
     let uri = url.to_string();
     let key = uri.clone();
@@ -73,48 +79,9 @@ pub(super) async fn get(fetcher: &Fetcher, url: &reqwest::Url) -> Result<Fetch, 
         }
         _ => return Err(FetchError::Protocol(format!("{uri}: HTTP {status}"))),
     }
-    let expected = response
-        .content_length()
-        .map_or_else(|| "an unknown number of".to_owned(), |n| n.to_string());
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_MODULE_BYTES)
-    {
-        return Err(FetchError::TooLarge {
-            limit: MAX_MODULE_BYTES,
-        });
-    }
-    let mut bytes = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if (bytes.len() + chunk.len()) as u64 > MAX_MODULE_BYTES {
-                    return Err(FetchError::TooLarge {
-                        limit: MAX_MODULE_BYTES,
-                    });
-                }
-                bytes.extend_from_slice(&chunk);
-            }
-            Ok(None) => break,
-            Err(e) => {
-                return Err(FetchError::Interrupted {
-                    received: bytes.len() as u64,
-                    expected,
-                    detail: error::chain(&e),
-                });
-            }
-        }
-    }
-    if super::artifact::kind_of(&bytes).is_err() {
-        return Err(FetchError::NotWasm {
-            start: error::start_of(&bytes),
-        });
-    }
-    let size = bytes.len();
-    let (path, digest) = fetcher
-        .on_store(move |store| store.put_blob(&bytes))
-        .await
-        .map_err(|e| fetcher.store_error(e))?;
+    progress.enter(Stage::Module);
+    let blob = download::module_to_store(&mut response, fetcher.store(), None, progress).await?;
+    let (path, digest, size) = blob.persist().await.map_err(|e| fetcher.store_error(e))?;
     fetcher
         .store()
         .put_resolved(&ResolvedRef {

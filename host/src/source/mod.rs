@@ -5,16 +5,28 @@
 //! distinct module once; the environment and the compiled cache then see
 //! files, keyed by the same sha256 digest as before.
 //!
+//! A remote server is not trusted to be quick or finite: every fetch has an
+//! overall [deadline](Fetcher::with_deadline) (a server that drips bytes
+//! trips no per-read timeout), at most [`PARALLEL_FETCHES`] run at once in
+//! the process, and every answer is read under a cap as it arrives
+//! ([`download`]), the module streamed to disk: a fetch holds a few MB of
+//! memory whatever the server sends.
+//!
 //! - [`uri`]: every accepted spelling of a location;
-//! - [`registry`]: pull, resolve and push through `oci-client`, in both
-//!   [artifact] formats;
+//! - [`registry`]: pull and resolve over [`distribution`], push through
+//!   `oci-client`, in both [artifact] formats;
 //! - [`http`]: plain GETs;
+//! - [`download`]: capped reads, and how far each fetch has come;
 //! - [`store`]: the download directory, keyed by digest;
 //! - [`sources`]: `sources.yml` (extra CAs, insecure hosts);
 //! - [`credentials`]: Docker's `config.json`.
 
 pub mod artifact;
+mod batch;
+mod clients;
 pub mod credentials;
+mod distribution;
+pub mod download;
 pub mod error;
 pub mod http;
 pub mod registry;
@@ -28,28 +40,41 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use oci_client::Reference;
-use oci_client::client::{ClientConfig, ClientProtocol};
 
 pub use self::artifact::Format;
+pub use self::batch::distinct_fetches;
 pub use self::credentials::Credentials;
+pub use self::distribution::MAX_MANIFEST_BYTES;
+pub use self::download::{Progress, Stage};
 pub use self::error::{FetchError, FetchErrors, PolicyFetchError};
 pub use self::sources::Sources;
 pub use self::store::DownloadStore;
 pub use self::uri::{Location, Source, UriError};
 use crate::component::Digest;
-use crate::policy::PolicySpec;
 
 /// Largest module accepted from a registry or URL (a componentize-py policy
 /// is ~18 MB).
 pub const MAX_MODULE_BYTES: u64 = 256 << 20;
 
-/// Modules fetched at the same time at start-up.
-const PARALLEL_FETCHES: usize = 8;
+/// Remote modules fetched at the same time, in the whole process (start-up,
+/// a reload, a command): each holds a few MB of buffers while it streams.
+pub const PARALLEL_FETCHES: usize = 8;
+
+/// How long one fetch may take, from its start (not its wait for a turn)
+/// to its module in the store, unless [`Fetcher::with_deadline`] says
+/// otherwise. Generous for any policy module over any link a cluster has,
+/// short enough that a registry that drips bytes fails start-up (or a
+/// reload) with a message rather than keeping it waiting.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 
 /// A registry or server that accepts the connection but stops answering
 /// fails the fetch instead of hanging start-up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Turns for remote fetches, shared by every [`Fetcher`] of the process (a
+/// reload makes a new one, and one superseded may not have let go yet).
+static TURNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PARALLEL_FETCHES);
 
 /// How a module was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,41 +140,24 @@ impl Fetch {
     }
 }
 
-/// Each distinct fetch behind `specs` (policies naming the same module share
-/// one), with the scheme it came over (`registry`, `https`, `http`).
-pub fn distinct_fetches(specs: &[PolicySpec]) -> Vec<(Arc<Fetch>, &'static str)> {
-    let mut distinct: Vec<(Arc<Fetch>, &'static str)> = Vec::new();
-    for spec in specs {
-        let (Some(fetch), Some(source)) = (&spec.fetch, &spec.source) else {
-            continue;
-        };
-        if distinct.iter().any(|(f, _)| Arc::ptr_eq(f, fetch)) {
-            continue;
-        }
-        let scheme = match source.location() {
-            Location::Registry(_) => "registry",
-            Location::Http(url) if url.scheme() == "http" => "http",
-            Location::Http(_) => "https",
-            Location::File(_) => "file",
-        };
-        distinct.push((fetch.clone(), scheme));
-    }
-    distinct
-}
-
 /// Fetches modules: the store, `sources.yml` and the credentials in force.
 /// Cheap to clone; clones share clients and locks.
 #[derive(Clone)]
 pub struct Fetcher {
     inner: Arc<Inner>,
+    deadline: Duration,
 }
 
 struct Inner {
     store: DownloadStore,
     sources: Sources,
     credentials: Credentials,
-    /// One client per registry host and protocol, so auth tokens are reused.
+    /// One oci-client per registry host and protocol (pushes), so auth
+    /// tokens are reused.
     registry_clients: Mutex<HashMap<String, Vec<oci_client::Client>>>,
+    /// One HTTP client per host and TLS verification (pulls, URLs), so
+    /// connections are reused.
+    http_clients: Mutex<HashMap<(String, bool), reqwest::Client>>,
     /// Held while a module (by digest, or URL) is being downloaded.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -167,9 +175,22 @@ impl Fetcher {
                 sources,
                 credentials,
                 registry_clients: Mutex::default(),
+                http_clients: Mutex::default(),
                 locks: Mutex::default(),
             }),
+            deadline: DEFAULT_DEADLINE,
         }
+    }
+
+    /// The same fetcher with another deadline for each fetch (at least 1 s).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline.max(Duration::from_secs(1));
+        self
+    }
+
+    /// The deadline of each fetch.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
     }
 
     /// The download store.
@@ -185,6 +206,47 @@ impl Fetcher {
     /// Obtains the module `source` names: a local file is hashed in place, a
     /// remote one fetched into the store (or found there).
     pub async fn fetch(&self, source: &Source) -> Result<Fetch, FetchError> {
+        self.fetch_tracked(source, &Progress::default()).await
+    }
+
+    /// [`fetch`](Self::fetch), reporting how far it has come in `progress`.
+    /// A remote fetch waits for its turn (one of [`PARALLEL_FETCHES`]), then
+    /// has [`deadline`](Self::deadline) to finish; past it, the fetch is
+    /// cancelled (its connection closed, its partial file removed).
+    pub async fn fetch_tracked(
+        &self,
+        source: &Source,
+        progress: &Progress,
+    ) -> Result<Fetch, FetchError> {
+        if !source.is_remote() {
+            return self.fetch_now(source, progress).await;
+        }
+        let _turn = TURNS
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        progress.start();
+        match tokio::time::timeout(self.deadline, self.fetch_now(source, progress)).await {
+            Ok(fetched) => fetched,
+            Err(_) => {
+                let (stage, received) = (progress.stage().as_str(), progress.received());
+                tracing::warn!(
+                    uri = %source,
+                    deadline_s = self.deadline.as_secs(),
+                    stage,
+                    received,
+                    "module fetch cancelled at its deadline"
+                );
+                Err(FetchError::TimedOut {
+                    deadline: self.deadline,
+                    stage,
+                    received,
+                })
+            }
+        }
+    }
+
+    async fn fetch_now(&self, source: &Source, progress: &Progress) -> Result<Fetch, FetchError> {
         match source.location() {
             Location::File(path) => {
                 let started = Instant::now();
@@ -209,14 +271,26 @@ impl Fetcher {
                     None,
                 ))
             }
-            Location::Registry(reference) => registry::pull(self, reference).await,
-            Location::Http(url) => http::get(self, url).await,
+            Location::Registry(reference) => registry::pull(self, reference, progress).await,
+            Location::Http(url) => http::get(self, url, progress).await,
         }
     }
 
-    /// The manifest digest a registry reference resolves to now.
+    /// The manifest digest a registry reference resolves to now (within
+    /// the deadline).
     pub async fn resolve(&self, reference: &Reference) -> Result<String, FetchError> {
-        registry::resolve(self, reference).await
+        let progress = Progress::default();
+        progress.start();
+        let resolving = registry::resolve(self, reference, &progress);
+        tokio::time::timeout(self.deadline, resolving)
+            .await
+            .unwrap_or_else(|_| {
+                Err(FetchError::TimedOut {
+                    deadline: self.deadline,
+                    stage: progress.stage().as_str(),
+                    received: progress.received(),
+                })
+            })
     }
 
     /// Pushes the module in `bytes` to `reference`; returns the manifest digest.
@@ -227,162 +301,6 @@ impl Fetcher {
         format: Format,
     ) -> Result<String, FetchError> {
         registry::push(self, bytes, reference, format).await
-    }
-
-    /// Fetches the remote module of every spec, at most
-    /// `PARALLEL_FETCHES` at a time and each distinct location once, and
-    /// points each spec's `module` at the local copy. Fails with every
-    /// policy that could not be served, not just the first.
-    pub async fn fetch_policies(
-        &self,
-        mut specs: Vec<PolicySpec>,
-    ) -> Result<Vec<PolicySpec>, FetchErrors> {
-        let mut wanted: Vec<(String, Source)> = Vec::new();
-        for spec in &specs {
-            if let Some(source) = spec.source.as_ref().filter(|s| s.is_remote()) {
-                let key = source.location().canonical();
-                if !wanted.iter().any(|(k, _)| *k == key) {
-                    wanted.push((key, source.clone()));
-                }
-            }
-        }
-        let permits = Arc::new(tokio::sync::Semaphore::new(PARALLEL_FETCHES));
-        let mut tasks = tokio::task::JoinSet::new();
-        for (key, source) in wanted {
-            let fetcher = self.clone();
-            let permits = permits.clone();
-            tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await;
-                let result = fetcher.fetch(&source).await;
-                (key, result)
-            });
-        }
-        let mut fetched: HashMap<String, Result<Arc<Fetch>, Arc<FetchError>>> = HashMap::new();
-        while let Some(joined) = tasks.join_next().await {
-            let (key, result) = joined.expect("a fetch task panicked");
-            fetched.insert(key, result.map(Arc::new).map_err(Arc::new));
-        }
-
-        let mut errors = Vec::new();
-        for spec in &mut specs {
-            let Some(source) = spec.source.as_ref().filter(|s| s.is_remote()) else {
-                continue;
-            };
-            match &fetched[&source.location().canonical()] {
-                Ok(fetch) => {
-                    spec.module = fetch.path.clone();
-                    spec.fetch = Some(fetch.clone());
-                }
-                Err(error) => errors.push(PolicyFetchError {
-                    policy: spec.id.clone(),
-                    source: source.clone(),
-                    error: error.clone(),
-                }),
-            }
-        }
-        self.log(&specs);
-        if errors.is_empty() {
-            Ok(specs)
-        } else {
-            Err(FetchErrors(errors))
-        }
-    }
-
-    /// One line per fetched module, naming the policies that use it.
-    fn log(&self, specs: &[PolicySpec]) {
-        let mut seen: Vec<*const Fetch> = Vec::new();
-        for spec in specs {
-            let (Some(fetch), Some(source)) = (&spec.fetch, &spec.source) else {
-                continue;
-            };
-            if seen.contains(&Arc::as_ptr(fetch)) {
-                continue;
-            }
-            seen.push(Arc::as_ptr(fetch));
-            let policies: Vec<&str> = specs
-                .iter()
-                .filter(|s| s.fetch.as_ref().is_some_and(|f| Arc::ptr_eq(f, fetch)))
-                .map(|s| s.id.as_str())
-                .collect();
-            tracing::info!(
-                uri = %source,
-                policies = %policies.join(","),
-                digest = %fetch.digest,
-                manifest = fetch.manifest.as_deref().unwrap_or(""),
-                origin = ?fetch.origin,
-                bytes = fetch.downloaded,
-                size = fetch.size,
-                ms = fetch.elapsed.as_millis() as u64,
-                path = %fetch.path.display(),
-                "module fetched"
-            );
-        }
-    }
-
-    /// The clients to try for `host`, in order: HTTPS trusting the system's
-    /// and `sources.yml`'s CAs; for an insecure source, HTTPS without
-    /// verification and then plain HTTP (Kubewarden's order).
-    fn registry_client(&self, host: &str) -> Result<Vec<oci_client::Client>, FetchError> {
-        let mut clients = self.inner.registry_clients.lock().expect("not poisoned");
-        if let Some(found) = clients.get(host) {
-            return Ok(found.clone());
-        }
-        let sources = &self.inner.sources;
-        let config = |protocol, insecure| ClientConfig {
-            protocol,
-            accept_invalid_certificates: insecure,
-            extra_root_certificates: sources
-                .authorities(host)
-                .iter()
-                .map(|c| c.to_oci())
-                .collect(),
-            connect_timeout: Some(CONNECT_TIMEOUT),
-            read_timeout: Some(READ_TIMEOUT),
-            user_agent: concat!("portcullis/", env!("CARGO_PKG_VERSION")),
-            ..ClientConfig::default()
-        };
-        let configs = if sources.is_insecure(host) {
-            vec![
-                config(ClientProtocol::Https, true),
-                config(ClientProtocol::Http, false),
-            ]
-        } else {
-            vec![config(ClientProtocol::Https, false)]
-        };
-        let built: Result<Vec<_>, _> = configs
-            .into_iter()
-            .map(oci_client::Client::try_from)
-            .collect();
-        let built =
-            built.map_err(|e| FetchError::Protocol(format!("OCI client for {host}: {e}")))?;
-        clients.insert(host.to_owned(), built.clone());
-        Ok(built)
-    }
-
-    /// The HTTP clients to try for a URL on `host` (see `registry_client`).
-    fn http_clients(&self, host: &str, scheme: &str) -> Result<Vec<reqwest::Client>, FetchError> {
-        let sources = &self.inner.sources;
-        let builder = |insecure: bool| -> Result<reqwest::Client, FetchError> {
-            let mut roots = Vec::new();
-            for certificate in sources.authorities(host) {
-                roots.extend(certificate.to_reqwest().map_err(|e| {
-                    FetchError::Protocol(format!("a source authority of {host}: {e}"))
-                })?);
-            }
-            reqwest::Client::builder()
-                .tls_certs_merge(roots)
-                .tls_danger_accept_invalid_certs(insecure)
-                .connect_timeout(CONNECT_TIMEOUT)
-                .read_timeout(READ_TIMEOUT)
-                .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| FetchError::Protocol(format!("HTTP client for {host}: {e}")))
-        };
-        if scheme == "https" && sources.is_insecure(host) {
-            Ok(vec![builder(false)?, builder(true)?])
-        } else {
-            Ok(vec![builder(false)?])
-        }
     }
 
     /// Runs `work` on the store on the blocking pool: hashing an 18 MB

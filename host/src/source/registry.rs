@@ -1,43 +1,33 @@
-//! OCI registries, through `oci-client`: pull a module (either artifact
-//! format), resolve a reference to its manifest digest, push a module.
+//! OCI registries: pull a module (either artifact format) and resolve a
+//! reference to its manifest digest over [`distribution`](super::distribution),
+//! which reads every answer under a cap; push through `oci-client`.
 //!
-//! oci-client checks a pulled manifest against the digest in the reference
-//! and the registry's `Docker-Content-Digest`, and a layer against its
-//! descriptor's digest while it streams; the store checks both again before
-//! anything is reused.
-
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
-use std::time::Instant;
+//! A pulled manifest is checked against the digest in the reference and the
+//! registry's `Docker-Content-Digest`, and a layer against its descriptor's
+//! digest while it streams into the store; the store checks both again
+//! before anything is reused.
 
 use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::manifest::{OciDescriptor, OciManifest};
+use oci_client::manifest::OciManifest;
 use oci_client::{Reference, RegistryOperation};
 
 use super::artifact::{self, Format};
+use super::distribution::Repository;
+use super::download::Progress;
 use super::error::{self, FetchError};
 use super::store::{DownloadStore, ResolvedRef};
 use super::{Fetch, FetchOrigin, Fetcher, MAX_MODULE_BYTES};
 use crate::component::Digest;
 
-/// Every manifest media type a registry may answer with.
-const MANIFEST_TYPES: &[&str] = &[
-    oci_client::manifest::OCI_IMAGE_MEDIA_TYPE,
-    oci_client::manifest::IMAGE_MANIFEST_MEDIA_TYPE,
-    oci_client::manifest::OCI_IMAGE_INDEX_MEDIA_TYPE,
-    oci_client::manifest::IMAGE_MANIFEST_LIST_MEDIA_TYPE,
-];
-
-/// Largest manifest accepted (they are a few hundred bytes).
-const MAX_MANIFEST_BYTES: usize = 4 << 20;
-
 /// Fetches the module `reference` names. A reference with a digest, or a tag
 /// other than `latest`, already in the store is used without asking the
 /// registry (Kubewarden's rule); `latest` is always resolved again.
-pub(super) async fn pull(fetcher: &Fetcher, reference: &Reference) -> Result<Fetch, FetchError> {
-    let started = Instant::now();
+pub(super) async fn pull(
+    fetcher: &Fetcher,
+    reference: &Reference,
+    progress: &Progress,
+) -> Result<Fetch, FetchError> {
+    let started = std::time::Instant::now();
     let uri = canonical(reference);
     let latest = reference.digest().is_none() && reference.tag() == Some("latest");
     let stored = if latest {
@@ -60,22 +50,9 @@ pub(super) async fn pull(fetcher: &Fetcher, reference: &Reference) -> Result<Fet
         ));
     }
 
-    let clients = fetcher.registry_client(reference.resolve_registry())?;
     let login = fetcher.credentials().login(reference.resolve_registry());
-    let auth = &login.auth;
-    let (client, manifest) = answering(clients, |client| async move {
-        client
-            .pull_manifest_raw(reference, auth, MANIFEST_TYPES)
-            .await
-    })
-    .await;
-    let (manifest_bytes, manifest_digest) =
-        manifest.map_err(|e| classify(fetcher, reference, &login.origin, e))?;
-    if manifest_bytes.len() > MAX_MANIFEST_BYTES {
-        return Err(FetchError::Protocol(format!(
-            "the manifest is larger than {MAX_MANIFEST_BYTES} bytes"
-        )));
-    }
+    let mut repository = Repository::new(fetcher, reference, &login, progress)?;
+    let (manifest_bytes, manifest_digest) = repository.manifest().await?;
     let manifest: OciManifest = serde_json::from_slice(&manifest_bytes)
         .map_err(|e| FetchError::Protocol(format!("the manifest is not valid JSON: {e}")))?;
     let layer = artifact::wasm_layer(&manifest)?;
@@ -98,20 +75,9 @@ pub(super) async fn pull(fetcher: &Fetcher, reference: &Reference) -> Result<Fet
     let (path, size, origin, downloaded) = match fetcher.on_store(move |s| s.blob(&digest)).await {
         Some((path, size)) => (path, size, FetchOrigin::Store, 0),
         None => {
-            let bytes = download(fetcher, &client, reference, layer, &login.origin).await?;
-            let size = bytes.len();
-            let (path, stored) = fetcher
-                .on_store(move |s| s.put_blob(&bytes))
-                .await
-                .map_err(|e| fetcher.store_error(e))?;
-            if stored != digest {
-                // oci-client verified the stream; a store that disagrees is broken.
-                return Err(FetchError::DigestMismatch {
-                    what: "layer",
-                    expected: digest.to_string(),
-                    actual: stored.to_string(),
-                });
-            }
+            let blob = repository.module(layer).await?;
+            // Checked against the layer's digest as it streamed.
+            let (path, _, size) = blob.persist().await.map_err(|e| fetcher.store_error(e))?;
             (path, size, FetchOrigin::Pulled, size as u64)
         }
     };
@@ -149,15 +115,12 @@ pub(super) async fn pull(fetcher: &Fetcher, reference: &Reference) -> Result<Fet
 pub(super) async fn resolve(
     fetcher: &Fetcher,
     reference: &Reference,
+    progress: &Progress,
 ) -> Result<String, FetchError> {
-    let clients = fetcher.registry_client(reference.resolve_registry())?;
     let login = fetcher.credentials().login(reference.resolve_registry());
-    let auth = &login.auth;
-    let (_, digest) = answering(clients, |client| async move {
-        client.fetch_manifest_digest(reference, auth).await
-    })
-    .await;
-    digest.map_err(|e| classify(fetcher, reference, &login.origin, e))
+    Repository::new(fetcher, reference, &login, progress)?
+        .manifest_digest()
+        .await
 }
 
 /// Pushes `module` to `reference` in `format`; returns the manifest digest.
@@ -257,88 +220,9 @@ fn from_store(
     Some((resolved, path, size))
 }
 
-/// Streams the layer into memory, at most `MAX_MODULE_BYTES`, and checks
-/// that it is wasm.
-async fn download(
-    fetcher: &Fetcher,
-    client: &oci_client::Client,
-    reference: &Reference,
-    layer: &OciDescriptor,
-    login: &str,
-) -> Result<Vec<u8>, FetchError> {
-    let received = Arc::new(AtomicU64::new(0));
-    let mut sink = CappedSink {
-        bytes: Vec::with_capacity(usize::try_from(layer.size).unwrap_or(0).min(64 << 20)),
-        received: received.clone(),
-    };
-    let result = client.pull_blob(reference, layer, &mut sink).await;
-    if let Err(e) = result {
-        let received = received.load(Ordering::Relaxed);
-        return Err(match e {
-            OciDistributionError::DigestError(e) => FetchError::DigestMismatch {
-                what: "layer",
-                expected: layer.digest.clone(),
-                actual: match e {
-                    oci_client::errors::DigestError::VerificationError { actual, .. } => actual,
-                    other => other.to_string(),
-                },
-            },
-            OciDistributionError::IoError(io) if io.kind() == std::io::ErrorKind::FileTooLarge => {
-                FetchError::TooLarge {
-                    limit: MAX_MODULE_BYTES,
-                }
-            }
-            // The response had started: whatever stopped it stopped a
-            // transfer under way.
-            e if received > 0 => FetchError::Interrupted {
-                received,
-                expected: layer.size.to_string(),
-                detail: error::chain(&e),
-            },
-            e => classify(fetcher, reference, login, e),
-        });
-    }
-    let bytes = sink.bytes;
-    if artifact::kind_of(&bytes).is_err() {
-        return Err(FetchError::NotWasm {
-            start: error::start_of(&bytes),
-        });
-    }
-    Ok(bytes)
-}
-
-/// Collects a blob, refusing more than `MAX_MODULE_BYTES`.
-struct CappedSink {
-    bytes: Vec<u8>,
-    received: Arc<AtomicU64>,
-}
-
-impl tokio::io::AsyncWrite for CappedSink {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        if (self.bytes.len() + buf.len()) as u64 > MAX_MODULE_BYTES {
-            return Poll::Ready(Err(std::io::ErrorKind::FileTooLarge.into()));
-        }
-        self.bytes.extend_from_slice(buf);
-        self.received.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
 /// Turns an oci-client error into one that names the host, the credentials
 /// and what to change.
-fn classify(
+pub(super) fn classify(
     fetcher: &Fetcher,
     reference: &Reference,
     login: &str,

@@ -12,8 +12,10 @@
 //! Every file is written aside (in `tmp/`), synced, then renamed into place:
 //! a reader sees a whole file or none, even with several processes sharing
 //! the directory, and an interrupted download leaves nothing under a final
-//! name. Everything read back is checked against the digest it is named by,
-//! so a damaged file is fetched again rather than used.
+//! name. A module is streamed there as it arrives ([`PartialBlob`]), hashed
+//! on the way, so no download is ever held in memory whole. Everything read
+//! back is checked against the digest it is named by, so a damaged file is
+//! fetched again rather than used.
 
 use std::fs;
 use std::io::Write;
@@ -22,6 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
+use tokio::io::AsyncWriteExt;
 
 use crate::component::Digest;
 
@@ -85,6 +88,27 @@ impl DownloadStore {
         let path = self.blob_path(&digest);
         self.write(&path, bytes)?;
         Ok((path, digest))
+    }
+
+    /// Starts writing a module aside in `tmp/`; see [`PartialBlob`].
+    pub async fn begin_blob(&self) -> std::io::Result<PartialBlob> {
+        let store = self.clone();
+        let (file, path) = tokio::task::spawn_blocking(move || {
+            let tmp_dir = store.dir.join("tmp");
+            fs::create_dir_all(&tmp_dir)?;
+            let tmp = tempfile::Builder::new().tempfile_in(&tmp_dir)?;
+            std::io::Result::Ok(tmp.into_parts())
+        })
+        .await
+        .expect("creating a file does not panic")?;
+        Ok(PartialBlob {
+            store: self.clone(),
+            file: tokio::fs::File::from_std(file),
+            path,
+            hasher: sha2::Sha256::new(),
+            size: 0,
+            head: Vec::new(),
+        })
     }
 
     /// The stored manifest whose digest is `digest` (`alg:hex`), if its bytes
@@ -186,6 +210,82 @@ impl DownloadStore {
     }
 }
 
+/// A module being downloaded: written to a file in `tmp/` as it arrives and
+/// hashed on the way. [`persist`](Self::persist) syncs it and moves it under
+/// its digest; dropped before that (an error, a deadline, a cancelled
+/// reload), the file is removed at once.
+pub struct PartialBlob {
+    store: DownloadStore,
+    /// Writes go through tokio's file, which hands them to the blocking pool
+    /// a bounded buffer at a time: the download waits for the disk rather
+    /// than piling up in memory.
+    file: tokio::fs::File,
+    /// Removes the file when dropped.
+    path: tempfile::TempPath,
+    hasher: sha2::Sha256,
+    size: u64,
+    /// The first bytes, for "this is not wasm" checks and messages.
+    head: Vec<u8>,
+}
+
+impl PartialBlob {
+    /// How many bytes of the file the head keeps.
+    pub const HEAD_BYTES: usize = 16;
+
+    /// Appends `bytes`.
+    pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(bytes).await?;
+        self.hasher.update(bytes);
+        self.size += bytes.len() as u64;
+        let wanted = Self::HEAD_BYTES.saturating_sub(self.head.len());
+        self.head
+            .extend_from_slice(&bytes[..wanted.min(bytes.len())]);
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The first [`HEAD_BYTES`](Self::HEAD_BYTES) bytes written (fewer while
+    /// fewer have arrived).
+    pub fn head(&self) -> &[u8] {
+        &self.head
+    }
+
+    /// The digest of what was written so far.
+    pub fn digest(&self) -> Digest {
+        let hex = hex::encode(self.hasher.clone().finalize());
+        format!("sha256:{hex}")
+            .parse()
+            .expect("a sha256 digest parses")
+    }
+
+    /// Syncs the file and moves it under its digest; returns its path,
+    /// digest and size.
+    pub async fn persist(mut self) -> std::io::Result<(PathBuf, Digest, usize)> {
+        self.file.flush().await?;
+        self.file.sync_all().await?;
+        let digest = self.digest();
+        let target = self.store.blob_path(&digest);
+        let Self { file, path, .. } = self;
+        // Every write has completed (flushed); the descriptor is closed here.
+        drop(file.into_std().await);
+        let moved = target.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(parent) = moved.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            path.persist(&moved).map_err(|e| e.error)
+        })
+        .await
+        .expect("renaming a file does not panic")?;
+        let size = usize::try_from(self.size).map_err(std::io::Error::other)?;
+        Ok((target, digest, size))
+    }
+}
+
 /// Whether `bytes` hash to `digest` (`sha256:…` or `sha512:…`).
 pub fn digest_matches(bytes: &[u8], digest: &str) -> bool {
     match digest.split_once(':') {
@@ -212,6 +312,34 @@ mod tests {
         fs::write(&path, b"\0asm\x0d\0\x01\x01").unwrap();
         assert_eq!(store.blob(&digest), None);
         assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_streamed_blob_is_stored_under_its_digest_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DownloadStore::new(dir.path());
+        let module = b"\0asm\x0d\0\x01\0 and the rest of a component";
+        let mut blob = store.begin_blob().await.unwrap();
+        for part in module.chunks(5) {
+            blob.write(part).await.unwrap();
+        }
+        assert_eq!(blob.size(), module.len() as u64);
+        assert_eq!(blob.head(), &module[..PartialBlob::HEAD_BYTES]);
+        assert_eq!(store.tmp_files().len(), 1);
+        let (path, digest, size) = blob.persist().await.unwrap();
+        assert_eq!(digest, Digest::of(module));
+        assert_eq!(
+            (path.clone(), size),
+            (store.blob_path(&digest), module.len())
+        );
+        assert_eq!(fs::read(&path).unwrap(), module);
+        assert!(store.tmp_files().is_empty());
+
+        // Abandoned half-way: nothing stays, under any name.
+        let mut blob = store.begin_blob().await.unwrap();
+        blob.write(&module[..10]).await.unwrap();
+        drop(blob);
+        assert!(store.tmp_files().is_empty());
     }
 
     #[test]
