@@ -1,6 +1,12 @@
 //! What makes `serve` reload its configuration: SIGHUP, and with `--watch`
 //! every change of the policies file or `sources.yml`.
 //!
+//! The newest configuration wins: a trigger while a reload is under way
+//! cancels that reload (its fetches stop, their connections close, their
+//! partial downloads are removed) and starts one of what the files hold
+//! now, so a registry that never finishes sending cannot keep a corrected
+//! configuration out. The same holds while the server starts (see `serve`).
+//!
 //! The files' directories are watched, not the files: editors save by
 //! renaming a new file over the old one, and Kubernetes updates a mounted
 //! ConfigMap by swapping a symlink beside it, and both replace the inode a
@@ -33,6 +39,9 @@ pub struct Triggers {
     files: Vec<PathBuf>,
     /// Their contents when last loaded (`None`: unreadable).
     loaded: Vec<Option<Vec<u8>>>,
+    /// A trigger seen but not yet returned by [`next`](Self::next) (it was
+    /// cancelled while the burst settled).
+    pending: Option<&'static str>,
 }
 
 impl Triggers {
@@ -59,34 +68,78 @@ impl Triggers {
             watch,
             files,
             loaded,
+            pending: None,
         })
     }
 
-    /// Reloads on every trigger, until dropped.
-    pub async fn run(mut self, reloader: Reloader, source: PolicySource, cache: CacheArgs) {
+    /// Waits for the next reason to load the configuration again: a SIGHUP,
+    /// or a file change that changed what the files hold. Cancel-safe: a
+    /// trigger seen when the future is dropped is returned by the next call.
+    pub async fn next(&mut self) -> &'static str {
         loop {
-            let cause = tokio::select! {
-                _ = self.hangup.recv() => "SIGHUP",
-                Some(()) = next_hint(&mut self.watch) => "file change",
+            let cause = match self.pending {
+                Some(cause) => cause,
+                None => {
+                    let cause = tokio::select! {
+                        _ = self.hangup.recv() => "SIGHUP",
+                        Some(()) = next_hint(&mut self.watch) => "file change",
+                    };
+                    self.pending = Some(cause);
+                    cause
+                }
             };
             tokio::time::sleep(SETTLE).await;
             if let Some((_, hints)) = &mut self.watch {
                 while hints.try_recv().is_ok() {}
             }
+            self.pending = None;
             let now = read(&self.files);
             if cause == "file change" && now == self.loaded {
                 continue;
             }
             self.loaded = now;
-            tracing::info!(cause, "reloading the configuration");
-            match load(&source, &cache).await {
-                // The reloader logs and counts both outcomes.
-                Ok(configuration) => {
-                    let _ = reloader.reload(configuration).await;
-                }
-                Err(error) => reloader.failed(&format!("{error:#}")),
-            }
+            return cause;
         }
+    }
+
+    /// Reloads on every trigger, until dropped; a trigger while a reload is
+    /// under way supersedes it.
+    pub async fn run(mut self, reloader: Reloader, source: PolicySource, cache: CacheArgs) {
+        // Dropped with this future: no reload outlives the server.
+        let mut reloading: Option<AbortOnDrop> = None;
+        loop {
+            let cause = self.next().await;
+            if reloading
+                .take()
+                .is_some_and(|previous| !previous.0.is_finished())
+            {
+                tracing::warn!(
+                    cause,
+                    "a newer configuration supersedes the reload under way; its fetches are \
+                     cancelled"
+                );
+            }
+            tracing::info!(cause, "reloading the configuration");
+            let (reloader, source, cache) = (reloader.clone(), source.clone(), cache.clone());
+            reloading = Some(AbortOnDrop(tokio::spawn(async move {
+                match load(&source, &cache).await {
+                    // The reloader logs and counts both outcomes.
+                    Ok(configuration) => {
+                        let _ = reloader.reload(configuration).await;
+                    }
+                    Err(error) => reloader.failed(&format!("{error:#}")),
+                }
+            })));
+        }
+    }
+}
+
+/// Stops a task when dropped.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -11,6 +11,7 @@ use portcullis::server::{
 };
 use portcullis::{Engine, Limits};
 
+use super::reload::{AbortOnDrop, Triggers};
 use crate::cli::{MetricsOn, ServeArgs};
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -92,16 +93,37 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // thread per worker, 2.2 with half as many).
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     super::runtime(Some(workers.min(cpus).div_ceil(2)))?.block_on(async move {
-        let triggers = super::reload::Triggers::new(&args.source, args.watch)?;
+        let mut triggers = Triggers::new(&args.source, args.watch)?;
         // Pulls and cache syncs can take long: the probes answer meanwhile.
+        // A reload trigger meanwhile (SIGHUP, a file change) starts again
+        // with what the files hold now, as a reload would: a fetch that
+        // never ends cannot keep a corrected configuration out.
         let prepare = async {
-            let specs = super::fetch_remote(specs, &args.source, &args.cache).await?;
-            let capabilities = super::capabilities(&args.cluster, &specs).await?;
-            let engine = Engine::with_capabilities(limits, capabilities)?;
-            anyhow::Ok((engine, specs))
+            let mut specs = specs;
+            loop {
+                let attempt = async {
+                    let specs =
+                        super::fetch_remote(specs.clone(), &args.source, &args.cache).await?;
+                    let capabilities = super::capabilities(&args.cluster, &specs).await?;
+                    let engine = Engine::with_capabilities(limits.clone(), capabilities)?;
+                    anyhow::Ok((engine, specs))
+                };
+                tokio::select! {
+                    prepared = attempt => return prepared,
+                    cause = triggers.next() => {
+                        tracing::warn!(
+                            cause,
+                            "the configuration changed while starting: starting again with the \
+                             new one (the fetches under way are cancelled)"
+                        );
+                        specs = super::policies(&args.source)?;
+                    }
+                }
+            }
         };
         let mut server = portcullis::server::start_after(config, cache, prepare).await?;
         let reloads = triggers.run(server.reloader(), args.source.clone(), args.cache.clone());
+        // Dropped at shutdown: no reload starts once it has begun.
         let _reloading = AbortOnDrop(tokio::spawn(reloads));
         tokio::select! {
             result = server.wait() => result.context("server stopped")?,
@@ -170,15 +192,6 @@ async fn shutdown_signal() -> &'static str {
     tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = tokio::signal::ctrl_c() => "SIGINT",
-    }
-}
-
-/// Stops a task when dropped: no reload starts once shutdown has begun.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
