@@ -47,7 +47,7 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MARGIN: Duration = Duration::from_secs(2);
 
 /// The policies every attack is aimed at.
-fn policies_yml() -> String {
+pub fn policies_yml() -> String {
     let module = |name: &str| components_dir().join(name).display().to_string();
     let privileged = module("pod_privileged.wasm");
     let sleeping = module("sleeping.wasm");
@@ -61,6 +61,11 @@ fn policies_yml() -> String {
 
 /// The attacks measure one server's memory and latency: one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Holds the suite's turn, for a test that starts its server itself.
+pub fn alone() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// How to start the server for an attack.
 #[derive(Default)]
@@ -100,7 +105,7 @@ pub struct TlsClient {
 
 /// Starts the server with the suite's policies and timeouts.
 pub fn start(options: Options) -> Target {
-    let alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies.yml");
     std::fs::write(&policies, policies_yml() + &options.policies).unwrap();
@@ -273,6 +278,11 @@ impl Target {
     /// Where the probes listen.
     pub fn probes(&self) -> SocketAddr {
         self.served.probes
+    }
+
+    /// The policies file it serves (and reloads on SIGHUP).
+    pub fn policies_file(&self) -> PathBuf {
+        self._dir.path().join("policies.yml")
     }
 
     /// The server's resident memory now, in MiB.

@@ -19,7 +19,9 @@ mod common;
 mod pki;
 
 mod clients;
+mod fetches;
 mod harness;
+mod hostile_registry;
 mod http1;
 mod http2;
 mod hygiene;
