@@ -1354,3 +1354,137 @@ fn specs_from_code_have_no_source() {
     let spec = PolicySpec::new("p", "/x.wasm");
     assert!(spec.source.is_none() && spec.fetch.is_none());
 }
+
+/// What the token front saw: the token requests' queries and credentials.
+type TokenRequests = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+/// Docker's token protocol in front of the real registry at `upstream`, as
+/// Docker Hub, GHCR and Harbor speak it (docker-registry needs a token
+/// server of its own for that): a request without the bearer token is
+/// refused with a `WWW-Authenticate: Bearer` challenge naming the realm
+/// `/token`, which hands the token out for Basic `alice:s3cret`; with it,
+/// requests go on to the registry. Returns `host:port` and the token
+/// requests seen.
+async fn token_front(upstream: String) -> (String, TokenRequests) {
+    use axum::body::Body;
+    use axum::http::{HeaderMap, Request, StatusCode, header};
+    use axum::response::Response;
+    const TOKEN: &str = "a-pull-token";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let seen = TokenRequests::default();
+    let asked = seen.clone();
+    let token = move |headers: HeaderMap, request: Request<Body>| {
+        let asked = asked.clone();
+        async move {
+            let basic = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let query = request.uri().query().unwrap_or_default().to_owned();
+            asked.lock().unwrap().push((query, basic.clone()));
+            use base64::Engine;
+            let alice = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+            if basic != Some(format!("Basic {alice}")) {
+                return (StatusCode::UNAUTHORIZED, "bad credentials".to_owned());
+            }
+            (
+                StatusCode::OK,
+                serde_json::json!({"token": TOKEN, "expires_in": 300}).to_string(),
+            )
+        }
+    };
+    let realm = format!("http://{host}/token");
+    let forward = move |request: Request<Body>| {
+        let (upstream, realm) = (upstream.clone(), realm.clone());
+        async move {
+            let bearer = format!("Bearer {TOKEN}");
+            let authorized = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .is_some_and(|v| v.as_bytes() == bearer.as_bytes());
+            if !authorized {
+                return Response::builder()
+                    .status(StatusCode::UNAUTHORIZED)
+                    .header(
+                        header::WWW_AUTHENTICATE,
+                        format!(r#"Bearer realm="{realm}",service="front test""#),
+                    )
+                    .body(Body::from(
+                        r#"{"errors":[{"code":"UNAUTHORIZED","message":"token"}]}"#,
+                    ))
+                    .unwrap();
+            }
+            let url = format!("http://{upstream}{}", request.uri());
+            let mut forwarded = reqwest::Client::new().request(request.method().clone(), url);
+            if let Some(accept) = request.headers().get(header::ACCEPT) {
+                forwarded = forwarded.header(header::ACCEPT, accept.clone());
+            }
+            let answer = forwarded.send().await.unwrap();
+            let mut response = Response::builder().status(answer.status().as_u16());
+            for (name, value) in answer.headers() {
+                response = response.header(name.as_str(), value.as_bytes());
+            }
+            response
+                .body(Body::from(answer.bytes().await.unwrap()))
+                .unwrap()
+        }
+    };
+    let app = axum::Router::new()
+        .route("/token", axum::routing::get(token))
+        .fallback(forward);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (host, seen)
+}
+
+#[tokio::test]
+async fn a_bearer_token_is_asked_of_the_challenge_realm_with_the_credentials() {
+    let setup = Setup::new();
+    let layer = file_digest(&component("pod_privileged"));
+    push(
+        &setup.fetcher("pusher"),
+        "pod_privileged",
+        &setup.uri("p:v1"),
+        Format::Cncf,
+    )
+    .await;
+    let (front, tokens) = token_front(setup.registry.host()).await;
+    let insecure = Sources::parse(
+        &format!("insecure_sources: [\"{front}\"]\n"),
+        Path::new("/"),
+    )
+    .unwrap();
+    let uri = format!("registry://{front}/p:v1");
+
+    let alice = docker_config(setup.dir.path(), &front, "alice", "s3cret");
+    let fetcher = setup.fetcher_with("store", insecure.clone(), Some(alice));
+    let fetch = fetcher.fetch(&source(&uri)).await.unwrap();
+    assert_eq!(fetch.digest.to_string(), layer);
+    assert_eq!(fetch.origin, FetchOrigin::Pulled);
+    let asked = tokens.lock().unwrap().clone();
+    assert_eq!(
+        asked.len(),
+        1,
+        "one token for the manifest and the module: {asked:?}"
+    );
+    assert_eq!(asked[0].0, "scope=repository%3Ap%3Apull&service=front+test");
+    // `portcullis digest` asks the same way.
+    let portcullis::source::Location::Registry(reference) = source(&uri).location().clone() else {
+        unreachable!()
+    };
+    let manifest = fetcher.resolve(&reference).await.unwrap();
+    assert!(manifest.starts_with("sha256:"), "{manifest}");
+
+    // The realm refuses other credentials: a 401 that names them.
+    let mallory = docker_config(setup.dir.path(), &front, "mallory", "guess");
+    let refused = setup.fetcher_with("other", insecure, Some(mallory.clone()));
+    let error = fetch_error(&refused, &uri).await.to_string();
+    assert_eq!(
+        error,
+        format!(
+            "401 Unauthorized from {front}: access to `{front}/p` refused; authenticated as \
+             `mallory` (credentials for {front} in {})",
+            mallory.display()
+        )
+    );
+}
