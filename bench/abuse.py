@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The network edge attacked at the red teams' full scale (issues 11 and 20).
+"""The network edge attacked at the red teams' full scale (issues 11 and 20),
+and hostile registries (issue 20, findings 4 and 5).
 
 Runs every attack of issue 11's table, and issue 20's second pass (rows 16
 on), against a release `portcullis serve`
@@ -15,14 +16,21 @@ and latency (rows 10 and 16 on: also a keep-alive client connected before the
 attack). Prints one Markdown table, the issues' "before" column beside the
 measured "after".
 
-    python3 bench/abuse.py [--no-build] [--only 1,2,12]
+    python3 bench/abuse.py [--no-build] [--only 1,2,12,20.4a]
+
+The hostile-registry rows (a second table) start the server with policies
+from a stand-in registry (bench/hostile_registry.py) that drips a byte every
+5 s or sends without end: at start-up they watch /readiness, the log and the
+peak RSS (VmHWM) of a start-up that must fail; in a reload, the time until a
+corrected configuration is applied and the stuck fetches are cancelled.
 
 The script builds the components and the release host first (bench/common.py
 `build()`) unless --no-build. It installs what it needs when missing: the
 `h2` package from PyPI (HTTP/2 attacks) and h2load (Debian nghttp2-client,
 the TLS + HTTP/2 row); TLS material is made with `openssl`. It takes about
-eight minutes (the slowest rows wait out the 10 s timeouts);
-every attack is bounded in connections and time.
+eight minutes (the slowest rows wait out the 10 s timeouts), and the
+hostile-registry rows three more (row 20.4a waits out the 120 s fetch
+deadline); every attack is bounded in connections, bytes and time.
 """
 
 import argparse
@@ -41,13 +49,18 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from attackers import (
     H2Client, NO_ANSWER, REVIEW_FILE, Watcher, attacker, client_tls, code, exchange, get, h2_outcome, last_closed, outcome, percentile, post, split_addr, still_open, summarize, verdict_ok,
 )
-from common import Server, build, machine, scratch_dir, write_policies
+from common import (
+    BINARY, COMPONENTS, Server, absolute_modules, build, machine, process_status_kib, scratch_dir, stop_process,
+    write_policies,
+)
+from hostile_registry import HostileRegistry
 
 WORKERS = 2
 # The server's defaults this script expects (host/src/cli.rs), for the limits it reports.
@@ -678,6 +691,194 @@ ROWS = [
 ]
 
 
+# --- hostile registries (issue 20, findings 4 and 5) ------------------------------------------
+
+# Issue 20's "measured" for its findings 4 and 5.
+REGISTRY_BEFORE = {
+    "20.4a": "readiness 503 for 130 s+ with nothing logged (dripping blob and dripping manifest alike)",
+    "20.4b": "the fetch blocks the reload loop: a good configuration written afterwards is never applied",
+    "20.4c": "the same with `--watch`: the corrected file is never applied",
+    "20.5a": "607 MiB RSS before \"the manifest is larger than 4194304 bytes\" (read whole before the check)",
+    "20.5b": "peak 1,747 MiB (each buffered to 256 MiB), over the shipped 768 MiB limit",
+}
+# The shipped fetch deadline (host/src/source/mod.rs DEFAULT_DEADLINE, --fetch-timeout).
+FETCH_DEADLINE_S = 120
+# How long a stuck reload is left before the corrected configuration is written.
+STUCK_S = 15
+CORRECTED = f"extra: {{ module: {COMPONENTS / 'pod_privileged.wasm'} }}\n"
+
+
+class Starting:
+    """A `portcullis serve` whose start-up is watched until it exits (or
+    serves, or `limit_s` pass): its /readiness answers every second, its
+    log lines (JSON) and its peak RSS (VmHWM, read every 50 ms)."""
+
+    def __init__(self, bench, policies, limit_s):
+        self.started = time.monotonic()
+        self.started_wall = time.time()
+        args = [str(BINARY), "serve", "--addr", "127.0.0.1", "--port", "0", "--readiness-probe-port", "0",
+                "--workers", str(WORKERS), "--components-dir", str(COMPONENTS), "--log-fmt", "json",
+                "--policies", policies, "--cache-dir", bench.cache, *bench.registry_args()]
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True)
+        self.lines = []
+        reading = threading.Thread(target=lambda: self.lines.extend(self.process.stderr), daemon=True)
+        reading.start()
+        self.readiness = collections.Counter()
+        self.peak_mib = 0.0
+        probes = None
+        next_probe = time.monotonic()
+        while self.process.poll() is None and time.monotonic() - self.started < limit_s:
+            try:
+                self.peak_mib = max(self.peak_mib, process_status_kib(self.process.pid)["VmHWM"] / 1024)
+            except (FileNotFoundError, KeyError):
+                pass
+            probes = probes or next((json.loads(l)["fields"]["readiness_addr"] for l in list(self.lines)
+                                     if "probes listening" in l), None)
+            if probes and time.monotonic() >= next_probe:
+                status, _, _, _ = exchange(probes, get("/readiness"), timeout=5)
+                self.readiness[status or "no answer"] += 1
+                next_probe += 1
+            time.sleep(0.05)
+        self.took = time.monotonic() - self.started
+        if self.process.poll() is None:
+            stop_process(self.process)
+        reading.join(10)
+
+    def logged(self, message):
+        """The times (s after the start) of the JSON lines with `message`."""
+        found = []
+        for line in self.lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("fields", {}).get("message") == message:
+                at = datetime.datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+                found.append(at)
+        return found
+
+    def error(self):
+        """The error it exited with (its first line and the policies listed)."""
+        text = "".join(l for l in self.lines if not l.startswith("{")).strip()
+        return re.sub(r"registry://127\.0\.0\.1:\d+/", "registry://HOST/", text)
+
+    def outcome(self):
+        code_ = self.process.returncode
+        return f"exited {code_} after {self.took:.1f} s" if code_ is not None else f"**still running after {self.took:.0f} s**"
+
+
+def policies_file(bench, text):
+    path = Path(bench.scratch) / f"policies-{time.monotonic_ns()}.yml"
+    path.write_text(text)
+    return str(path)
+
+
+def readiness(counter):
+    return ", ".join(f"{n} × {status}" for status, n in counter.most_common()) or "never answered"
+
+
+def start_up_drip(bench, registry):
+    slow = {"slow-manifest": registry.uri("drip-manifest", "policy"),
+            "slow-module": registry.uri("drip-blob", "policy")}
+    policies = policies_file(bench, "".join(f"{name}: {{ module: {uri} }}\n" for name, uri in slow.items()))
+    start = Starting(bench, policies, FETCH_DEADLINE_S + 60)
+    waiting = start.logged("waiting for a module fetch")
+    first = f", the first {min(waiting) - start.started_wall:.0f} s in" if waiting else ""
+    measured = (f"two policies, a manifest and a module dripping 1 byte / {registry.drip:.0f} s, "
+                f"`--fetch-timeout` {FETCH_DEADLINE_S} (the default): \"waiting for a module fetch\" logged "
+                f"{len(waiting)} ×{first}; {start.outcome()}: {code(start.error())}")
+    return measured, "— (starting)", f"/readiness {readiness(start.readiness)}", start.took
+
+
+def reload_drip(bench, registry, watch):
+    policies = policies_file(bench, absolute_modules(POLICIES))
+    write_policies_to = Path(policies)
+    args = bench.registry_args() + (["--watch"] if watch else [])
+    server = Server(WORKERS, policies=policies, cache_dir=bench.cache, extra_args=args, keep_logs=True,
+                    log_level="warn,portcullis::server=info,portcullis::commands::reload=info")
+    try:
+        watcher = Watcher(server)
+        started = time.monotonic()
+        if watch:
+            stuck = f"stuck: {{ module: {registry.uri('drip-blob', 'policy')} }}\n"
+            what = f"a module dripping 1 byte / {registry.drip:.0f} s, the file written (`--watch`)"
+        else:
+            stuck = "".join(f"stuck-{i}: {{ module: {registry.uri('drip-manifest', f'policy-{i}')} }}\n"
+                            for i in range(10))
+            what = f"10 policies whose manifests drip 1 byte / {registry.drip:.0f} s, then SIGHUP"
+        write_policies_to.write_text(absolute_modules(POLICIES) + stuck)
+        if not watch:
+            os.kill(server.process.pid, signal.SIGHUP)
+        time.sleep(STUCK_S)
+        at_once = registry.most_open
+        written = time.monotonic()
+        write_policies_to.write_text(absolute_modules(POLICIES) + CORRECTED)
+        if not watch:
+            os.kill(server.process.pid, signal.SIGHUP)
+        applied = closed = None
+        for _ in range(1200):
+            if applied is None and any("configuration reloaded" in l for l in server.logs):
+                applied = time.monotonic() - written
+            if closed is None and registry.open == 0:
+                closed = (registry.last_closed or time.monotonic()) - written
+            if applied is not None and closed is not None:
+                break
+            time.sleep(0.05)
+        status, _, body, _ = exchange(server.api, post("/validate/extra", REVIEW_FILE.read_bytes()))
+        superseded = any("supersedes the reload under way" in l for l in server.logs)
+        time.sleep(0.5)
+        rounds, _ = watcher.stop()
+        measured = (f"{what}; {at_once} fetched at once; the corrected configuration {STUCK_S} s later"
+                    f"{'' if watch else ' + SIGHUP'}: applied after "
+                    + (f"{applied:.2f} s" if applied is not None else "**never (60 s)**")
+                    + f", the stuck fetches' connections closed after "
+                    + (f"{closed:.2f} s" if closed is not None else "**never (60 s)**")
+                    + f" (\"supersedes\" {'logged' if superseded else '**not logged**'}); the new policy "
+                    f"answers {status}{' + deny' if verdict_ok(status, body) else ''}")
+        probes = f"/livez {summarize(rounds['livez'], False)}; /readiness {summarize(rounds['readiness'], False)}"
+        return measured, summarize(rounds["review"]), probes, time.monotonic() - started
+    finally:
+        server.stop()
+
+
+def huge_manifest(bench, registry):
+    policies = policies_file(bench, f"huge: {{ module: {registry.uri('huge-manifest', 'policy')} }}\n")
+    registry.reset()
+    start = Starting(bench, policies, FETCH_DEADLINE_S + 60)
+    measured = (f"a {registry.huge / 1e6:,.0f} MB chunked manifest at start-up: peak RSS {start.peak_mib:.0f} MiB "
+                f"(a server at rest: {bench.rest_mib:.0f} MiB); the registry sent {registry.sent / 2**20:.1f} MiB "
+                f"before the connection closed; {start.outcome()}: {code(start.error())}")
+    return measured, "— (starting)", f"/readiness {readiness(start.readiness)}", start.took
+
+
+def endless_modules(bench, registry):
+    policies = policies_file(bench, "".join(
+        f"endless-{i}: {{ module: {registry.uri('endless-blob', f'policy-{i}')} }}\n" for i in range(8)))
+    registry.reset()
+    start = Starting(bench, policies, FETCH_DEADLINE_S + 60)
+    left = list((Path(bench.downloads) / "tmp").glob("*"))
+    errors = re.findall(r"policy `endless-\d+` \(registry://HOST/[^)]*\): ([^\n]*)", start.error())
+    measured = (f"8 policies whose modules never end, at start-up: {registry.most_open} fetched at once, "
+                f"peak RSS {start.peak_mib:.0f} MiB (a server at rest: {bench.rest_mib:.0f} MiB); the registry "
+                f"sent {registry.sent / 2**20:,.0f} MiB; {start.outcome()}, "
+                + (f"{len(errors)} × {code(errors[0])}" if errors and len(set(errors)) == 1 else code(start.error()))
+                + f"; files left in the store's tmp/: {len(left)}")
+    return measured, "— (starting)", f"/readiness {readiness(start.readiness)}", start.took
+
+
+# Id, attack, function.
+REGISTRY_ROWS = [
+    ("20.4a", "start-up: a manifest and a module dripping 1 byte / 5 s", start_up_drip),
+    ("20.4b", "reload by SIGHUP stuck on dripping manifests, then a corrected configuration",
+     lambda bench, registry: reload_drip(bench, registry, watch=False)),
+    ("20.4c", "reload by `--watch` stuck on a dripping module, then a corrected file",
+     lambda bench, registry: reload_drip(bench, registry, watch=True)),
+    ("20.5a", "start-up: a 600 MB chunked manifest", huge_manifest),
+    ("20.5b", "start-up: 8 policies whose modules never end, fetched in parallel", endless_modules),
+]
+
+
 class Bench:
     def __init__(self):
         self.scratch = tempfile.mkdtemp(prefix="portcullis-abuse-")
@@ -716,7 +917,28 @@ class Bench:
     def peak(server):
         return server.memory_kib()[1] / 1024
 
+    def start_registry(self):
+        """The stand-in registry, its sources.yml, a download store, and
+        the RSS of a server at rest (what a fetch's peak is compared to)."""
+        self.registry = HostileRegistry(drip=5.0, huge=600_000_000)
+        self.sources = Path(self.scratch) / "sources.yml"
+        self.sources.write_text(self.registry.sources_yml())
+        self.downloads = Path(self.scratch) / "downloads"
+        server = Server(WORKERS, policies=self.policies, cache_dir=self.cache)
+        try:
+            for _ in range(20):
+                exchange(server.api, post("/validate/privileged", REVIEW_FILE.read_bytes()))
+            time.sleep(0.5)
+            self.rest_mib = rss(server)
+        finally:
+            server.stop()
+
+    def registry_args(self):
+        return ["--sources-path", str(self.sources), "--policies-download-dir", str(self.downloads)]
+
     def cleanup(self):
+        if getattr(self, "registry", None):
+            self.registry.stop()
         shutil.rmtree(self.scratch, ignore_errors=True)
         shutil.rmtree(self.cache, ignore_errors=True)
         os.unlink(self.policies)
@@ -763,12 +985,19 @@ def run_row(bench, row):
         server.stop()
 
 
+def run_registry_row(bench, row):
+    """One hostile-registry row, with an empty download store."""
+    shutil.rmtree(bench.downloads, ignore_errors=True)
+    bench.registry.reset()
+    return row[2](bench, bench.registry)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-build", action="store_true", help="use the release binary and components as built")
-    parser.add_argument("--only", help="comma-separated row numbers (default: all 19)")
+    parser.add_argument("--only", help="comma-separated row ids, e.g. 1,12,20.4a (default: every row)")
     args = parser.parse_args()
-    only = {int(n) for n in args.only.split(",")} if args.only else None
+    only = {n.strip() for n in args.only.split(",")} if args.only else None
     ensure_h2()
     ensure_h2load()
     if not args.no_build:
@@ -777,12 +1006,19 @@ def main():
     bench = Bench()
     load = os.getloadavg()
     results = []
+    registry_results = []
     try:
         for row in ROWS:
-            if only and row[0] not in only:
+            if only and str(row[0]) not in only:
                 continue
             print(f"row {row[0]}: {row[1]} ...", file=sys.stderr, flush=True)
             results.append((row, *run_row(bench, row)))
+        registry_rows = [row for row in REGISTRY_ROWS if not only or row[0] in only]
+        if registry_rows:
+            bench.start_registry()
+        for row in registry_rows:
+            print(f"row {row[0]}: {row[1]} ...", file=sys.stderr, flush=True)
+            registry_results.append((row, *run_registry_row(bench, row)))
     finally:
         bench.cleanup()
     load_after = os.getloadavg()
@@ -792,10 +1028,20 @@ def main():
           f"attacker and watcher on the same machine (127.0.0.1). \"Normal review\": one on a fresh connection "
           f"every 250 ms during the attack (every 50 ms in row 8), from a separate process; in rows 10 and 16 on, "
           f"also a keep-alive client connected before the attack (row 10: back to back; 16 on: every 250 ms).\n")
-    print("| # | attack | before (issues 11, 20) | after (this run) | normal review during | probes during | s |")
-    print("|---:|---|---|---|---|---|---:|")
-    for (number, attack, *_), measured, normal, probes, took in results:
-        print(f"| {number} | {attack} | {BEFORE[number]} | {measured} | {normal} | {probes} | {took:.0f} |")
+    if results:
+        print("| # | attack | before (issues 11, 20) | after (this run) | normal review during | probes during | s |")
+        print("|---:|---|---|---|---|---|---:|")
+        for (number, attack, *_), measured, normal, probes, took in results:
+            print(f"| {number} | {attack} | {BEFORE[number]} | {measured} | {normal} | {probes} | {took:.0f} |")
+    if registry_results:
+        print(f"\nHostile registries (issue 20, findings 4 and 5): the stand-in bench/hostile_registry.py on "
+              f"127.0.0.1 (an insecure source), the shipped fetch defaults (`--fetch-timeout` {FETCH_DEADLINE_S}, "
+              f"8 fetches at once); peak RSS is the server's VmHWM, read every 50 ms until it exited.\n")
+        print("| # | attack | before (issue 20) | after (this run) | normal review during | probes during | s |")
+        print("|---|---|---|---|---|---|---:|")
+        for (number, attack, _), measured, normal, probes, took in registry_results:
+            print(f"| {number} | {attack} | {REGISTRY_BEFORE[number]} | {measured} | {normal} | {probes} "
+                  f"| {took:.0f} |")
 
 
 if __name__ == "__main__":

@@ -43,12 +43,17 @@ def stop_process(process, timeout=30):
             process.wait()
 
 
+def absolute_modules(text):
+    """policies.yml `text` with its relative modules made absolute (they
+    name components of the build)."""
+    return re.sub(r"(module:\s*)([\w.-]+\.wasm)", lambda m: f"{m.group(1)}{COMPONENTS / m.group(2)}", text)
+
+
 def write_policies(text):
     """Writes policies.yml `text` to a temporary file, its relative modules
-    made absolute (they name components of the build); returns the path."""
-    text = re.sub(r"(module:\s*)([\w.-]+\.wasm)", lambda m: f"{m.group(1)}{COMPONENTS / m.group(2)}", text)
+    made absolute; returns the path."""
     with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
-        f.write(text)
+        f.write(absolute_modules(text))
     return f.name
 
 # Which request exercises which policy of examples/policies.yml.

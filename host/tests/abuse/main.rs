@@ -9,6 +9,9 @@
 //! - the attacker's connections are closed within the configured timeouts;
 //! - RSS returns near its baseline afterwards ([`Target::settles`]).
 //!
+//! `fetches` does the same for hostile registries (issue 20), served by a
+//! stand-in (`hostile_registry`) that drips bytes or never stops sending.
+//!
 //! The attacks are scaled to finish in seconds each on CI's two cores;
 //! `bench/abuse.py` runs them at the red team's full scale.
 
