@@ -763,6 +763,10 @@ class Starting:
         text = "".join(l for l in self.lines if not l.startswith("{")).strip()
         return re.sub(r"registry://127\.0\.0\.1:\d+/", "registry://HOST/", text)
 
+    def error_cell(self):
+        """The error for a table cell: a code span per line."""
+        return " ".join(code(line.strip()) for line in self.error().splitlines())
+
     def outcome(self):
         code_ = self.process.returncode
         return f"exited {code_} after {self.took:.1f} s" if code_ is not None else f"**still running after {self.took:.0f} s**"
@@ -775,7 +779,7 @@ def policies_file(bench, text):
 
 
 def readiness(counter):
-    return ", ".join(f"{n} × {status}" for status, n in counter.most_common()) or "never answered"
+    return ", ".join(f"{n} × {status}" for status, n in counter.most_common()) or "— (it exited before the first probe)"
 
 
 def start_up_drip(bench, registry):
@@ -785,9 +789,8 @@ def start_up_drip(bench, registry):
     start = Starting(bench, policies, FETCH_DEADLINE_S + 60)
     waiting = start.logged("waiting for a module fetch")
     first = f", the first {min(waiting) - start.started_wall:.0f} s in" if waiting else ""
-    measured = (f"two policies, a manifest and a module dripping 1 byte / {registry.drip:.0f} s, "
-                f"`--fetch-timeout` {FETCH_DEADLINE_S} (the default): \"waiting for a module fetch\" logged "
-                f"{len(waiting)} ×{first}; {start.outcome()}: {code(start.error())}")
+    measured = (f"`--fetch-timeout` {FETCH_DEADLINE_S} (the default): \"waiting for a module fetch\" logged "
+                f"{len(waiting)} × for the 2 fetches{first}; {start.outcome()}: {start.error_cell()}")
     return measured, "— (starting)", f"/readiness {readiness(start.readiness)}", start.took
 
 
@@ -848,7 +851,7 @@ def huge_manifest(bench, registry):
     start = Starting(bench, policies, FETCH_DEADLINE_S + 60)
     measured = (f"a {registry.huge / 1e6:,.0f} MB chunked manifest at start-up: peak RSS {start.peak_mib:.0f} MiB "
                 f"(a server at rest: {bench.rest_mib:.0f} MiB); the registry sent {registry.sent / 2**20:.1f} MiB "
-                f"before the connection closed; {start.outcome()}: {code(start.error())}")
+                f"before the connection closed; {start.outcome()}: {start.error_cell()}")
     return measured, "— (starting)", f"/readiness {readiness(start.readiness)}", start.took
 
 
@@ -862,7 +865,7 @@ def endless_modules(bench, registry):
     measured = (f"8 policies whose modules never end, at start-up: {registry.most_open} fetched at once, "
                 f"peak RSS {start.peak_mib:.0f} MiB (a server at rest: {bench.rest_mib:.0f} MiB); the registry "
                 f"sent {registry.sent / 2**20:,.0f} MiB; {start.outcome()}, "
-                + (f"{len(errors)} × {code(errors[0])}" if errors and len(set(errors)) == 1 else code(start.error()))
+                + (f"{len(errors)} × {code(errors[0])}" if errors and len(set(errors)) == 1 else start.error_cell())
                 + f"; files left in the store's tmp/: {len(left)}")
     return measured, "— (starting)", f"/readiness {readiness(start.readiness)}", start.took
 
