@@ -26,6 +26,10 @@ const FETCH_MIB: u64 = 64;
 /// and at the deadline it fails naming each policy, its URI and what it
 /// was reading; nothing half-written stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(
+    clippy::await_holding_lock,
+    reason = "the suite's turn is held for the whole test, as `Target` holds it; each test has a runtime of its own"
+)]
 async fn start_up_waits_on_a_dripping_registry_at_most_the_fetch_deadline() {
     let _alone = alone();
     let registry = HostileRegistry::start(Duration::from_secs(1)).await;
