@@ -12,11 +12,11 @@ server closed them. Meanwhile a separate process sends a normal review
 (examples/pod-privileged/test_data/privileged_pod_review.json to a
 pod-privileged policy) on a fresh connection every 250 ms, and GETs
 /livez and /readiness on the probe port, and records their status, verdict
-and latency (rows 10 and 16 on: also a keep-alive client connected before the
+and latency (rows 10 and 16-19: also a keep-alive client connected before the
 attack). Prints one Markdown table, the issues' "before" column beside the
 measured "after".
 
-    python3 bench/abuse.py [--no-build] [--only 1,2,12,20.4a]
+    python3 bench/abuse.py [--no-build] [--only 1,2,12,20.4a] [--binary PATH]
 
 The hostile-registry rows (a second table) start the server with policies
 from a stand-in registry (bench/hostile_registry.py) that drips a byte every
@@ -61,6 +61,7 @@ from common import (
     write_policies,
 )
 from hostile_registry import HostileRegistry
+import slow_policies
 
 WORKERS = 2
 # The server's defaults this script expects (host/src/cli.rs), for the limits it reports.
@@ -106,6 +107,8 @@ BEFORE = {
         "reconnecting",
     19: "each answer kept in the server until its client read it: 9 of 64 read the whole 7 MB answer 15 s later "
         "(the other 55 refused by the budget); peak RSS 111 MiB, the answers outside the budget (eba92f2)",
+    "20.3": "two sleeping policies with one request each in flight: another policy's p50 0.9 → 1,952 ms; six "
+            "hostile policies under load: 1,360 ms",
 }
 
 
@@ -482,6 +485,12 @@ def expect_continue(bench, server):
     return f"first status line {code(line)} after {took:.1f} ms, body {code(body)}"
 
 
+def slow_policy_sweep(bench, server):
+    summary, table = slow_policies.run(server)
+    bench.tables.append(table)
+    return summary
+
+
 def invalid_utf8_id(bench, server):
     status, head, body, _ = exchange(server.api, post("/validate/%FF", b"{}"))
     content_type = re.search(r"(?im)^content-type:\s*(\S+)", head)
@@ -688,6 +697,8 @@ ROWS = [
          f"connecting again, {ATTACK_S} s", shut_window, {}, True, {"sequential": True, "pause": 0.25}),
     (19, "HTTP/1 answers nobody reads: 64 connections × a review with a 7 MB uid, 16 KiB receive buffer",
      unread_answers, {}, True, {"sequential": True, "pause": 0.25}),
+    ("20.3", "K slow policies (K = 1..8, sleeping or spinning to a 1 s deadline), one request each in flight, "
+     "beside a sequential client of another policy", slow_policy_sweep, {"slow_policies": True}, False, {}),
 ]
 
 
@@ -716,7 +727,7 @@ class Starting:
     def __init__(self, bench, policies, limit_s):
         self.started = time.monotonic()
         self.started_wall = time.time()
-        args = [str(BINARY), "serve", "--addr", "127.0.0.1", "--port", "0", "--readiness-probe-port", "0",
+        args = [str(bench.binary), "serve", "--addr", "127.0.0.1", "--port", "0", "--readiness-probe-port", "0",
                 "--workers", str(WORKERS), "--components-dir", str(COMPONENTS), "--log-fmt", "json",
                 "--policies", policies, "--cache-dir", bench.cache, *bench.registry_args()]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -799,6 +810,7 @@ def reload_drip(bench, registry, watch):
     write_policies_to = Path(policies)
     args = bench.registry_args() + (["--watch"] if watch else [])
     server = Server(WORKERS, policies=policies, cache_dir=bench.cache, extra_args=args, keep_logs=True,
+                    binary=bench.binary,
                     log_level="warn,portcullis::server=info,portcullis::commands::reload=info")
     try:
         watcher = Watcher(server)
@@ -883,16 +895,19 @@ REGISTRY_ROWS = [
 
 
 class Bench:
-    def __init__(self):
+    def __init__(self, binary=BINARY):
+        self.binary = binary
         self.scratch = tempfile.mkdtemp(prefix="portcullis-abuse-")
         self.cache = scratch_dir()
         self.policies = write_policies(POLICIES)
+        self.slow_policies = write_policies(POLICIES + slow_policies.policies())
+        self.tables = []
         self.pki = make_pki(self.scratch)
         # Compile the components into the cache once, so that no row's
         # baseline includes a compilation.
-        Server(WORKERS, policies=self.policies, cache_dir=self.cache).stop()
+        Server(WORKERS, policies=self.policies, cache_dir=self.cache, binary=binary).stop()
 
-    def server(self, mtls=False, tls=False, open_files=None, text_logs=False):
+    def server(self, mtls=False, tls=False, open_files=None, text_logs=False, slow_policies=False):
         args = []
         if mtls or tls:
             args += ["--cert-file", self.pki["server.crt"], "--key-file", self.pki["server.key"]]
@@ -902,8 +917,9 @@ class Bench:
         # The reload trigger logs its cause (row 11) from portcullis::commands::reload.
         options = {"log_fmt": "text", "log_level": None} if text_logs else {
             "log_level": "warn,portcullis::server=info,portcullis::commands::reload=info"}
-        server = Server(WORKERS, policies=self.policies, cache_dir=self.cache, extra_args=args,
-                        preexec_fn=limit, keep_logs=True, **options)
+        policies = self.slow_policies if slow_policies else self.policies
+        server = Server(WORKERS, policies=policies, cache_dir=self.cache, extra_args=args,
+                        preexec_fn=limit, keep_logs=True, binary=self.binary, **options)
         client = (self.pki["ca.crt"], self.pki["client.crt"], self.pki["client.key"]) if mtls else (
             (self.pki["ca.crt"], None, None) if tls else None)
         return server, client
@@ -927,7 +943,7 @@ class Bench:
         self.sources = Path(self.scratch) / "sources.yml"
         self.sources.write_text(self.registry.sources_yml())
         self.downloads = Path(self.scratch) / "downloads"
-        server = Server(WORKERS, policies=self.policies, cache_dir=self.cache)
+        server = Server(WORKERS, policies=self.policies, cache_dir=self.cache, binary=self.binary)
         try:
             for _ in range(20):
                 exchange(server.api, post("/validate/privileged", REVIEW_FILE.read_bytes()))
@@ -945,6 +961,7 @@ class Bench:
         shutil.rmtree(self.scratch, ignore_errors=True)
         shutil.rmtree(self.cache, ignore_errors=True)
         os.unlink(self.policies)
+        os.unlink(self.slow_policies)
 
 
 def run_row(bench, row):
@@ -999,6 +1016,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-build", action="store_true", help="use the release binary and components as built")
     parser.add_argument("--only", help="comma-separated row ids, e.g. 1,12,20.4a (default: every row)")
+    parser.add_argument("--binary", type=Path, default=BINARY,
+                        help="the portcullis build to attack (default: target/release/portcullis)")
     args = parser.parse_args()
     only = {n.strip() for n in args.only.split(",")} if args.only else None
     ensure_h2()
@@ -1006,7 +1025,7 @@ def main():
     if not args.no_build:
         build()
     raise_own_open_files()
-    bench = Bench()
+    bench = Bench(args.binary)
     load = os.getloadavg()
     results = []
     registry_results = []
@@ -1029,13 +1048,15 @@ def main():
     print(f"{datetime.date.today()}; {machine()}; load average {load[0]:.1f} before, {load_after[0]:.1f} after; "
           f"release build, `portcullis serve` defaults and --workers {WORKERS}, a fresh server per attack; "
           f"attacker and watcher on the same machine (127.0.0.1). \"Normal review\": one on a fresh connection "
-          f"every 250 ms during the attack (every 50 ms in row 8), from a separate process; in rows 10 and 16 on, "
-          f"also a keep-alive client connected before the attack (row 10: back to back; 16 on: every 250 ms).\n")
+          f"every 250 ms during the attack (every 50 ms in row 8), from a separate process; in rows 10 and 16-19, "
+          f"also a keep-alive client connected before the attack (row 10: back to back; 16-19: every 250 ms).\n")
     if results:
         print("| # | attack | before (issues 11, 20) | after (this run) | normal review during | probes during | s |")
         print("|---:|---|---|---|---|---|---:|")
         for (number, attack, *_), measured, normal, probes, took in results:
             print(f"| {number} | {attack} | {BEFORE[number]} | {measured} | {normal} | {probes} | {took:.0f} |")
+        for table in bench.tables:
+            print(f"\n{table}")
     if registry_results:
         print(f"\nHostile registries (issue 20, findings 4 and 5): the stand-in bench/hostile_registry.py on "
               f"127.0.0.1 (an insecure source), the shipped fetch defaults (`--fetch-timeout` {FETCH_DEADLINE_S}, "

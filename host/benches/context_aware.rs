@@ -316,7 +316,7 @@ fn stalled_table() {
         let workers = 2;
         let limits = Limits {
             timeout: Duration::from_secs(30),
-            max_instances: (workers * 2 + 16 + portcullis::server::Gate::max_parked(workers)) as u32,
+            max_instances: (portcullis::server::Gate::max_live(workers) + workers * 2 + 16) as u32,
             ..Limits::default()
         };
         let engine = Engine::with_capabilities(limits, capabilities).unwrap();

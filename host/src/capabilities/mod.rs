@@ -13,13 +13,13 @@
 //!
 //! [`kubernetes`] is the one capability components import by name (the
 //! typed `portcullis:policy/kubernetes` interface) beside Kubewarden's host
-//! calls; a call that waits on the network tells the server so
-//! ([`waiting`]), so the wait does not hold a worker.
+//! calls. Its host functions are async: a call that waits on the network
+//! suspends its evaluation, which holds no worker meanwhile (the server's
+//! gate gives a worker only to evaluations being polled).
 
 mod grants;
 pub mod kubernetes;
 mod tracing_log;
-pub mod waiting;
 
 use std::any::Any;
 use std::future::Future;

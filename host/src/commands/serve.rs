@@ -24,10 +24,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let specs = super::policies(&args.source)?;
     let limits = Limits {
         timeout: Duration::from_secs(args.policy_timeout.max(1)),
-        // Every worker's instance, the evaluations parked waiting on the
-        // API server, plus headroom for loading; the gate, not the pool, is
-        // what bounds concurrency.
-        max_instances: u32::try_from(workers * 2 + 16 + Gate::max_parked(workers))
+        // Every live evaluation's instance, plus headroom for loading; the
+        // gate, not the pool, is what bounds concurrency.
+        max_instances: u32::try_from(Gate::max_live(workers) + workers * 2 + 16)
             .unwrap_or(u32::MAX),
         memory_bytes: args.policy_memory_limit,
         stack_bytes: args.policy_stack_size,

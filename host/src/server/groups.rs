@@ -40,15 +40,15 @@ impl AppState {
         let permit = self.enter(group.id(), received).await?;
         let state = Arc::clone(self);
         let running = Arc::clone(group);
-        let task = self.evaluator.spawn(async move {
-            let _permit = permit;
+        let evaluation = async move {
             let _in_flight = state.metrics.in_flight();
             let input = match &job {
                 GroupJob::Validate(request) => Input::Request(request),
                 GroupJob::Raw(document) => Input::Raw(document),
             };
             running.evaluate(input).await
-        });
+        };
+        let task = self.evaluator.spawn(permit.run(group.timeout(), evaluation));
         let verdict = task.await.map_err(|e| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -222,23 +222,20 @@ impl AppState {
     ) -> Result<(Result<crate::Verdict, EvaluationError>, Job), ApiError> {
         let permit = self.enter(policy.id(), received).await?;
         let state = Arc::clone(self);
+        let timeout = policy.timeout();
         let policy = Arc::clone(policy);
-        let task = self.evaluator.spawn(async move {
-            // The permit and the gauge follow the evaluation, not the HTTP
-            // request: a client that hangs up does not free a busy worker.
-            // While the evaluation waits on the network, the permit lends
-            // its worker (capabilities::waiting).
-            let permit = Arc::new(permit);
+        // The permit and the gauge follow the evaluation, not the HTTP
+        // request: a client that hangs up does not free a busy place. The
+        // evaluation computes only while it holds a CPU slot (gate::cpu).
+        let evaluation = async move {
             let _in_flight = state.metrics.in_flight();
-            let result = crate::capabilities::waiting::scope(permit, async {
-                match &job {
-                    Job::Validate(request) => policy.validate(request).await,
-                    Job::Raw(document) => policy.validate_raw(document).await,
-                }
-            })
-            .await;
+            let result = match &job {
+                Job::Validate(request) => policy.validate(request).await,
+                Job::Raw(document) => policy.validate_raw(document).await,
+            };
             (result, job)
-        });
+        };
+        let task = self.evaluator.spawn(permit.run(timeout, evaluation));
         let (result, job) = task.await.map_err(|e| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -259,7 +256,7 @@ impl AppState {
         }
     }
 
-    /// Waits for a worker in the lane of the policy (or group) `id`, until
+    /// Waits for a place in the lane of the policy (or group) `id`, until
     /// the webhook's deadline; overload is answered 503 and counted.
     async fn enter(&self, id: &str, received: Received) -> Result<gate::Permit, ApiError> {
         let deadline = received.arrived + self.webhook_timeout;

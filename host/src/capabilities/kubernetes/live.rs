@@ -1,7 +1,7 @@
 //! The real cluster: the `kube` client (in-cluster configuration, else a
 //! kubeconfig), one watch-based cache (a reflector) per granted resource
 //! answering lists, a 5-second cache for `get` and `can_i` (Kubewarden's),
-//! and API server calls that park their evaluation and give up at the
+//! and API server calls that suspend their evaluation and give up at the
 //! deadline they are given.
 
 use std::collections::HashMap;
@@ -27,7 +27,6 @@ use super::objects::Objects;
 use super::offline::not_found;
 use super::select::{FieldMasks, FieldSelector, LabelSelector};
 use super::{Cluster, ClusterFuture, ContextAwareResource, KubeError};
-use crate::capabilities::waiting;
 
 /// How long a `get` or `can_i` answer is reused (Kubewarden's 5 s).
 pub const ANSWER_TTL: Duration = Duration::from_secs(5);
@@ -494,9 +493,9 @@ fn api_error(error: kube::Error) -> KubeError {
     }
 }
 
-/// Runs `call` against the API server on the `io` runtime with the
-/// evaluation parked, until `deadline`; a call given up on (or whose
-/// evaluation was dropped) is aborted, not left running.
+/// Runs `call` against the API server on the `io` runtime until `deadline`
+/// (the evaluation, suspended meanwhile, holds no worker); a call given up
+/// on (or whose evaluation was dropped) is aborted, not left running.
 async fn ask<T: Send + 'static>(
     io: &tokio::runtime::Handle,
     deadline: Instant,
@@ -509,9 +508,7 @@ async fn ask<T: Send + 'static>(
         }
     }
     let mut call = AbortOnDrop(io.spawn(call));
-    let parked = waiting::park();
     let answer = tokio::time::timeout_at(deadline.into(), &mut call.0).await;
-    drop(parked);
     match answer {
         Ok(Ok(answer)) => answer.map_err(api_error),
         Ok(Err(failed)) => Err(KubeError::Unavailable(format!(

@@ -8,7 +8,7 @@
 //! ([`live`]: watch-based caches for lists, a 5-second cache for `get`) or
 //! a file of objects ([`offline`], `--resources`) — and trimmed by field
 //! masks ([`select`]) before the JSON reaches the policy. A read that waits
-//! for the API server parks its evaluation ([`super::waiting`]) and gives
+//! for the API server suspends its evaluation (holding no worker) and gives
 //! up with time left before the evaluation's deadline.
 
 pub mod component;

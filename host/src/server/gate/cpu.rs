@@ -1,0 +1,260 @@
+//! CPU slots: which of the admitted evaluations computes now.
+//!
+//! There is one slot per evaluation thread. An evaluation holds one only
+//! while its future is being polled: running wasm returns to the executor at
+//! every epoch tick ([`EPOCH_TICK`](crate::engine::EPOCH_TICK)), and a guest
+//! sleeping, or a host call waiting on the network, returns `Pending`; each
+//! time, [`Scheduled`] gives the slot back and queues for one again before
+//! it is polled next. A slot freed goes to the waiting evaluation that has
+//! used the least CPU so far (least attained service, the oldest first among
+//! equals): a fresh request runs within one tick, however many long
+//! evaluations are under way, and long evaluations share what is left.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use super::Permit;
+
+/// The CPU slots of the evaluation runtime.
+#[derive(Debug)]
+pub(super) struct Cpu {
+    state: Mutex<State>,
+}
+
+/// A place in line: CPU used so far, then arrival.
+type Key = (Duration, u64);
+
+#[derive(Debug, Default)]
+struct State {
+    free: usize,
+    /// Evaluations waiting for a slot, in the order they get one; the
+    /// waker is absent until the evaluation was first polled.
+    waiting: BTreeMap<Key, Option<Waker>>,
+    /// Places in line that were given a slot they have not taken yet.
+    granted: Vec<u64>,
+    next: u64,
+}
+
+impl Cpu {
+    /// `slots` evaluations computing at once.
+    pub(super) fn new(slots: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                free: slots.max(1),
+                ..State::default()
+            }),
+        }
+    }
+
+    /// Takes a free slot, or queues for one with `used` CPU time behind it.
+    fn take_or_queue(&self, used: Duration, waker: Option<&Waker>) -> Turn {
+        let mut state = self.lock();
+        // Nobody waits while a slot is free: every freed slot is handed on.
+        if state.free > 0 {
+            state.free -= 1;
+            return Turn::Holding;
+        }
+        let key = (used, state.next);
+        state.next += 1;
+        state.waiting.insert(key, waker.cloned());
+        Turn::Queued(key, Instant::now())
+    }
+
+    /// Whether the evaluation in line at `key` was given a slot; if not,
+    /// `waker` is woken when it is.
+    fn granted(&self, key: Key, waker: &Waker) -> bool {
+        let mut state = self.lock();
+        if let Some(at) = state.granted.iter().position(|id| *id == key.1) {
+            state.granted.swap_remove(at);
+            return true;
+        }
+        if let Some(slot) = state.waiting.get_mut(&key)
+            && !slot.as_ref().is_some_and(|w| w.will_wake(waker))
+        {
+            *slot = Some(waker.clone());
+        }
+        false
+    }
+
+    /// Gives a slot back: to the first in line, or to the free ones.
+    fn release(&self) {
+        let waker = {
+            let mut state = self.lock();
+            match state.waiting.pop_first() {
+                Some(((_, id), waker)) => {
+                    state.granted.push(id);
+                    waker
+                }
+                None => {
+                    state.free += 1;
+                    None
+                }
+            }
+        };
+        // Woken from the thread that let go, the evaluation runs next there.
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Leaves the line at `key`; a slot given to it meanwhile is handed on.
+    fn leave(&self, key: Key) {
+        let granted = {
+            let mut state = self.lock();
+            if state.waiting.remove(&key).is_some() {
+                return;
+            }
+            match state.granted.iter().position(|id| *id == key.1) {
+                Some(at) => {
+                    state.granted.swap_remove(at);
+                    true
+                }
+                None => false,
+            }
+        };
+        if granted {
+            self.release();
+        }
+    }
+
+    /// Slots free now (for tests).
+    #[cfg(test)]
+    pub(super) fn free(&self) -> usize {
+        self.lock().free
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Where an evaluation stands with the CPU.
+#[derive(Debug, Clone, Copy)]
+enum Turn {
+    /// Neither holding a slot nor in line (between polls, or waiting on a
+    /// timer or the network).
+    Idle,
+    /// In line since the instant given.
+    Queued(Key, Instant),
+    /// Holding a slot.
+    Holding,
+}
+
+/// What an evaluation used, reported to its permit when it ends.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Usage {
+    /// Time being polled, holding a slot.
+    pub(super) cpu: Duration,
+    /// Time waiting for something else than a slot: a timer, the network.
+    pub(super) blocked: Duration,
+}
+
+/// An evaluation future run under its [`Permit`]: it computes only while
+/// holding a CPU slot, and its permit (its place among the live
+/// evaluations) is let go when it ends or is dropped.
+#[must_use = "futures do nothing unless polled"]
+pub struct Scheduled<F: Future> {
+    // Boxed so that the wrapper is Unpin; one allocation per evaluation,
+    // beside the store's many.
+    evaluation: Pin<Box<F>>,
+    permit: Option<Permit>,
+    cpu: Arc<Cpu>,
+    turn: Turn,
+    timeout: Duration,
+    /// Set at the first poll: from then on, the evaluation's deadline.
+    started: Option<(Instant, Instant)>,
+    used: Duration,
+    waited: Duration,
+}
+
+impl<F: Future> Scheduled<F> {
+    /// Queues `evaluation` for its first slot now, before it reaches the
+    /// runtime: unpolled, it goes before every evaluation that has run.
+    pub(super) fn new(permit: Permit, cpu: Arc<Cpu>, timeout: Duration, evaluation: F) -> Self {
+        let turn = cpu.take_or_queue(Duration::ZERO, None);
+        Self {
+            evaluation: Box::pin(evaluation),
+            permit: Some(permit),
+            cpu,
+            turn,
+            timeout,
+            started: None,
+            used: Duration::ZERO,
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// Whether the evaluation may compute now: holding a slot, or past its
+    /// deadline (polled without a slot, it ends at once: at its next epoch
+    /// check, or its timeout drops the host call it waits in).
+    fn ready(&mut self, waker: &Waker, now: Instant) -> bool {
+        let overdue = self.started.is_some_and(|(_, deadline)| now >= deadline);
+        match self.turn {
+            Turn::Holding => true,
+            Turn::Queued(key, since) => {
+                if self.cpu.granted(key, waker) {
+                    self.turn = Turn::Holding;
+                } else if overdue {
+                    self.cpu.leave(key);
+                    self.turn = Turn::Idle;
+                } else {
+                    return false;
+                }
+                if self.started.is_some() {
+                    self.waited += now.saturating_duration_since(since);
+                }
+                true
+            }
+            Turn::Idle if overdue => true,
+            Turn::Idle => {
+                self.turn = self.cpu.take_or_queue(self.used, Some(waker));
+                matches!(self.turn, Turn::Holding)
+            }
+        }
+    }
+}
+
+impl<F: Future> Future for Scheduled<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        let now = Instant::now();
+        if !this.ready(cx.waker(), now) {
+            return Poll::Pending;
+        }
+        let (started, _) = *this
+            .started
+            .get_or_insert_with(|| (now, now + this.timeout));
+        let polled = this.evaluation.as_mut().poll(cx);
+        this.used += now.elapsed();
+        if matches!(this.turn, Turn::Holding) {
+            this.turn = Turn::Idle;
+            this.cpu.release();
+        }
+        if polled.is_ready()
+            && let Some(permit) = this.permit.take()
+        {
+            let busy = this.used + this.waited;
+            permit.finished(Usage {
+                cpu: this.used,
+                blocked: started.elapsed().saturating_sub(busy),
+            });
+        }
+        polled
+    }
+}
+
+impl<F: Future> Drop for Scheduled<F> {
+    fn drop(&mut self) {
+        match self.turn {
+            Turn::Idle => {}
+            Turn::Queued(key, _) => self.cpu.leave(key),
+            Turn::Holding => self.cpu.release(),
+        }
+    }
+}
