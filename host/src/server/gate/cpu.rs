@@ -9,6 +9,14 @@
 //! used the least CPU so far (least attained service, the oldest first among
 //! equals): a fresh request runs within one tick, however many long
 //! evaluations are under way, and long evaluations share what is left.
+//!
+//! Long evaluations (over [`LONG`] of CPU) hold at most all slots but one
+//! (with two or more): like the worker the gate used to keep for other
+//! policies, the last slot waits for short work, so a fresh request
+//! usually starts at once, and the threads serving HTTP keep a core while
+//! policies spin on the others. The cost falls on evaluations that compute
+//! for long, which admission policies do not: several of them at once share
+//! one slot fewer.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -28,8 +36,15 @@ pub(super) struct Cpu {
 /// A place in line: CPU used so far, then arrival.
 type Key = (Duration, u64);
 
+/// An evaluation that has computed this long is a long one. Admission
+/// policies compute for well under a millisecond (a Python one, ~2 ms).
+const LONG: Duration = Duration::from_millis(10);
+
 #[derive(Debug, Default)]
 struct State {
+    slots: usize,
+    /// Slots held by long evaluations.
+    long: usize,
     free: usize,
     /// Evaluations waiting for a slot, in the order they get one; the
     /// waker is absent until the evaluation was first polled.
@@ -45,6 +60,7 @@ impl Cpu {
         Self {
             state: Mutex::new(State {
                 free: slots.max(1),
+                slots: slots.max(1),
                 ..State::default()
             }),
         }
@@ -53,10 +69,11 @@ impl Cpu {
     /// Takes a free slot, or queues for one with `used` CPU time behind it.
     fn take_or_queue(&self, used: Duration, waker: Option<&Waker>) -> Turn {
         let mut state = self.lock();
-        // Nobody waits while a slot is free: every freed slot is handed on.
-        if state.free > 0 {
+        let long = used >= LONG;
+        if state.free > 0 && state.may_take(long) {
             state.free -= 1;
-            return Turn::Holding;
+            state.long += usize::from(long);
+            return Turn::Holding { long };
         }
         let key = (used, state.next);
         state.next += 1;
@@ -81,15 +98,19 @@ impl Cpu {
     }
 
     /// Gives a slot back: to the first in line, or to the free ones.
-    fn release(&self) {
+    fn release(&self, was_long: bool) {
         let waker = {
             let mut state = self.lock();
-            match state.waiting.pop_first() {
-                Some(((_, id), waker)) => {
+            state.long -= usize::from(was_long);
+            let first = state.waiting.first_key_value().map(|(key, _)| key.0 >= LONG);
+            match first {
+                Some(long) if state.may_take(long) => {
+                    let ((_, id), waker) = state.waiting.pop_first().expect("seen above");
                     state.granted.push(id);
+                    state.long += usize::from(long);
                     waker
                 }
-                None => {
+                _ => {
                     state.free += 1;
                     None
                 }
@@ -117,7 +138,7 @@ impl Cpu {
             }
         };
         if granted {
-            self.release();
+            self.release(key.0 >= LONG);
         }
     }
 
@@ -132,6 +153,16 @@ impl Cpu {
     }
 }
 
+impl State {
+    /// Whether an evaluation, `long` or not, may take a slot (if one is
+    /// free): long ones hold all but one, so that a fresh request finds one
+    /// at once rather than at the next tick, and the threads serving HTTP
+    /// are not squeezed by spinning evaluations on every core.
+    fn may_take(&self, long: bool) -> bool {
+        !long || self.long + 1 < self.slots || self.slots == 1
+    }
+}
+
 /// Where an evaluation stands with the CPU.
 #[derive(Debug, Clone, Copy)]
 enum Turn {
@@ -141,7 +172,7 @@ enum Turn {
     /// In line since the instant given.
     Queued(Key, Instant),
     /// Holding a slot.
-    Holding,
+    Holding { long: bool },
 }
 
 /// What an evaluation used, reported to its permit when it ends.
@@ -194,10 +225,12 @@ impl<F: Future> Scheduled<F> {
     fn ready(&mut self, waker: &Waker, now: Instant) -> bool {
         let overdue = self.started.is_some_and(|(_, deadline)| now >= deadline);
         match self.turn {
-            Turn::Holding => true,
+            Turn::Holding { .. } => true,
             Turn::Queued(key, since) => {
                 if self.cpu.granted(key, waker) {
-                    self.turn = Turn::Holding;
+                    self.turn = Turn::Holding {
+                        long: key.0 >= LONG,
+                    };
                 } else if overdue {
                     self.cpu.leave(key);
                     self.turn = Turn::Idle;
@@ -212,7 +245,7 @@ impl<F: Future> Scheduled<F> {
             Turn::Idle if overdue => true,
             Turn::Idle => {
                 self.turn = self.cpu.take_or_queue(self.used, Some(waker));
-                matches!(self.turn, Turn::Holding)
+                matches!(self.turn, Turn::Holding { .. })
             }
         }
     }
@@ -232,9 +265,9 @@ impl<F: Future> Future for Scheduled<F> {
             .get_or_insert_with(|| (now, now + this.timeout));
         let polled = this.evaluation.as_mut().poll(cx);
         this.used += now.elapsed();
-        if matches!(this.turn, Turn::Holding) {
+        if let Turn::Holding { long } = this.turn {
             this.turn = Turn::Idle;
-            this.cpu.release();
+            this.cpu.release(long);
         }
         if polled.is_ready()
             && let Some(permit) = this.permit.take()
@@ -254,7 +287,43 @@ impl<F: Future> Drop for Scheduled<F> {
         match self.turn {
             Turn::Idle => {}
             Turn::Queued(key, _) => self.cpu.leave(key),
-            Turn::Holding => self.cpu.release(),
+            Turn::Holding { long } => self.cpu.release(long),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_evaluations_leave_one_slot_to_short_ones() {
+        let cpu = Cpu::new(2);
+        let long = || cpu.take_or_queue(LONG, None);
+        assert!(matches!(long(), Turn::Holding { long: true }));
+        let Turn::Queued(waiting, _) = long() else {
+            panic!("a second long evaluation took the last slot");
+        };
+        assert_eq!(cpu.free(), 1, "kept for short work");
+        assert!(matches!(
+            cpu.take_or_queue(Duration::ZERO, None),
+            Turn::Holding { long: false }
+        ));
+        // The short one ends: its slot is kept again, not given to the long one...
+        cpu.release(false);
+        assert_eq!(cpu.free(), 1);
+        // ...which gets the slot of the long one that ends.
+        cpu.release(true);
+        assert_eq!(cpu.free(), 1);
+        assert!(cpu.lock().granted.contains(&waiting.1));
+    }
+
+    #[test]
+    fn with_one_slot_long_evaluations_take_it() {
+        let cpu = Cpu::new(1);
+        assert!(matches!(
+            cpu.take_or_queue(LONG, None),
+            Turn::Holding { long: true }
+        ));
     }
 }

@@ -145,6 +145,10 @@ pub struct HostileSettings {
     /// With `recurse`: stop at this depth and accept, instead of recursing
     /// without bound (to probe a stack limit from both sides).
     pub depth: Option<u64>,
+    /// With `loop`: stop after this many iterations and accept, instead of
+    /// spinning forever (a long but finite computation, to time how the
+    /// host shares the CPU).
+    pub iterations: Option<u64>,
 }
 
 impl Settings for HostileSettings {
@@ -166,6 +170,12 @@ impl Settings for HostileSettings {
         if self.depth.is_some() && self.attack != Attack::Recurse {
             return Err(format!(
                 "`depth` only applies to the recurse attack, not to {}",
+                self.attack
+            ));
+        }
+        if self.iterations.is_some() && self.attack != Attack::Loop {
+            return Err(format!(
+                "`iterations` only applies to the loop attack, not to {}",
                 self.attack
             ));
         }
@@ -234,7 +244,14 @@ portcullis_sdk::export_policy!(Hostile);
 pub fn attack(settings: &HostileSettings, object: Option<&Value>) -> Verdict {
     match settings.attack {
         Attack::None => accept(),
-        Attack::Loop | Attack::SettingsLoop => spin_forever(),
+        Attack::Loop => match settings.iterations {
+            Some(iterations) => {
+                spin(iterations);
+                accept()
+            }
+            None => spin_forever(),
+        },
+        Attack::SettingsLoop => spin_forever(),
         Attack::Sleep => {
             // One call, on purpose: a single WASI monotonic-clock subscription
             // and block, so the host must interrupt a blocked host call.
@@ -287,6 +304,14 @@ pub fn attack(settings: &HostileSettings, object: Option<&Value>) -> Verdict {
 fn spin_forever() -> ! {
     let mut spins = 0u64;
     loop {
+        spins = black_box(spins.wrapping_add(1));
+    }
+}
+
+/// Spins `iterations` times, as [`spin_forever`] does.
+fn spin(iterations: u64) {
+    let mut spins = 0u64;
+    while spins < iterations {
         spins = black_box(spins.wrapping_add(1));
     }
 }

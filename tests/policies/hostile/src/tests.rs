@@ -150,6 +150,7 @@ fn settings_default_to_none_and_parse_their_parameters() {
             bytes: None,
             port: Some(8080),
             depth: None,
+            iterations: None,
         }
     );
     let bounded: HostileSettings =
@@ -162,6 +163,17 @@ fn settings_default_to_none_and_parse_their_parameters() {
         misplaced
             .unwrap_err()
             .contains("`depth` only applies to the recurse attack")
+    );
+    let finite: HostileSettings =
+        portcullis_sdk::settings::load_settings(r#"{"attack": "loop", "iterations": 5}"#).unwrap();
+    assert_eq!(finite.iterations, Some(5));
+    let misplaced = portcullis_sdk::settings::load_settings::<HostileSettings>(
+        r#"{"attack": "sleep", "iterations": 5}"#,
+    );
+    assert!(
+        misplaced
+            .unwrap_err()
+            .contains("`iterations` only applies to the loop attack")
     );
     assert_eq!(settings.port(), 8080);
     assert_eq!(HostileSettings::default().port(), DEFAULT_PORT);
