@@ -48,7 +48,6 @@ pub const MARGIN: Duration = Duration::from_secs(2);
 
 /// The policies every attack is aimed at.
 pub fn policies_yml() -> String {
-    let module = |name: &str| components_dir().join(name).display().to_string();
     let privileged = module("pod_privileged.wasm");
     let sleeping = module("sleeping.wasm");
     format!(
@@ -78,9 +77,13 @@ pub struct Options {
     pub text_logs: bool,
     /// More flags.
     pub args: Vec<String>,
-    /// More policies (policies.yml lines; modules relative to the built
-    /// components).
+    /// More policies (`policies.yml` lines; [`module`] names a component).
     pub policies: String,
+}
+
+/// The path of the test component `name` (e.g. `sleeping.wasm`).
+pub fn module(name: &str) -> String {
+    components_dir().join(name).display().to_string()
 }
 
 /// A `portcullis serve` process under attack.

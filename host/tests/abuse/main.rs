@@ -30,4 +30,5 @@ mod http2;
 mod hygiene;
 mod lockout;
 mod queueing;
+mod scheduling;
 mod slow_readers;
