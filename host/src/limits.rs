@@ -4,6 +4,8 @@
 //! sizes bound how many instances can exist at the same time; they are the
 //! back-pressure point of the whole host.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
@@ -137,6 +139,19 @@ pub struct LimitOverrides {
     pub log_bytes: Option<usize>,
 }
 
+tokio::task_local! {
+    /// Where the evaluation being polled records its memory (see [`metered`]).
+    static MEMORY: Arc<AtomicUsize>;
+}
+
+/// Runs `poll`, one poll of an evaluation, recording in `peak` the most
+/// linear memory (all its instances' together) the evaluation has held:
+/// what whoever schedules evaluations needs to budget memory. Outside of
+/// it, nothing is recorded.
+pub fn metered<R>(peak: &Arc<AtomicUsize>, poll: impl FnOnce() -> R) -> R {
+    MEMORY.sync_scope(Arc::clone(peak), poll)
+}
+
 /// The [`ResourceLimiter`] of one evaluation's store.
 ///
 /// Unlike `wasmtime::StoreLimits`, it remembers that it refused to grow a
@@ -148,6 +163,8 @@ pub(crate) struct EvaluationLimiter {
     table_elements: usize,
     instances: usize,
     memory_refused: bool,
+    /// Bytes of linear memory, all the store's memories together.
+    memory_held: usize,
 }
 
 impl EvaluationLimiter {
@@ -157,6 +174,7 @@ impl EvaluationLimiter {
             table_elements: limits.table_elements,
             instances: limits.instances,
             memory_refused: false,
+            memory_held: 0,
         }
     }
 
@@ -169,12 +187,17 @@ impl EvaluationLimiter {
 impl ResourceLimiter for EvaluationLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let allowed = desired <= self.memory_bytes && maximum.is_none_or(|max| desired <= max);
         self.memory_refused |= !allowed;
+        if allowed {
+            // Called for a memory's creation too (from 0).
+            self.memory_held += desired.saturating_sub(current);
+            let _ = MEMORY.try_with(|peak| peak.fetch_max(self.memory_held, Ordering::Relaxed));
+        }
         Ok(allowed)
     }
 
@@ -189,5 +212,28 @@ impl ResourceLimiter for EvaluationLimiter {
 
     fn instances(&self) -> usize {
         self.instances
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_metered_poll_records_the_most_memory_held() {
+        let mut limiter = EvaluationLimiter::new(&Limits::default());
+        let peak = Arc::new(AtomicUsize::new(0));
+        metered(&peak, || {
+            // Two memories created, then one grown.
+            limiter.memory_growing(0, 1 << 20, None).unwrap();
+            limiter.memory_growing(0, 2 << 20, None).unwrap();
+            limiter.memory_growing(1 << 20, 4 << 20, None).unwrap();
+            // Refused: nothing recorded.
+            limiter.memory_growing(4 << 20, 1 << 40, None).unwrap();
+        });
+        assert_eq!(peak.load(Ordering::Relaxed), 6 << 20);
+        // Outside a metered poll, nothing is.
+        limiter.memory_growing(2 << 20, 3 << 20, None).unwrap();
+        assert_eq!(peak.load(Ordering::Relaxed), 6 << 20);
     }
 }

@@ -48,7 +48,9 @@ impl AppState {
             };
             running.evaluate(input).await
         };
-        let task = self.evaluator.spawn(permit.run(group.timeout(), evaluation));
+        let task = self
+            .evaluator
+            .spawn(permit.run(group.timeout(), evaluation));
         let verdict = task.await.map_err(|e| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

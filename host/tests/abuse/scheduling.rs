@@ -84,7 +84,10 @@ async fn slow_policies_leave_a_fast_one_fast() {
         slowest = slowest.max(took);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eprintln!("beside {} slow policies: the slowest normal review took {slowest:?}", 2 * SLOW);
+    eprintln!(
+        "beside {} slow policies: the slowest normal review took {slowest:?}",
+        2 * SLOW
+    );
     assert!(
         slowest <= WITHIN,
         "a normal review took {slowest:?} beside the slow policies"

@@ -4,8 +4,8 @@
 //! while its future is being polled: running wasm returns to the executor at
 //! every epoch tick ([`EPOCH_TICK`](crate::engine::EPOCH_TICK)), and a guest
 //! sleeping, or a host call waiting on the network, returns `Pending`; each
-//! time, [`Scheduled`] gives the slot back and queues for one again before
-//! it is polled next. A slot freed goes to the waiting evaluation that has
+//! time, [`Scheduled`](super::Scheduled) gives the slot back and queues for
+//! one again before it is polled next. A slot freed goes to the waiting evaluation that has
 //! used the least CPU so far (least attained service, the oldest first among
 //! equals): a fresh request runs within one tick, however many long
 //! evaluations are under way, and long evaluations share what is left.
@@ -19,13 +19,9 @@
 //! one slot fewer.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
-
-use super::Permit;
+use std::sync::{Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::Duration;
 
 /// The CPU slots of the evaluation runtime.
 #[derive(Debug)]
@@ -34,11 +30,11 @@ pub(super) struct Cpu {
 }
 
 /// A place in line: CPU used so far, then arrival.
-type Key = (Duration, u64);
+pub(super) type Key = (Duration, u64);
 
 /// An evaluation that has computed this long is a long one. Admission
 /// policies compute for well under a millisecond (a Python one, ~2 ms).
-const LONG: Duration = Duration::from_millis(10);
+pub(super) const LONG: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Default)]
 struct State {
@@ -67,7 +63,7 @@ impl Cpu {
     }
 
     /// Takes a free slot, or queues for one with `used` CPU time behind it.
-    fn take_or_queue(&self, used: Duration, waker: Option<&Waker>) -> Turn {
+    pub(super) fn take_or_queue(&self, used: Duration, waker: Option<&Waker>) -> Turn {
         let mut state = self.lock();
         let long = used >= LONG;
         if state.free > 0 && state.may_take(long) {
@@ -78,12 +74,12 @@ impl Cpu {
         let key = (used, state.next);
         state.next += 1;
         state.waiting.insert(key, waker.cloned());
-        Turn::Queued(key, Instant::now())
+        Turn::Queued(key)
     }
 
     /// Whether the evaluation in line at `key` was given a slot; if not,
     /// `waker` is woken when it is.
-    fn granted(&self, key: Key, waker: &Waker) -> bool {
+    pub(super) fn granted(&self, key: Key, waker: &Waker) -> bool {
         let mut state = self.lock();
         if let Some(at) = state.granted.iter().position(|id| *id == key.1) {
             state.granted.swap_remove(at);
@@ -98,11 +94,14 @@ impl Cpu {
     }
 
     /// Gives a slot back: to the first in line, or to the free ones.
-    fn release(&self, was_long: bool) {
+    pub(super) fn release(&self, was_long: bool) {
         let waker = {
             let mut state = self.lock();
             state.long -= usize::from(was_long);
-            let first = state.waiting.first_key_value().map(|(key, _)| key.0 >= LONG);
+            let first = state
+                .waiting
+                .first_key_value()
+                .map(|(key, _)| key.0 >= LONG);
             match first {
                 Some(long) if state.may_take(long) => {
                     let ((_, id), waker) = state.waiting.pop_first().expect("seen above");
@@ -123,7 +122,7 @@ impl Cpu {
     }
 
     /// Leaves the line at `key`; a slot given to it meanwhile is handed on.
-    fn leave(&self, key: Key) {
+    pub(super) fn leave(&self, key: Key) {
         let granted = {
             let mut state = self.lock();
             if state.waiting.remove(&key).is_some() {
@@ -165,131 +164,14 @@ impl State {
 
 /// Where an evaluation stands with the CPU.
 #[derive(Debug, Clone, Copy)]
-enum Turn {
+pub(super) enum Turn {
     /// Neither holding a slot nor in line (between polls, or waiting on a
     /// timer or the network).
     Idle,
-    /// In line since the instant given.
-    Queued(Key, Instant),
-    /// Holding a slot.
+    /// In line.
+    Queued(Key),
+    /// Holding a slot; a long evaluation's counts against the long ones'.
     Holding { long: bool },
-}
-
-/// What an evaluation used, reported to its permit when it ends.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Usage {
-    /// Time being polled, holding a slot.
-    pub(super) cpu: Duration,
-    /// Time waiting for something else than a slot: a timer, the network.
-    pub(super) blocked: Duration,
-}
-
-/// An evaluation future run under its [`Permit`]: it computes only while
-/// holding a CPU slot, and its permit (its place among the live
-/// evaluations) is let go when it ends or is dropped.
-#[must_use = "futures do nothing unless polled"]
-pub struct Scheduled<F: Future> {
-    // Boxed so that the wrapper is Unpin; one allocation per evaluation,
-    // beside the store's many.
-    evaluation: Pin<Box<F>>,
-    permit: Option<Permit>,
-    cpu: Arc<Cpu>,
-    turn: Turn,
-    timeout: Duration,
-    /// Set at the first poll: from then on, the evaluation's deadline.
-    started: Option<(Instant, Instant)>,
-    used: Duration,
-    waited: Duration,
-}
-
-impl<F: Future> Scheduled<F> {
-    /// Queues `evaluation` for its first slot now, before it reaches the
-    /// runtime: unpolled, it goes before every evaluation that has run.
-    pub(super) fn new(permit: Permit, cpu: Arc<Cpu>, timeout: Duration, evaluation: F) -> Self {
-        let turn = cpu.take_or_queue(Duration::ZERO, None);
-        Self {
-            evaluation: Box::pin(evaluation),
-            permit: Some(permit),
-            cpu,
-            turn,
-            timeout,
-            started: None,
-            used: Duration::ZERO,
-            waited: Duration::ZERO,
-        }
-    }
-
-    /// Whether the evaluation may compute now: holding a slot, or past its
-    /// deadline (polled without a slot, it ends at once: at its next epoch
-    /// check, or its timeout drops the host call it waits in).
-    fn ready(&mut self, waker: &Waker, now: Instant) -> bool {
-        let overdue = self.started.is_some_and(|(_, deadline)| now >= deadline);
-        match self.turn {
-            Turn::Holding { .. } => true,
-            Turn::Queued(key, since) => {
-                if self.cpu.granted(key, waker) {
-                    self.turn = Turn::Holding {
-                        long: key.0 >= LONG,
-                    };
-                } else if overdue {
-                    self.cpu.leave(key);
-                    self.turn = Turn::Idle;
-                } else {
-                    return false;
-                }
-                if self.started.is_some() {
-                    self.waited += now.saturating_duration_since(since);
-                }
-                true
-            }
-            Turn::Idle if overdue => true,
-            Turn::Idle => {
-                self.turn = self.cpu.take_or_queue(self.used, Some(waker));
-                matches!(self.turn, Turn::Holding { .. })
-            }
-        }
-    }
-}
-
-impl<F: Future> Future for Scheduled<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.get_mut();
-        let now = Instant::now();
-        if !this.ready(cx.waker(), now) {
-            return Poll::Pending;
-        }
-        let (started, _) = *this
-            .started
-            .get_or_insert_with(|| (now, now + this.timeout));
-        let polled = this.evaluation.as_mut().poll(cx);
-        this.used += now.elapsed();
-        if let Turn::Holding { long } = this.turn {
-            this.turn = Turn::Idle;
-            this.cpu.release(long);
-        }
-        if polled.is_ready()
-            && let Some(permit) = this.permit.take()
-        {
-            let busy = this.used + this.waited;
-            permit.finished(Usage {
-                cpu: this.used,
-                blocked: started.elapsed().saturating_sub(busy),
-            });
-        }
-        polled
-    }
-}
-
-impl<F: Future> Drop for Scheduled<F> {
-    fn drop(&mut self) {
-        match self.turn {
-            Turn::Idle => {}
-            Turn::Queued(key, _) => self.cpu.leave(key),
-            Turn::Holding { long } => self.cpu.release(long),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -301,7 +183,7 @@ mod tests {
         let cpu = Cpu::new(2);
         let long = || cpu.take_or_queue(LONG, None);
         assert!(matches!(long(), Turn::Holding { long: true }));
-        let Turn::Queued(waiting, _) = long() else {
+        let Turn::Queued(waiting) = long() else {
             panic!("a second long evaluation took the last slot");
         };
         assert_eq!(cpu.free(), 1, "kept for short work");

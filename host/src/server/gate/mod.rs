@@ -53,6 +53,7 @@
 //! many slow policies run as there are workers.
 
 mod cpu;
+mod scheduled;
 #[cfg(test)]
 mod tests;
 
@@ -63,8 +64,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use self::cpu::{Cpu, Usage};
-pub use self::cpu::Scheduled;
+use self::cpu::{Cpu, LONG};
+pub use self::scheduled::Scheduled;
+use self::scheduled::Usage;
 
 /// Requests with bodies larger than this wait in a lane of their own: an
 /// evaluation costs about in proportion to its input, and a pod's review is
@@ -166,6 +168,11 @@ struct State {
     bounds: Bounds,
     /// Places free among the live evaluations.
     free: usize,
+    /// Bytes of linear memory the live evaluations are expected to hold
+    /// (what their policies' evaluations held before), and the most that
+    /// lanes with evaluations under way may add to.
+    memory: usize,
+    memory_budget: usize,
     queued: usize,
     /// Lanes with evaluations under way or requests waiting.
     active: usize,
@@ -179,9 +186,44 @@ struct State {
 struct LaneState {
     live: usize,
     waiting: VecDeque<Waiter>,
-    /// Moving average of the fraction of its evaluations' time spent
-    /// computing (the rest: sleeping, waiting on the network).
-    computing: Option<f64>,
+    /// What its evaluations used, once one has ended.
+    profile: Option<Profile>,
+}
+
+/// What a lane's recent evaluations used (moving averages).
+#[derive(Debug, Clone, Copy)]
+struct Profile {
+    /// CPU time per evaluation.
+    cpu: Duration,
+    /// Fraction of their time spent computing (the rest: sleeping, waiting
+    /// on the network), not counting time waiting for the CPU.
+    computing: f64,
+    /// Linear memory per evaluation, in bytes (rising at once, falling
+    /// slowly).
+    memory: usize,
+}
+
+impl Profile {
+    fn learn(recent: Option<Self>, usage: Usage) -> Self {
+        let busy = (usage.cpu + usage.blocked).as_secs_f64();
+        let computing = if busy > 0.0 {
+            usage.cpu.as_secs_f64() / busy
+        } else {
+            1.0
+        };
+        let Some(recent) = recent else {
+            return Self {
+                cpu: usage.cpu,
+                computing,
+                memory: usage.memory,
+            };
+        };
+        Self {
+            cpu: (recent.cpu * 3 + usage.cpu) / 4,
+            computing: (recent.computing * 3.0 + computing) / 4.0,
+            memory: usage.memory.max((recent.memory / 4) * 3 + usage.memory / 4),
+        }
+    }
 }
 
 impl LaneState {
@@ -193,7 +235,8 @@ impl LaneState {
 #[derive(Debug)]
 struct Waiter {
     id: u64,
-    grant: oneshot::Sender<()>,
+    /// Sent the memory its evaluation is expected to hold.
+    grant: oneshot::Sender<usize>,
 }
 
 impl Gate {
@@ -214,6 +257,8 @@ impl Gate {
                     reserve: live / 4,
                 },
                 free: live,
+                memory: 0,
+                memory_budget: usize::MAX,
                 queued: 0,
                 active: 0,
                 lanes: HashMap::new(),
@@ -229,6 +274,14 @@ impl Gate {
     /// holds an instance (the pool is sized for them) and its memory.
     pub fn max_live(workers: usize) -> usize {
         workers.max(1) * LIVE_PER_WORKER
+    }
+
+    /// Bounds the linear memory of the live evaluations, as far as their
+    /// policies' past evaluations tell, to `bytes`: a policy with
+    /// evaluations under way starts another only if it fits (a policy with
+    /// none always may start one). Unbounded until set.
+    pub fn limit_memory(&self, bytes: usize) {
+        self.lock().memory_budget = bytes;
     }
 
     /// Waits for a place for an evaluation in `lane`, until `deadline`.
@@ -248,8 +301,8 @@ impl Gate {
             let mut state = self.lock();
             let idle_lane = state.lanes.get(&lane).is_none_or(|l| l.waiting.is_empty());
             if idle_lane && state.may_start(&lane) {
-                state.start(&lane);
-                return Ok(self.permit(lane));
+                let memory = state.start(&lane);
+                return Ok(self.permit(lane, memory));
             }
             if state.queued >= self.queue_capacity {
                 self.push_out_for(&mut state, &lane)?;
@@ -277,10 +330,10 @@ impl Gate {
         };
         let receiver = waiting.receiver.as_mut().expect("set above");
         match tokio::time::timeout_at(deadline.into(), receiver).await {
-            Ok(Ok(())) => {
+            Ok(Ok(memory)) => {
                 waiting.receiver = None;
                 drop(waiting);
-                Ok(self.permit(lane))
+                Ok(self.permit(lane, memory))
             }
             // The sender was dropped: pushed out by a shorter lane.
             Ok(Err(_)) => Err(Overloaded::PushedOut {
@@ -326,10 +379,11 @@ impl Gate {
         Ok(())
     }
 
-    fn permit(self: &Arc<Self>, lane: Lane) -> Permit {
+    fn permit(self: &Arc<Self>, lane: Lane, memory: usize) -> Permit {
         Permit {
             gate: Arc::clone(self),
             lane,
+            memory,
             usage: None,
         }
     }
@@ -361,7 +415,11 @@ impl State {
         let Some(state) = self.lanes.get(lane) else {
             return true;
         };
-        state.live == 0 || (self.free > self.bounds.reserve && state.live < self.share(state))
+        let memory = state.profile.map_or(0, |p| p.memory);
+        state.live == 0
+            || (self.free > self.bounds.reserve
+                && state.live < self.share(state)
+                && self.memory.saturating_add(memory) <= self.memory_budget)
     }
 
     /// How many evaluations a lane with some under way may have.
@@ -372,35 +430,40 @@ impl State {
             reserve,
         } = self.bounds;
         let fair = (live - reserve) / self.active.max(1);
-        // Enough to keep every worker busy, given how much of their time
-        // its evaluations compute.
-        let useful = match lane.computing {
-            None => workers,
-            Some(fraction) => (workers as f64 / fraction.max(1.0 / live as f64)).ceil() as usize,
+        // Enough to keep busy the workers its evaluations may use (long
+        // ones, all but one: gate::cpu), given how much of their time they
+        // compute.
+        let Some(profile) = lane.profile else {
+            return workers.min(fair).max(1);
         };
-        useful.max(workers).min(fair).max(1)
+        let slots = if profile.cpu >= LONG && workers > 1 {
+            workers - 1
+        } else {
+            workers
+        };
+        let useful = (slots as f64 / profile.computing.max(1.0 / live as f64)).ceil() as usize;
+        useful.max(slots).min(fair).max(1)
     }
 
-    fn start(&mut self, lane: &Lane) {
+    /// Starts an evaluation in `lane`; returns the memory it is expected
+    /// to hold (counted until it finishes).
+    fn start(&mut self, lane: &Lane) -> usize {
         self.free -= 1;
-        self.update(lane, |lane| lane.live += 1);
+        let memory = self.update(lane, |lane| {
+            lane.live += 1;
+            lane.profile.map_or(0, |p| p.memory)
+        });
+        self.memory += memory;
+        memory
     }
 
-    fn finish(&mut self, lane: &Lane, usage: Option<Usage>) {
+    fn finish(&mut self, lane: &Lane, memory: usize, usage: Option<Usage>) {
         self.free += 1;
+        self.memory -= memory;
         self.update(lane, |lane| {
             lane.live -= 1;
-            if let Some(Usage { cpu, blocked }) = usage {
-                let busy = (cpu + blocked).as_secs_f64();
-                let fraction = if busy > 0.0 {
-                    cpu.as_secs_f64() / busy
-                } else {
-                    1.0
-                };
-                lane.computing = Some(match lane.computing {
-                    None => fraction,
-                    Some(recent) => (recent * 3.0 + fraction) / 4.0,
-                });
+            if let Some(usage) = usage {
+                lane.profile = Some(Profile::learn(lane.profile, usage));
             }
         });
     }
@@ -423,10 +486,10 @@ impl State {
                 self.turns.push_back(lane.clone());
             }
             self.queued -= 1;
-            self.start(&lane);
-            if waiter.grant.send(()).is_err() {
+            let memory = self.start(&lane);
+            if waiter.grant.send(memory).is_err() {
                 // Its request is gone (the client hung up): next one.
-                self.finish(&lane, None);
+                self.finish(&lane, memory, None);
             }
         }
     }
@@ -457,7 +520,7 @@ struct Waiting<'a> {
     gate: &'a Arc<Gate>,
     lane: &'a Lane,
     id: u64,
-    receiver: Option<oneshot::Receiver<()>>,
+    receiver: Option<oneshot::Receiver<usize>>,
 }
 
 impl Drop for Waiting<'_> {
@@ -471,8 +534,8 @@ impl Drop for Waiting<'_> {
         }
         // Dispatched already: a place may be granted to nobody. Give it on.
         receiver.close();
-        if receiver.try_recv().is_ok() {
-            state.finish(self.lane, None);
+        if let Ok(memory) = receiver.try_recv() {
+            state.finish(self.lane, memory, None);
             state.dispatch();
         }
     }
@@ -483,6 +546,8 @@ impl Drop for Waiting<'_> {
 pub struct Permit {
     gate: Arc<Gate>,
     lane: Lane,
+    /// The memory its evaluation is expected to hold.
+    memory: usize,
     usage: Option<Usage>,
 }
 
@@ -505,7 +570,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut state = self.gate.lock();
-        state.finish(&self.lane, self.usage);
+        state.finish(&self.lane, self.memory, self.usage);
         state.dispatch();
     }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::cpu::{Cpu, Usage};
+use super::cpu::Cpu;
 use super::*;
 
 fn far() -> Instant {
@@ -29,6 +29,7 @@ fn sleeper() -> Usage {
     Usage {
         cpu: Duration::from_micros(100),
         blocked: Duration::from_millis(100),
+        memory: 1 << 20,
     }
 }
 
@@ -93,10 +94,22 @@ async fn a_reserve_of_places_stays_for_policies_with_nothing_under_way() {
         others.push(enter(&gate, policy).await.unwrap());
     }
     // ...and then a fifth waits, as does a second request of theirs.
-    assert!(poll_briefly(&mut Box::pin(enter(&gate, "e"))).await.is_none());
+    assert!(
+        poll_briefly(&mut Box::pin(enter(&gate, "e")))
+            .await
+            .is_none()
+    );
     drop(others.pop());
-    assert!(poll_briefly(&mut Box::pin(enter(&gate, "a"))).await.is_none());
-    assert!(poll_briefly(&mut Box::pin(enter(&gate, "e"))).await.is_some());
+    assert!(
+        poll_briefly(&mut Box::pin(enter(&gate, "a")))
+            .await
+            .is_none()
+    );
+    assert!(
+        poll_briefly(&mut Box::pin(enter(&gate, "e")))
+            .await
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -311,10 +324,13 @@ async fn an_evaluation_past_its_deadline_ends_without_waiting_for_a_slot() {
     let gate = Gate::with_live(1, 16, 8);
     // Its deadline 50 ms from its start, it waits on a timer (as an
     // evaluation's own timeout does, from when it starts).
-    let timed = enter(&gate, "timed").await.unwrap().run(Duration::from_millis(50), async {
-        let sleep = tokio::time::sleep(Duration::from_secs(60));
-        tokio::time::timeout(Duration::from_millis(50), sleep).await
-    });
+    let timed = enter(&gate, "timed")
+        .await
+        .unwrap()
+        .run(Duration::from_millis(50), async {
+            let sleep = tokio::time::sleep(Duration::from_secs(60));
+            tokio::time::timeout(Duration::from_millis(50), sleep).await
+        });
     let timed = tokio::spawn(timed);
     tokio::time::sleep(Duration::from_millis(10)).await;
     // The only slot is held for 3 s by an evaluation that never yields.
@@ -332,10 +348,8 @@ async fn an_evaluation_past_its_deadline_ends_without_waiting_for_a_slot() {
 fn a_slot_granted_to_an_evaluation_that_goes_away_is_handed_on() {
     let gate = Gate::with_live(1, 16, 8);
     let permit = || {
-        let mut state = gate.lock();
-        state.start(&Lane::new("p", 1));
-        drop(state);
-        gate.permit(Lane::new("p", 1))
+        let memory = gate.lock().start(&Lane::new("p", 1));
+        gate.permit(Lane::new("p", 1), memory)
     };
     let holding = permit().run(Duration::from_secs(1), async {});
     let queued = permit().run(Duration::from_secs(1), async {});
@@ -349,4 +363,54 @@ fn a_slot_granted_to_an_evaluation_that_goes_away_is_handed_on() {
 #[test]
 fn cpu_slots_are_at_least_one() {
     assert_eq!(Cpu::new(0).free(), 1);
+}
+
+#[tokio::test]
+async fn memory_hungry_evaluations_start_while_they_fit_the_budget() {
+    let gate = Gate::with_live(2, 16, 8);
+    gate.limit_memory(512 << 20);
+    enter(&gate, "hungry").await.unwrap().finished(Usage {
+        memory: 256 << 20,
+        ..sleeper()
+    });
+    let hungry = admit_up_to(&gate, "hungry", 8).await;
+    assert_eq!(
+        hungry.len(),
+        2,
+        "two of 256 MiB in 512 MiB, though they mostly sleep"
+    );
+    // A policy with nothing under way starts one regardless.
+    let _other = enter(&gate, "other").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_policy_whose_evaluations_compute_long_has_one_fewer_than_the_workers() {
+    let gate = Gate::with_live(2, 16, 8);
+    enter(&gate, "long").await.unwrap().finished(Usage {
+        cpu: Duration::from_millis(200),
+        blocked: Duration::ZERO,
+        memory: 1 << 20,
+    });
+    assert_eq!(admit_up_to(&gate, "long", 4).await.len(), 1);
+}
+
+/// The profile its lane learned from `evaluation`, run alone.
+async fn profile_of(evaluation: impl Future<Output = ()> + Send + 'static) -> Profile {
+    let gate = Gate::with_live(1, 16, 8);
+    let permit = enter(&gate, "measured").await.unwrap();
+    tokio::spawn(permit.run(Duration::from_secs(60), evaluation))
+        .await
+        .unwrap();
+    let state = gate.lock();
+    state.lanes[&Lane::new("measured", 1000)].profile.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn time_spent_yielding_is_computing_and_time_asleep_is_not() {
+    let polls = Arc::new(AtomicUsize::new(0));
+    let yielding = profile_of(spin(20, &polls)).await;
+    assert!(yielding.cpu >= Duration::from_millis(40), "{yielding:?}");
+    assert_eq!(yielding.computing, 1.0, "{yielding:?}");
+    let sleeping = profile_of(tokio::time::sleep(Duration::from_millis(100))).await;
+    assert!(sleeping.computing < 0.5, "{sleeping:?}");
 }
