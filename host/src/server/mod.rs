@@ -441,12 +441,11 @@ where
     let (engine, configuration) = prepare
         .await
         .map_err(|error| ServeError::Starting(error.into()))?;
-    // As much memory as the workers' evaluations at the memory limit: what
-    // evaluations that each held a worker throughout could hold.
+    // As much memory as evaluations at the memory limit on all workers but
+    // one: what long evaluations could hold when each held a worker.
     let memory = engine.limits().memory_bytes;
-    state
-        .gate
-        .limit_memory(memory.saturating_mul(config.workers.max(1)));
+    let workers = config.workers.max(2) - 1;
+    state.gate.limit_memory(memory.saturating_mul(workers));
     let specs: Vec<_> = configuration.specs().cloned().collect();
     for (fetch, scheme) in crate::source::distinct_fetches(&specs) {
         state.metrics.fetched(&fetch, scheme);

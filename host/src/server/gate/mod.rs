@@ -433,13 +433,15 @@ impl State {
         // Enough to keep busy the workers its evaluations may use (long
         // ones, all but one: gate::cpu), given how much of their time they
         // compute.
-        let Some(profile) = lane.profile else {
-            return workers.min(fair).max(1);
-        };
-        let slots = if profile.cpu >= LONG && workers > 1 {
+        // Until one has ended, its evaluations count as long ones.
+        let long = lane.profile.is_none_or(|p| p.cpu >= LONG);
+        let slots = if long && workers > 1 {
             workers - 1
         } else {
             workers
+        };
+        let Some(profile) = lane.profile else {
+            return slots.min(fair).max(1);
         };
         let useful = (slots as f64 / profile.computing.max(1.0 / live as f64)).ceil() as usize;
         useful.max(slots).min(fair).max(1)

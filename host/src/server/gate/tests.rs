@@ -52,14 +52,30 @@ async fn refuses_past_live_evaluations_plus_queue() {
 #[tokio::test]
 async fn a_policy_that_computes_throughout_has_at_most_one_evaluation_per_worker() {
     let gate = Gate::with_live(2, 16, 8);
+    enter(&gate, "busy").await.unwrap().finished(Usage {
+        cpu: Duration::from_micros(300),
+        blocked: Duration::ZERO,
+        memory: 1 << 20,
+    });
     let _first = enter(&gate, "busy").await.unwrap();
     let _second = enter(&gate, "busy").await.unwrap();
-    // Not measured yet, so counted as computing: a third would only wait
-    // for a worker, holding an instance meanwhile.
+    // A third would only wait for a worker, holding an instance meanwhile.
     let mut third = Box::pin(enter(&gate, "busy"));
     assert!(poll_briefly(&mut third).await.is_none());
     // Another policy gets in at once.
     let _other = enter(&gate, "other").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_policy_not_measured_yet_counts_as_computing_long() {
+    let gate = Gate::with_live(2, 16, 8);
+    let _first = enter(&gate, "new").await.unwrap();
+    assert!(
+        poll_briefly(&mut Box::pin(enter(&gate, "new")))
+            .await
+            .is_none(),
+        "one at a time until one has ended"
+    );
 }
 
 #[tokio::test]
