@@ -330,7 +330,7 @@ async fn many_concurrent_requests_across_policies_are_all_answered() {
 }
 
 #[tokio::test]
-async fn beyond_workers_and_queue_requests_are_refused_fast() {
+async fn beyond_its_share_and_the_queue_a_policy_is_refused_fast() {
     let mut config = test_config();
     config.workers = 1;
     config.queue_capacity = 0;
@@ -338,12 +338,10 @@ async fn beyond_workers_and_queue_requests_are_refused_fast() {
     let url = server.url("/validate/sleepy");
     let busy = tokio::spawn(post(url.clone(), review(privileged_pod()).to_string()));
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // A policy not measured yet has one evaluation per worker under way;
+    // with no queue, its next request is refused at once...
     let started = Instant::now();
-    let (status, body) = post(
-        &server.url("/validate/privileged"),
-        review(privileged_pod()).to_string(),
-    )
-    .await;
+    let (status, body) = post(&url, review(privileged_pod()).to_string()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(started.elapsed() < Duration::from_millis(500));
     assert!(
@@ -353,6 +351,15 @@ async fn beyond_workers_and_queue_requests_are_refused_fast() {
             .starts_with("server overloaded"),
         "{body}"
     );
+    // ...while another policy is evaluated: the sleeping evaluation holds
+    // none of the CPU.
+    let (status, body) = post(
+        &server.url("/validate/privileged"),
+        review(privileged_pod()).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["response"]["allowed"], false, "{body}");
     // The busy request still gets its (timeout) answer.
     let (status, body) = busy.await.unwrap();
     assert_eq!(status, StatusCode::OK);
