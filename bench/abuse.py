@@ -14,7 +14,9 @@ pod-privileged policy) on a fresh connection every 250 ms, and GETs
 /livez and /readiness on the probe port, and records their status, verdict
 and latency (rows 10 and 16-19: also a keep-alive client connected before the
 attack). Prints one Markdown table, the issues' "before" column beside the
-measured "after".
+measured "after". Row 20.3 (issue 20 (3), bench/slow_policies.py) also
+prints a table of its own under it: another policy's latency while K = 1..8
+slow policies, sleeping or spinning, each have a request in flight.
 
     python3 bench/abuse.py [--no-build] [--only 1,2,12,20.4a] [--binary PATH]
 
@@ -28,9 +30,10 @@ The script builds the components and the release host first (bench/common.py
 `build()`) unless --no-build. It installs what it needs when missing: the
 `h2` package from PyPI (HTTP/2 attacks) and h2load (Debian nghttp2-client,
 the TLS + HTTP/2 row); TLS material is made with `openssl`. It takes about
-eight minutes (the slowest rows wait out the 10 s timeouts), and the
-hostile-registry rows three more (row 20.4a waits out the 120 s fetch
-deadline); every attack is bounded in connections, bytes and time.
+nine and a half minutes (the slowest rows wait out the 10 s timeouts; row
+20.3 takes 90 s), and the hostile-registry rows three more (row 20.4a waits
+out the 120 s fetch deadline); every attack is bounded in connections,
+bytes and time.
 """
 
 import argparse

@@ -9,7 +9,7 @@ latency. Two kinds of slow policy: *sleeping* (examples/sleeping, one
 each with a 1 s deadline, so it runs until its deadline, again and again.
 A third line runs six hostile policies at once (loop, sleep, grow, recurse,
 huge output, stderr spam), as the issue's red team did. Used by
-bench/abuse.py's row 16; the table it returns is printed under the record.
+bench/abuse.py's row 20.3; the table it returns is printed under the record.
 """
 
 import multiprocessing

@@ -189,7 +189,8 @@ pub struct ServeArgs {
     /// and, with --client-ca-file, mTLS).
     #[arg(long, env = "PORTCULLIS_METRICS_LISTENER", value_enum, default_value_t = MetricsOn::Probes)]
     pub metrics_listener: MetricsOn,
-    /// Evaluations that run at once, each on its own evaluation thread [default: number of CPUs].
+    /// Evaluation threads: evaluations computing at once; up to 32 per worker may be under way,
+    /// sleeping or waiting on the API server [default: number of CPUs].
     #[arg(long, env = "PORTCULLIS_WORKERS")]
     pub workers: Option<usize>,
     /// Bytes of dirtied pages per policy memory restored in place and kept
@@ -198,7 +199,8 @@ pub struct ServeArgs {
     /// workers (~0.8 MB each for the 13 example policies); 0 keeps memory flat.
     #[arg(long, env = "PORTCULLIS_KEEP_RESIDENT_BYTES", default_value_t = 64 << 10)]
     pub keep_resident_bytes: usize,
-    /// Requests that may wait for a free worker; beyond, requests get 503 at once [default: 64 per worker].
+    /// Requests that may wait for a place among the evaluations under way; beyond, requests get
+    /// 503 at once [default: 64 per worker].
     #[arg(long, env = "PORTCULLIS_QUEUE_SIZE")]
     pub queue_size: Option<usize>,
     /// Default evaluation timeout, in seconds (a policy's `timeoutEvalSeconds` overrides it).

@@ -7,15 +7,16 @@
 //!   [`Permit`] from before its instance exists until it ends: at most
 //!   [`Gate::max_live`] at once (each holds an instance and its memory; the
 //!   pool is sized for them), with a bounded queue in front.
-//! - **CPU slots** ([`cpu`]), one per evaluation thread, held only while an
-//!   evaluation's future is being polled. Running wasm returns to the
-//!   executor at every epoch tick, and an evaluation whose guest sleeps or
-//!   whose host call waits on the network returns `Pending`: each time, it
-//!   gives its slot back and queues for one again. A freed slot goes to the
-//!   evaluation that has used the least CPU so far, so a fresh request runs
-//!   within one tick however many long evaluations are under way, a
-//!   sleeping or waiting evaluation holds no worker, and long evaluations
-//!   share the CPU that short ones leave.
+//! - **CPU slots** ([`cpu`]), one per worker (evaluation thread), held only
+//!   while an evaluation's future is being polled ([`Scheduled`]). Running
+//!   wasm returns to the executor at every epoch tick (1 ms), and an
+//!   evaluation whose guest sleeps or whose host call waits on the network
+//!   returns `Pending`: each time it gives its slot back and queues for one
+//!   again. A freed slot goes to the evaluation that has used the least CPU
+//!   so far, so a fresh request goes before every long evaluation; long
+//!   evaluations (over 10 ms of CPU) hold all slots but one, so that it
+//!   usually starts at once. A sleeping or waiting evaluation holds no
+//!   worker; long ones share what short ones leave.
 //!
 //! Admission, lane by lane:
 //!
@@ -26,13 +27,16 @@
 //! - **No policy holds more than its share.** A lane with nothing under way
 //!   may take any free place. A lane with evaluations under way may take
 //!   another only while a reserve of places ([`Gate::max_live`] / 4) stays
-//!   free for lanes with none, and only up to its share: the places past
-//!   the reserve divided among the lanes with requests, and no more than its
-//!   evaluations can use — `workers` divided by the fraction of their time
-//!   they compute (Little's law: a policy that computes throughout gains
-//!   nothing from more evaluations than workers, only memory and latency;
-//!   one that mostly sleeps or waits on the network may have many). A lane
-//!   not yet measured counts as computing throughout.
+//!   free for lanes with none, and only up to its share, the least of:
+//!   the places past the reserve divided among the lanes with requests;
+//!   what its evaluations can use — the workers they may use divided by the
+//!   fraction of their time they compute (Little's law: a policy that
+//!   computes throughout gains nothing from more evaluations than workers,
+//!   only memory and latency; one that mostly sleeps or waits on the
+//!   network may have many); and what fits the memory budget
+//!   ([`Gate::limit_memory`]) given what its evaluations held before. Each
+//!   evaluation is measured as it runs; a policy not measured yet counts as
+//!   computing long, with one evaluation per worker but one.
 //! - **The longest lane gives way.** When the queue is full, a request of a
 //!   policy with a shorter lane pushes out the newest request of the longest
 //!   one, instead of being refused.
@@ -46,11 +50,16 @@
 //! only times out later and holds memory meanwhile.
 //!
 //! Why slots per poll rather than a worker held for an evaluation's whole
-//! life (measured with `bench/abuse.py --only 16`, docs/reliability.md):
-//! with workers held, two slow policies with one request each in flight
-//! took both workers of a 2-worker server and another policy waited
-//! seconds; no rule about which lane takes the last worker helps once as
-//! many slow policies run as there are workers.
+//! life: with workers held, two slow policies with one request each in
+//! flight took both workers of a 2-worker server and another policy waited
+//! seconds (p50 0.2 ms → 640 ms; 6.5 s with eight); keeping the last worker
+//! for other policies helps only while fewer slow policies run than there
+//! are workers. Measured alternatives (`bench/abuse.py --only 20.3`, K = 1–8
+//! spinning policies, docs/reliability.md): least attained service alone,
+//! with 5 ms ticks, kept another policy's p50 at 3–5 ms (a fresh request
+//! waits for the slice under way); 1 ms ticks brought it to ~1 ms; keeping
+//! one slot from long evaluations, to 0.2 ms, with p99 under 10 ms on a
+//! loaded machine.
 
 mod cpu;
 mod scheduled;
