@@ -31,7 +31,7 @@ The script builds the components and the release host first (bench/common.py
 `h2` package from PyPI (HTTP/2 attacks) and h2load (Debian nghttp2-client,
 the TLS + HTTP/2 row); TLS material is made with `openssl`. It takes about
 nine and a half minutes (the slowest rows wait out the 10 s timeouts; row
-20.3 takes 90 s), and the hostile-registry rows three more (row 20.4a waits
+20.3 about 75 s), and the hostile-registry rows three more (row 20.4a waits
 out the 120 s fetch deadline); every attack is bounded in connections,
 bytes and time.
 """

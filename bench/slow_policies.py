@@ -134,7 +134,7 @@ def run(server):
     table.append(f"\nThe six hostile policies of the issue ({', '.join(HOSTILE)}) at once, each with one "
                  f"request in flight: {describe(hostile)}; the slow policies answered {len(slow_answers):,} "
                  f"requests, {len(late)} later than their deadline + 1 s; the hostile ones "
-                 f"{len(hostile_answers)}.")
+                 f"{len(hostile_answers):,}.")
     summary = ("worst over K = 1..8: " + "; ".join(
         f"{kind} p50 {p50:.1f} ms, p99 {p99:.1f} ms (K = {k})" for kind, (p99, k, p50) in worst.items())
         + f"; six hostile policies: p50 / p99 / max {describe(hostile)} (table below)")
