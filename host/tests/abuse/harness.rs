@@ -475,18 +475,22 @@ pub async fn still_open_after(sockets: Vec<TcpStream>, within: Duration) -> usiz
 const PROBE_ATTEMPTS: usize = 3;
 
 /// `GET path` on the probe port, as the kubelet would: a connection that is
-/// refused or reset is tried again (up to [`PROBE_ATTEMPTS`], 50 ms apart);
+/// refused, reset or closed before answering is tried again (up to [`PROBE_ATTEMPTS`], 50 ms apart);
 /// the time returned is that of the attempt that answered.
 async fn probe(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String, Duration)> {
     let mut attempt = 1;
     loop {
-        match exchange(addr, None, &get(path)).await {
-            Err(error) if attempt < PROBE_ATTEMPTS => {
-                eprintln!("{path}: attempt {attempt} failed ({error}), trying again");
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            result => return result,
+        let failed = match exchange(addr, None, &get(path)).await {
+            Err(error) => error.to_string(),
+            // Closed before a status line: a failed probe to the kubelet too.
+            Ok((0, _, _)) => "closed without an answer".to_owned(),
+            answered => return answered,
+        };
+        if attempt == PROBE_ATTEMPTS {
+            return Err(std::io::Error::other(format!("{failed}, {attempt} times")));
         }
+        eprintln!("{path}: attempt {attempt} failed ({failed}), trying again");
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
