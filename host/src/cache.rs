@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use wasmtime::Module;
 use wasmtime::component::Component;
 
-use crate::component::Digest;
+use crate::digest::Digest;
 
 /// A compiled policy, as stored in and loaded from the cache.
 #[derive(Clone)]

@@ -40,6 +40,7 @@ pub mod cache;
 pub mod capabilities;
 pub mod component;
 pub mod config;
+pub mod digest;
 pub mod enforcement;
 pub mod engine;
 pub mod environment;

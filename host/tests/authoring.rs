@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use portcullis::component::Digest;
+use portcullis::digest::Digest;
 use serde_json::Value;
 
 mod common;

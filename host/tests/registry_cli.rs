@@ -70,7 +70,7 @@ fn stdout(output: &Output) -> String {
 }
 
 fn sha256_of(path: &Path) -> String {
-    portcullis::component::Digest::of(&std::fs::read(path).unwrap()).to_string()
+    portcullis::digest::Digest::of(&std::fs::read(path).unwrap()).to_string()
 }
 
 /// `skopeo ARGS`, which must succeed; its stdout.
@@ -123,7 +123,7 @@ fn push_digest_pull_inspect_and_run_a_registry_policy() {
     // and the manifest's bytes hash to the digest `push` printed.
     let raw = skopeo_raw(&format!("{host}/policies/pod-privileged:v1"));
     assert!(
-        pinned.ends_with(&portcullis::component::Digest::of(&raw).hex()),
+        pinned.ends_with(&portcullis::digest::Digest::of(&raw).hex()),
         "{pinned}"
     );
     let manifest: serde_json::Value = serde_json::from_slice(&raw).unwrap();

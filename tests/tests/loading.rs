@@ -5,7 +5,8 @@
 use std::fs;
 
 use portcullis::admission::parse_review_or_request;
-use portcullis::component::{ComponentError, Digest, PolicyComponent};
+use portcullis::component::{ComponentError, PolicyComponent};
+use portcullis::digest::Digest;
 use portcullis::environment::LoadFailure;
 use portcullis::{CompiledCache, Environment, LoadError, LoadStats, PolicySpec};
 use portcullis_tests::{component, engine, repo_file};

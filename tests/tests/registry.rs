@@ -85,7 +85,7 @@ async fn push_bytes(fetcher: &Fetcher, bytes: &[u8], uri: &str, format: Format) 
 }
 
 fn file_digest(path: &Path) -> String {
-    portcullis::component::Digest::of(&std::fs::read(path).unwrap()).to_string()
+    portcullis::digest::Digest::of(&std::fs::read(path).unwrap()).to_string()
 }
 
 async fn fetch_error(fetcher: &Fetcher, uri: &str) -> FetchError {

@@ -18,7 +18,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use portcullis::component::{CompileOrigin, Digest};
+use portcullis::component::CompileOrigin;
+use portcullis::digest::Digest;
 use portcullis::runtime::PolicyCode;
 use portcullis::{CompiledCache, Engine, Limits};
 

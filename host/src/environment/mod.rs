@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::bindings::{AdmissionRequest, PolicyMetadata, ValidationResponse};
 use crate::cache::CompiledCache;
 use crate::capabilities::{ContextAwareResource, Grants, Kubernetes};
-use crate::component::Digest;
+use crate::digest::Digest;
 use crate::engine::Engine;
 use crate::evaluation::{Call, EvaluationError, PolicyContext, Returned, evaluate};
 use crate::group::Group;

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use self::kubewarden::{KubewardenError, KubewardenModule};
 use crate::cache::{CacheMiss, Compiled, CompiledCache};
-use crate::component::{self, CompileOrigin, ComponentError, Digest, PolicyComponent};
+use crate::component::{self, CompileOrigin, ComponentError, PolicyComponent};
+use crate::digest::Digest;
 use crate::engine::Engine;
 
 /// A policy's code, compiled and pre-linked: shared by every policy that

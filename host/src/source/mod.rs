@@ -50,7 +50,7 @@ pub use self::error::{FetchError, FetchErrors, PolicyFetchError};
 pub use self::sources::Sources;
 pub use self::store::DownloadStore;
 pub use self::uri::{Location, Source, UriError};
-use crate::component::Digest;
+use crate::digest::Digest;
 
 /// Largest module accepted from a registry or URL (a componentize-py policy
 /// is ~18 MB).

@@ -17,7 +17,7 @@ use super::download::Progress;
 use super::error::{self, FetchError};
 use super::store::{DownloadStore, ResolvedRef};
 use super::{Fetch, FetchOrigin, Fetcher, MAX_MODULE_BYTES};
-use crate::component::Digest;
+use crate::digest::Digest;
 
 /// Fetches the module `reference` names. A reference with a digest, or a tag
 /// other than `latest`, already in the store is used without asking the

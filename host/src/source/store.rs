@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use tokio::io::AsyncWriteExt;
 
-use crate::component::Digest;
+use crate::digest::Digest;
 
 /// A directory of downloaded modules.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use portcullis::component::Digest;
+use portcullis::digest::Digest;
 use portcullis::runtime::PolicyCode;
 use portcullis::runtime::kubewarden::metadata::{Metadata as KubewardenMetadata, PolicyType};
 use portcullis::{CompiledCache, Engine, bindings};
