@@ -5,98 +5,16 @@
 //! classification of failures live, for components and Kubewarden modules
 //! alike; the [runtime](crate::runtime) of each kind only makes the call.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::{Store, Trap};
 
-use crate::bindings::{AdmissionRequest, PolicyMetadata, ValidationResponse};
-use crate::capabilities::{Caller, Capabilities, Grants};
+use crate::capabilities::Caller;
 use crate::component::PolicyComponent;
 use crate::engine::Engine;
 use crate::limits::Limits;
-use crate::runtime::{Failure, GuestFault, PolicyCode};
+use crate::runtime::{Call, Failure, GuestFault, PolicyCode, PolicyContext, Returned};
 use crate::store::{EvaluationState, GuestIo, new_store};
-
-/// Who is calling a policy, and what it may ask of the host.
-pub struct PolicyContext<'a> {
-    /// The policy's id, for logs.
-    pub id: &'a str,
-    /// What it has been granted.
-    pub grants: Arc<Grants>,
-    /// The host capabilities of the engine.
-    pub capabilities: Arc<Capabilities>,
-}
-
-/// A call into a policy.
-#[derive(Debug, Clone, Copy)]
-pub enum Call<'a> {
-    /// `metadata()`.
-    Metadata,
-    /// `validate-settings(settings)`.
-    ValidateSettings {
-        /// Settings as JSON text.
-        settings: &'a str,
-    },
-    /// `validate(request, settings)`.
-    Validate {
-        /// The admission request.
-        request: &'a AdmissionRequest,
-        /// Settings as JSON text.
-        settings: &'a str,
-    },
-    /// `validate-raw(document, settings)`.
-    ValidateRaw {
-        /// The raw JSON document.
-        document: &'a str,
-        /// Settings as JSON text.
-        settings: &'a str,
-    },
-}
-
-/// What a [`Call`] returned.
-#[derive(Debug, Clone)]
-pub enum Returned {
-    /// From [`Call::Metadata`].
-    Metadata(PolicyMetadata),
-    /// From [`Call::ValidateSettings`].
-    Settings(Result<(), String>),
-    /// From [`Call::Validate`] and [`Call::ValidateRaw`].
-    Verdict(ValidationResponse),
-}
-
-impl Returned {
-    /// Bytes of text the policy returned: what the response limit bounds.
-    fn size(&self) -> usize {
-        match self {
-            Returned::Metadata(metadata) => {
-                metadata.description.len()
-                    + metadata
-                        .rules
-                        .iter()
-                        .flat_map(|r| {
-                            r.api_groups
-                                .iter()
-                                .chain(&r.api_versions)
-                                .chain(&r.resources)
-                        })
-                        .map(String::len)
-                        .sum::<usize>()
-            }
-            Returned::Settings(result) => result.as_ref().err().map_or(0, String::len),
-            Returned::Verdict(verdict) => {
-                verdict.message.as_ref().map_or(0, String::len)
-                    + verdict.mutated_object.as_ref().map_or(0, String::len)
-                    + verdict.warnings.iter().map(String::len).sum::<usize>()
-                    + verdict
-                        .audit_annotations
-                        .iter()
-                        .map(|(k, v)| k.len() + v.len())
-                        .sum::<usize>()
-            }
-        }
-    }
-}
 
 /// A finished evaluation.
 #[derive(Debug)]

@@ -12,9 +12,9 @@ use crate::cache::CompiledCache;
 use crate::component::{CompileOrigin, ComponentError};
 use crate::digest::Digest;
 use crate::engine::Engine;
-use crate::evaluation::{Call, PolicyContext, Returned, evaluate};
+use crate::evaluation::evaluate;
 use crate::policy::PolicySpec;
-use crate::runtime::{CodeError, PolicyCode};
+use crate::runtime::{Call, CodeError, PolicyCode, PolicyContext, Returned};
 
 /// State of one [`Environment::load`].
 pub(super) struct Loader<'a> {

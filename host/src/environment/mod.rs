@@ -14,13 +14,13 @@ use crate::cache::CompiledCache;
 use crate::capabilities::{ContextAwareResource, Grants, Kubernetes};
 use crate::digest::Digest;
 use crate::engine::Engine;
-use crate::evaluation::{Call, EvaluationError, PolicyContext, Returned, evaluate};
+use crate::evaluation::{EvaluationError, evaluate};
 use crate::group::Group;
 use crate::limits::Limits;
 use crate::policy::{Configuration, PolicySpec};
 
 use self::loader::{Loader, load_error};
-use crate::runtime::{CodeError, PolicyCode};
+use crate::runtime::{Call, CodeError, PolicyCode, PolicyContext, Returned};
 
 /// A policy ready to evaluate requests.
 #[derive(Debug)]

@@ -9,7 +9,10 @@
 //! per digest (and cached), pre-linked once, and instantiated afresh for
 //! every evaluation; [`PolicyCode`] is what the environment holds either way.
 
+pub mod call;
 pub mod kubewarden;
+
+pub use self::call::{Call, Failure, GuestFault, PolicyContext, Returned};
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -266,45 +269,5 @@ fn cached(engine: &Engine, digest: &Digest, cache: Option<&CompiledCache>) -> Op
             tracing::warn!(%digest, "compiled cache: {miss}; recompiling");
             None
         }
-    }
-}
-
-/// Why a call produced no result, before it is classified into an
-/// [`EvaluationError`](crate::evaluation::EvaluationError).
-pub(crate) enum Failure {
-    /// Creating the instance failed.
-    Instantiate(wasmtime::Error),
-    /// The call trapped (or a host function ended it with a [`GuestFault`]).
-    Call(wasmtime::Error),
-    /// The policy reported an error of its own.
-    Policy(String),
-    /// The policy's answer breaks the protocol.
-    Protocol(String),
-    /// The policy broke a rule of the host.
-    Fault(GuestFault),
-}
-
-/// A policy breaking the host's rules inside a host function: ends the
-/// evaluation (as a trap would) with a precise error.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum GuestFault {
-    /// It sent more than the response limit allows.
-    #[error("policy output too large: {size} bytes (limit: {limit} bytes)")]
-    TooLarge {
-        /// Bytes sent.
-        size: usize,
-        /// The limit in force.
-        limit: usize,
-    },
-    /// It broke the protocol (a pointer outside its memory, a second
-    /// response, text that is not UTF-8).
-    #[error("{0}")]
-    Protocol(String),
-}
-
-impl GuestFault {
-    /// A protocol violation, as the error a host function returns.
-    pub(crate) fn protocol(message: impl Into<String>) -> wasmtime::Error {
-        GuestFault::Protocol(message.into()).into()
     }
 }

@@ -12,8 +12,8 @@ use clap::{Args, ValueEnum};
 use portcullis::bindings::{self, Operation, PolicyMetadata};
 use portcullis::component::{self, ComponentInterface, PolicyComponent};
 use portcullis::digest::Digest;
-use portcullis::evaluation::{Call, PolicyContext, Returned, evaluate};
-use portcullis::runtime::{self, PolicyCode};
+use portcullis::evaluation::evaluate;
+use portcullis::runtime::{self, Call, PolicyCode, PolicyContext, Returned};
 use portcullis::{Engine, Limits};
 use serde::Serialize;
 

@@ -26,13 +26,12 @@ use std::time::{Duration, Instant};
 use wasmtime::{InstancePre, Linker, Module, Store};
 
 use self::metadata::{ExecutionMode, Metadata, MetadataError, PolicyType};
-use super::{Failure, GuestFault};
+use super::{Call, Failure, GuestFault, PolicyContext, Returned};
 use crate::bindings::PolicyMetadata;
 use crate::capabilities::{Capabilities, Grants};
 use crate::component::CompileOrigin;
 use crate::digest::Digest;
 use crate::engine::Engine;
-use crate::evaluation::{Call, PolicyContext, Returned};
 use crate::limits::Limits;
 use crate::store::{EvaluationState, GuestIo, GuestOutput, StdinPipe};
 
