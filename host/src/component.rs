@@ -212,7 +212,8 @@ fn link(
 ) -> Result<PolicyPre<EvaluationState>, ComponentError> {
     check_exports(engine, component)?;
     let instance_pre = engine
-        .linker()
+        .linkers()
+        .components
         .instantiate_pre(component)
         .map_err(|e| ComponentError::Link(format!("{e:#}")))?;
     PolicyPre::new(instance_pre).map_err(|e| ComponentError::Link(format!("{e:#}")))

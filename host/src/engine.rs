@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use wasmtime::component::Linker;
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::capabilities::Capabilities;
 use crate::limits::Limits;
-use crate::store::EvaluationState;
+use crate::store::Linkers;
 
 /// How often the epoch advances. Running wasm yields to the async executor at
 /// every tick, which is what lets a wall-clock timeout interrupt a loop, and
@@ -39,8 +38,7 @@ impl std::fmt::Debug for Engine {
 
 struct EngineInner {
     wasmtime: wasmtime::Engine,
-    linker: Linker<EvaluationState>,
-    module_linker: wasmtime::Linker<EvaluationState>,
+    linkers: Linkers,
     capabilities: Arc<Capabilities>,
     limits: Limits,
 }
@@ -55,20 +53,17 @@ impl Engine {
     /// may call; each capability adds what it needs to the linkers.
     pub fn with_capabilities(limits: Limits, capabilities: Capabilities) -> wasmtime::Result<Self> {
         let wasmtime = wasmtime::Engine::new(&config(&limits))?;
-        let mut linker = Linker::new(&wasmtime);
-        // Standard WASI, and the imports of the host's capabilities: a policy
+        // WASI, and the imports of the host's capabilities: a policy
         // that imports anything else is refused at load time, naming the
         // missing import.
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        let mut module_linker = wasmtime::Linker::new(&wasmtime);
-        crate::runtime::kubewarden::add_to_linker(&mut module_linker)?;
-        capabilities.add_to_linkers(&mut linker, &mut module_linker)?;
+        let mut linkers = Linkers::new(&wasmtime)?;
+        crate::runtime::kubewarden::add_to_linker(&mut linkers.modules)?;
+        capabilities.add_to_linkers(&mut linkers)?;
         spawn_epoch_ticker(&wasmtime);
         Ok(Self {
             inner: Arc::new(EngineInner {
                 wasmtime,
-                linker,
-                module_linker,
+                linkers,
                 capabilities: Arc::new(capabilities),
                 limits,
             }),
@@ -80,16 +75,10 @@ impl Engine {
         &self.inner.wasmtime
     }
 
-    /// The linker that satisfies a policy's imports (standard WASI only).
-    pub fn linker(&self) -> &Linker<EvaluationState> {
-        &self.inner.linker
-    }
-
-    /// The linker that satisfies a Kubewarden core module's imports: all of
-    /// WASI preview1 (granting nothing), waPC's host side and the host-call
-    /// import of WASI-mode policies.
-    pub fn module_linker(&self) -> &wasmtime::Linker<EvaluationState> {
-        &self.inner.module_linker
+    /// The linkers that satisfy policies' imports: WASI (granting nothing),
+    /// each runtime's and each capability's.
+    pub fn linkers(&self) -> &Linkers {
+        &self.inner.linkers
     }
 
     /// The host capabilities policies may call (as their grants allow).

@@ -80,16 +80,18 @@ pub async fn evaluate(
     let started = Instant::now();
     let (io, kubewarden) = match code {
         PolicyCode::Component(_) => (GuestIo::Log, None),
-        PolicyCode::Kubewarden(module) => module.call_setup(call, policy, limits),
+        PolicyCode::Kubewarden(module) => module.call_setup(call, limits),
     };
-    let mut store = new_store(engine, limits, started + timeout, io);
-    store.data_mut().kubewarden = kubewarden;
-    store.data_mut().caller = Some(Caller {
+    let mut store = new_store(engine.wasmtime(), limits, started + timeout, io);
+    store.data_mut().insert(Box::new(Caller {
         policy_id: policy.id.to_owned(),
         grants: policy.grants.clone(),
         capabilities: policy.capabilities.clone(),
         deadline: started + timeout,
-    });
+    }));
+    if let Some(kubewarden) = kubewarden {
+        store.data_mut().insert(kubewarden);
+    }
     let outcome = tokio::time::timeout(timeout, async {
         match code {
             PolicyCode::Component(component) => {

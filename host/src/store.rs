@@ -1,12 +1,15 @@
 //! The state of one evaluation's `Store`: a WASI context that grants nothing,
-//! the resource limiter, the captured guest output, and what a Kubewarden
-//! module's host calls need.
+//! the resource limiter, the captured guest output, and a slot for what the
+//! layers above keep there (who is calling the host, a runtime's own state
+//! of the call), typed by their own types so the store names none of them.
+//! Beside it, the [`Linkers`] every policy is pre-linked with, over this
+//! state.
 //!
-//! Components and Kubewarden core modules share this state: the WASI
-//! context is a preview1 one (`WasiP1Ctx`), which also serves preview2 to
-//! components through [`WasiView`], so both kinds of policy get the same
-//! sandbox, limiter and capture.
+//! Every kind of policy shares this state: the WASI context is a preview1
+//! one (`WasiP1Ctx`), which also serves preview2 to components through
+//! [`WasiView`], so all of them get the same sandbox, limiter and capture.
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
@@ -22,22 +25,14 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::{InputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::capabilities::Caller;
-use crate::engine::Engine;
 use crate::limits::{EvaluationLimiter, Limits};
-use crate::runtime::kubewarden::CallState;
 
 /// Data owned by the `Store` of a single evaluation. Dropped with it.
 pub struct EvaluationState {
     wasi: WasiP1Ctx,
     limiter: EvaluationLimiter,
     output: GuestOutput,
-    /// A Kubewarden module's waPC exchange and host-call context; `None`
-    /// for components.
-    pub(crate) kubewarden: Option<Box<CallState>>,
-    /// Who is calling the host's capabilities (the policy, its grants, its
-    /// deadline); set by the evaluation.
-    pub(crate) caller: Option<Caller>,
+    extensions: Extensions,
 }
 
 impl WasiView for EvaluationState {
@@ -57,9 +52,80 @@ impl EvaluationState {
         &self.output
     }
 
-    /// The WASI preview1 context (what a core module's imports reach).
-    pub(crate) fn wasi_p1(&mut self) -> &mut WasiP1Ctx {
-        &mut self.wasi
+    /// The value of type `T` kept in this evaluation, if any (see
+    /// [`insert`](Self::insert)).
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.extensions.get()
+    }
+
+    /// The value of type `T` kept in this evaluation, mutably.
+    pub fn get_mut<T: Any>(&mut self) -> Option<&mut T> {
+        self.extensions.get_mut()
+    }
+
+    /// Keeps `value` in this evaluation, replacing any other of its type:
+    /// who is calling the host (the evaluation puts it here once), a
+    /// runtime's state of the call (a Kubewarden module's waPC exchange).
+    /// Host functions reach it through their `Caller`.
+    pub fn insert(&mut self, value: Box<dyn Any + Send>) {
+        self.extensions.insert(value);
+    }
+}
+
+/// Values of any type, at most one of each: what the layers above keep in an
+/// evaluation's store. One or two per evaluation, so a list searched by type
+/// beats a map.
+#[derive(Default)]
+struct Extensions(Vec<Box<dyn Any + Send>>);
+
+impl Extensions {
+    fn get<T: Any>(&self) -> Option<&T> {
+        self.0.iter().find_map(|value| value.downcast_ref())
+    }
+
+    fn get_mut<T: Any>(&mut self) -> Option<&mut T> {
+        self.0.iter_mut().find_map(|value| value.downcast_mut())
+    }
+
+    fn insert(&mut self, value: Box<dyn Any + Send>) {
+        // `type_id` of the value inside the box, not of the box.
+        let id = (*value).type_id();
+        self.0.retain(|kept| (**kept).type_id() != id);
+        self.0.push(value);
+    }
+}
+
+/// The linkers one engine's policies are pre-linked with: components'
+/// imports, and core modules' imports. Made with the WASI of the store's
+/// context (preview 2 for components; all of preview 1 for core modules, as
+/// Kubewarden links it, so any preview1 import resolves), which grants
+/// nothing ([`new_store`]); the engine then adds each runtime's and each
+/// capability's own imports.
+pub struct Linkers {
+    /// What components import.
+    pub components: wasmtime::component::Linker<EvaluationState>,
+    /// What core modules import.
+    pub modules: wasmtime::Linker<EvaluationState>,
+}
+
+impl Linkers {
+    /// Linkers for `engine`, with WASI.
+    pub fn new(engine: &wasmtime::Engine) -> wasmtime::Result<Self> {
+        let mut components = wasmtime::component::Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut components)?;
+        let mut modules = wasmtime::Linker::new(engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut modules, |state: &mut EvaluationState| {
+            &mut state.wasi
+        })?;
+        Ok(Self {
+            components,
+            modules,
+        })
+    }
+
+    /// The engine they link for.
+    pub fn engine(&self) -> &wasmtime::Engine {
+        self.components.engine()
     }
 }
 
@@ -87,7 +153,7 @@ pub(crate) enum GuestIo {
 /// command's) no arguments and no stdin. Output goes to bounded in-memory
 /// buffers.
 pub(crate) fn new_store(
-    engine: &Engine,
+    engine: &wasmtime::Engine,
     limits: &Limits,
     deadline: Instant,
     io: GuestIo,
@@ -115,10 +181,9 @@ pub(crate) fn new_store(
         wasi: builder.build_p1(),
         limiter: EvaluationLimiter::new(limits),
         output,
-        kubewarden: None,
-        caller: None,
+        extensions: Extensions::default(),
     };
-    let mut store = Store::new(engine.wasmtime(), state);
+    let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
     // At every epoch tick running wasm checks the deadline itself (so a
     // spinning policy stops on time even on a busy executor), then yields so

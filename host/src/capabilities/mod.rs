@@ -29,9 +29,11 @@ use std::time::Instant;
 
 pub use self::grants::{ContextAwareResource, Grants, HostCapabilities, PatternError};
 pub use self::kubernetes::Kubernetes;
-use crate::store::{EvaluationState, GuestOutput};
+use crate::store::{GuestOutput, Linkers};
 
-/// Who is calling the host during one evaluation, kept in its store.
+/// Who is calling the host during one evaluation: kept once in its store
+/// ([`EvaluationState::get`](crate::store::EvaluationState::get)), where
+/// every host function of every runtime and capability finds it.
 #[derive(Clone)]
 pub struct Caller {
     /// The policy's id.
@@ -82,11 +84,7 @@ pub trait Capability: Send + Sync {
     /// Adds what policies import to reach this capability directly, beside
     /// Kubewarden's host call: a WIT interface for components, functions for
     /// core modules. Kubewarden's host call alone needs nothing.
-    fn add_to_linkers(
-        &self,
-        _components: &mut wasmtime::component::Linker<EvaluationState>,
-        _modules: &mut wasmtime::Linker<EvaluationState>,
-    ) -> wasmtime::Result<()> {
+    fn add_to_linkers(&self, _linkers: &mut Linkers) -> wasmtime::Result<()> {
         Ok(())
     }
 
@@ -159,13 +157,9 @@ impl Capabilities {
     }
 
     /// Lets every capability add its imports to the engine's linkers.
-    pub(crate) fn add_to_linkers(
-        &self,
-        components: &mut wasmtime::component::Linker<EvaluationState>,
-        modules: &mut wasmtime::Linker<EvaluationState>,
-    ) -> wasmtime::Result<()> {
+    pub(crate) fn add_to_linkers(&self, linkers: &mut Linkers) -> wasmtime::Result<()> {
         for provider in &self.providers {
-            provider.add_to_linkers(components, modules)?;
+            provider.add_to_linkers(linkers)?;
         }
         Ok(())
     }

@@ -93,7 +93,7 @@ impl Returned {
 
 /// Why a call produced no result, before the evaluation classifies it (into
 /// a timeout, out of memory, a trap, ...).
-pub enum Failure {
+pub(crate) enum Failure {
     /// Creating the instance failed.
     Instantiate(wasmtime::Error),
     /// The call trapped (or a host function ended it with a [`GuestFault`]).
@@ -109,7 +109,7 @@ pub enum Failure {
 /// A policy breaking the host's rules inside a host function: ends the
 /// evaluation (as a trap would) with a precise error.
 #[derive(Debug, thiserror::Error)]
-pub enum GuestFault {
+pub(crate) enum GuestFault {
     /// It sent more than the response limit allows.
     #[error("policy output too large: {size} bytes (limit: {limit} bytes)")]
     TooLarge {
@@ -126,7 +126,7 @@ pub enum GuestFault {
 
 impl GuestFault {
     /// A protocol violation, as the error a host function returns.
-    pub fn protocol(message: impl Into<String>) -> wasmtime::Error {
+    pub(crate) fn protocol(message: impl Into<String>) -> wasmtime::Error {
         GuestFault::Protocol(message.into()).into()
     }
 }

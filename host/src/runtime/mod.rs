@@ -12,7 +12,8 @@
 pub mod call;
 pub mod kubewarden;
 
-pub use self::call::{Call, Failure, GuestFault, PolicyContext, Returned};
+pub use self::call::{Call, PolicyContext, Returned};
+pub(crate) use self::call::{Failure, GuestFault};
 
 use std::borrow::Cow;
 use std::path::Path;

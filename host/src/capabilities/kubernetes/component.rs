@@ -25,7 +25,7 @@ impl HasData for KubernetesImport {
 /// Adds the import to the component linker.
 pub(crate) fn add_to_linker(linker: &mut Linker<EvaluationState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<EvaluationState, KubernetesImport>(linker, |state| KubernetesView {
-        caller: state.caller.as_ref(),
+        caller: state.get::<Caller>(),
     })
 }
 

@@ -351,12 +351,8 @@ impl Capability for Kubernetes {
         Box::pin(kubewarden::call(self, context, operation, payload))
     }
 
-    fn add_to_linkers(
-        &self,
-        components: &mut wasmtime::component::Linker<crate::store::EvaluationState>,
-        _modules: &mut wasmtime::Linker<crate::store::EvaluationState>,
-    ) -> wasmtime::Result<()> {
-        component::add_to_linker(components)
+    fn add_to_linkers(&self, linkers: &mut crate::store::Linkers) -> wasmtime::Result<()> {
+        component::add_to_linker(&mut linkers.components)
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -4,12 +4,10 @@
 //! [`Capabilities`](crate::capabilities::Capabilities) of the evaluation,
 //! which gate and serve it.
 
-use std::time::Instant;
-
 use wasmtime::{Caller, Extern, Memory};
 
 use super::GuestFault;
-use crate::capabilities::CallContext;
+use crate::capabilities::{self, CallContext};
 use crate::store::EvaluationState;
 
 /// The eight `i32` arguments of a host call: binding, namespace, operation
@@ -86,21 +84,17 @@ pub(super) async fn call(
     let namespace = text(caller, &format!("{import}: the namespace"), ns_ptr, ns_len)?;
     let operation = text(caller, &format!("{import}: the operation"), op_ptr, op_len)?;
     let payload = read(caller, &format!("{import}: the payload"), ptr, len)?;
-    let state =
-        caller.data().kubewarden.as_deref().ok_or_else(|| {
-            GuestFault::protocol(format!("{import} called outside an evaluation"))
-        })?;
-    let (capabilities, grants, policy_id) = (
-        state.capabilities.clone(),
-        state.grants.clone(),
-        state.policy_id.clone(),
-    );
-    let output = caller.data().output().clone();
-    let deadline = caller
+    let capabilities::Caller {
+        policy_id,
+        grants,
+        capabilities,
+        deadline,
+    } = caller
         .data()
-        .caller
-        .as_ref()
-        .map_or_else(Instant::now, |c| c.deadline);
+        .get::<capabilities::Caller>()
+        .cloned()
+        .ok_or_else(|| GuestFault::protocol(format!("{import} called outside an evaluation")))?;
+    let output = caller.data().output().clone();
     let context = CallContext {
         policy_id: &policy_id,
         grants: &grants,

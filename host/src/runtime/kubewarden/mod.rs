@@ -26,21 +26,18 @@ use std::time::{Duration, Instant};
 use wasmtime::{InstancePre, Linker, Module, Store};
 
 use self::metadata::{ExecutionMode, Metadata, MetadataError, PolicyType};
-use super::{Call, Failure, GuestFault, PolicyContext, Returned};
+use super::{Call, Failure, GuestFault, Returned};
 use crate::bindings::PolicyMetadata;
-use crate::capabilities::{Capabilities, Grants};
 use crate::component::CompileOrigin;
 use crate::digest::Digest;
 use crate::engine::Engine;
 use crate::limits::Limits;
 use crate::store::{EvaluationState, GuestIo, GuestOutput, StdinPipe};
 
-/// Adds everything a Kubewarden module may import to `linker`: the whole
-/// of WASI preview1 (Kubewarden links all of it, so any preview1 import
-/// resolves; the context behind it grants nothing), waPC's host side, and
-/// WASI mode's `host.call`.
+/// Adds what a Kubewarden module imports beside WASI preview1 (which the
+/// [`Linkers`](crate::store::Linkers) have) to `linker`: waPC's host side,
+/// and WASI mode's `host.call`.
 pub fn add_to_linker(linker: &mut Linker<EvaluationState>) -> wasmtime::Result<()> {
-    wasmtime_wasi::p1::add_to_linker_async(linker, |state| state.wasi_p1())?;
     wapc::add_to_linker(linker)?;
     wasi_cli::add_to_linker(linker)
 }
@@ -163,7 +160,8 @@ impl KubewardenModule {
             });
         }
         let pre = engine
-            .module_linker()
+            .linkers()
+            .modules
             .instantiate_pre(&module)
             .map_err(|e| KubewardenError::Link {
                 mode,
@@ -221,7 +219,6 @@ impl KubewardenModule {
     pub(crate) fn call_setup(
         &self,
         call: Call<'_>,
-        policy: &PolicyContext<'_>,
         limits: &Limits,
     ) -> (GuestIo, Option<Box<CallState>>) {
         let (operation, payload) = match call {
@@ -239,9 +236,6 @@ impl KubewardenModule {
             ),
         };
         let mut state = CallState {
-            policy_id: policy.id.to_owned(),
-            grants: policy.grants.clone(),
-            capabilities: policy.capabilities.clone(),
             operation,
             payload: Vec::new(),
             response_limit: limits.response_bytes,
@@ -345,12 +339,10 @@ impl KubewardenModule {
     }
 }
 
-/// One evaluation's waPC exchange and host-call context, kept in the
-/// store so the host functions reach it.
+/// One evaluation's waPC exchange, and WASI mode's streams, kept in the
+/// store ([`EvaluationState::get`]) so the host functions reach it. Who is
+/// calling is the store's [`Caller`](crate::capabilities::Caller).
 pub struct CallState {
-    pub(crate) policy_id: String,
-    pub(crate) grants: Arc<Grants>,
-    pub(crate) capabilities: Arc<Capabilities>,
     operation: &'static str,
     payload: Vec<u8>,
     response_limit: usize,

@@ -156,8 +156,7 @@ fn state<'a>(
 ) -> wasmtime::Result<&'a mut CallState> {
     caller
         .data_mut()
-        .kubewarden
-        .as_deref_mut()
+        .get_mut::<CallState>()
         .ok_or_else(|| GuestFault::protocol(format!("{import} called outside an evaluation")))
 }
 
@@ -203,11 +202,7 @@ pub(super) async fn guest_call(
             )
         })?;
     let (op_len, payload_len) = {
-        let state = store
-            .data()
-            .kubewarden
-            .as_deref()
-            .expect("set by the runtime");
+        let state = store.data().get::<CallState>().expect("set by the runtime");
         (state.operation.len() as i32, state.payload.len() as i32)
     };
     let succeeded = call
@@ -216,8 +211,7 @@ pub(super) async fn guest_call(
         .map_err(Failure::Call)?;
     let state = store
         .data_mut()
-        .kubewarden
-        .as_deref_mut()
+        .get_mut::<CallState>()
         .expect("set by the runtime");
     match (
         succeeded,

@@ -8,7 +8,7 @@
 use wasmtime::{Caller, Instance, Linker, Store};
 
 use super::host_call::{self, HostCallArgs};
-use super::{Failure, GuestFault};
+use super::{CallState, Failure, GuestFault};
 use crate::store::EvaluationState;
 
 /// The program name Kubewarden gives WASI-mode policies.
@@ -26,8 +26,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<EvaluationState>) -> wasmtime::R
                     let result = host_call::call(&mut caller, "host.call", args).await?;
                     let stdin = caller
                         .data()
-                        .kubewarden
-                        .as_deref()
+                        .get::<CallState>()
                         .and_then(|state| state.stdin.clone())
                         .ok_or_else(|| {
                             GuestFault::protocol("host.call is for WASI-mode policies only")
@@ -70,11 +69,7 @@ pub(super) async fn run(
             None => return Err(Failure::Call(error)),
         },
     }
-    let state = store
-        .data()
-        .kubewarden
-        .as_deref()
-        .expect("set by the runtime");
+    let state = store.data().get::<CallState>().expect("set by the runtime");
     let stdout = state
         .stdout
         .as_ref()
