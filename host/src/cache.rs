@@ -1,15 +1,16 @@
-//! A content-addressed on-disk cache of compiled policies: components and
-//! Kubewarden's core modules.
+//! A content-addressed on-disk cache of compiled policies, of every kind.
 //!
 //! An entry is keyed by the policy's sha256 digest *and* a hash of the
 //! engine's compatibility (wasmtime version and every setting that changes
 //! generated code), so a new wasmtime or a different config never reads an
-//! old entry: `<digest>-<engine>-<crc32>.cwasm` for a component,
-//! `<digest>-<engine>-<crc32>.module.cwasm` for a core module (the name says
-//! which, so a warm start knows the kind without reading the wasm).
+//! old entry, and tagged with the kind of policy that stored it, so a warm
+//! start knows the kind without reading the policy:
+//! `<digest>-<engine>-<crc32>.<tag>.cwasm` (`.module.cwasm` for a Kubewarden
+//! module), or `<digest>-<engine>-<crc32>.cwasm` for a component, whose
+//! entries predate tags. The cache knows no kind: tags are the runtimes'.
 //!
 //! The file holds exactly what `Component::serialize` (or
-//! `Module::serialize`) produced (so stock tools can load it too, e.g.
+//! `Module::serialize`; wasmtime tells which from the bytes) produced (so stock tools can load it too, e.g.
 //! `wasmtime run --allow-precompiled`). The
 //! CRC-32 of the file, in its name, catches a truncated or corrupted file
 //! before wasmtime sees it; the entry is then recompiled. A checksum that
@@ -29,17 +30,18 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use wasmtime::Module;
 use wasmtime::component::Component;
+use wasmtime::{Module, Precompiled};
 
 use crate::digest::Digest;
 
-/// A compiled policy, as stored in and loaded from the cache.
+/// A compiled policy, as stored in and loaded from the cache: what wasmtime
+/// compiled, of either of its two forms.
 #[derive(Clone)]
 pub enum Compiled {
-    /// A component (a `portcullis:policy` policy).
+    /// A component.
     Component(Component),
-    /// A core module (a Kubewarden policy).
+    /// A core module.
     Module(Module),
 }
 
@@ -50,19 +52,20 @@ impl Compiled {
             Compiled::Module(module) => module.serialize(),
         }
     }
-
-    fn suffix(&self) -> &'static str {
-        match self {
-            Compiled::Component(_) => COMPONENT_SUFFIX,
-            Compiled::Module(_) => MODULE_SUFFIX,
-        }
-    }
 }
 
-const COMPONENT_SUFFIX: &str = ".cwasm";
-const MODULE_SUFFIX: &str = ".module.cwasm";
+/// What every entry's name ends with.
+const SUFFIX: &str = ".cwasm";
 
-/// A directory of compiled components.
+/// An entry read from the cache.
+pub struct Entry {
+    /// The tag its kind stored it with (empty for a component).
+    pub tag: String,
+    /// What it holds.
+    pub compiled: Compiled,
+}
+
+/// A directory of compiled policies.
 #[derive(Debug, Clone)]
 pub struct CompiledCache {
     dir: PathBuf,
@@ -113,40 +116,41 @@ impl CompiledCache {
         format!("{}-{:016x}-", digest.hex(), hasher.finish())
     }
 
-    /// The file holding the entry for `digest` compiled by `engine`, if any,
-    /// and the checksum its name records.
+    /// The file holding the entry for `digest` compiled by `engine`, if any.
     pub fn entry_path(&self, engine: &wasmtime::Engine, digest: &Digest) -> Option<PathBuf> {
         self.find(&Self::entry_prefix(engine, digest))
-            .map(|(path, _)| path)
+            .map(|found| found.path)
     }
 
-    fn find(&self, prefix: &str) -> Option<(PathBuf, u32)> {
+    fn find(&self, prefix: &str) -> Option<Found> {
         self.find_all(prefix).next()
     }
 
-    /// Every entry whose name starts with `prefix`, with its checksum.
-    fn find_all(&self, prefix: &str) -> impl Iterator<Item = (PathBuf, u32)> {
+    /// Every entry whose name starts with `prefix`.
+    fn find_all(&self, prefix: &str) -> impl Iterator<Item = Found> {
         let entries = fs::read_dir(&self.dir).into_iter().flatten().flatten();
         entries.filter_map(move |entry| {
             let name = entry.file_name();
-            let rest = name.to_str()?.strip_prefix(prefix)?;
-            let checksum = rest
-                .strip_suffix(MODULE_SUFFIX)
-                .or_else(|| rest.strip_suffix(COMPONENT_SUFFIX))?;
-            let checksum = u32::from_str_radix(checksum, 16).ok()?;
-            Some((entry.path(), checksum))
+            let rest = name.to_str()?.strip_prefix(prefix)?.strip_suffix(SUFFIX)?;
+            let (checksum, tag) = rest.split_once('.').unwrap_or((rest, ""));
+            Some(Found {
+                checksum: u32::from_str_radix(checksum, 16).ok()?,
+                tag: tag.to_owned(),
+                path: entry.path(),
+            })
         })
     }
 
     /// Loads the compiled form of `digest`, if a sound entry exists.
-    pub fn load(&self, engine: &wasmtime::Engine, digest: &Digest) -> Result<Compiled, CacheMiss> {
-        let Some((path, expected)) = self.find(&Self::entry_prefix(engine, digest)) else {
+    pub fn load(&self, engine: &wasmtime::Engine, digest: &Digest) -> Result<Entry, CacheMiss> {
+        let Some(Found {
+            path,
+            checksum: expected,
+            tag,
+        }) = self.find(&Self::entry_prefix(engine, digest))
+        else {
             return Err(CacheMiss::Absent);
         };
-        let is_module = path
-            .file_name()
-            .and_then(|name| name.to_str())
-            .is_some_and(|name| name.ends_with(MODULE_SUFFIX));
         let file = fs::File::open(&path).map_err(|e| damaged(&path, e))?;
         // SAFETY: the mapping lives until the end of this function; entries
         // are replaced by rename, never rewritten in place (module docs).
@@ -155,32 +159,48 @@ impl CompiledCache {
             return Err(damaged(&path, "checksum mismatch (truncated or corrupted)"));
         }
         // SAFETY: the bytes are what `Component::serialize` (or
-        // `Module::serialize`, as the name says) produced for this engine
-        // configuration (checked by the checksum above and the
+        // `Module::serialize`, as wasmtime's header says) produced for this
+        // engine configuration (checked by the checksum above and the
         // engine-compatibility hash in the file name), written by this
         // process or an earlier one into a directory the operator controls.
-        let compiled = if is_module {
-            unsafe { Module::deserialize(engine, &bytes[..]) }.map(Compiled::Module)
-        } else {
-            unsafe { Component::deserialize(engine, &bytes[..]) }.map(Compiled::Component)
+        let compiled = match wasmtime::Engine::detect_precompiled(&bytes) {
+            Some(Precompiled::Component) => {
+                unsafe { Component::deserialize(engine, &bytes[..]) }.map(Compiled::Component)
+            }
+            Some(Precompiled::Module) => {
+                unsafe { Module::deserialize(engine, &bytes[..]) }.map(Compiled::Module)
+            }
+            None => return Err(damaged(&path, "not a compiled wasmtime artifact")),
         };
-        compiled.map_err(|e| damaged(&path, e))
+        let compiled = compiled.map_err(|e| damaged(&path, e))?;
+        Ok(Entry { tag, compiled })
     }
 
-    /// Stores the compiled form of `digest`, atomically (write, then rename),
+    /// Stores the compiled form of `digest`, tagged with `tag` (its kind's
+    /// word, `[a-z0-9-]`, or empty), atomically (write, then rename),
     /// replacing any other entry for the same key.
     pub fn store(
         &self,
         engine: &wasmtime::Engine,
         digest: &Digest,
+        tag: &str,
         compiled: &Compiled,
     ) -> anyhow::Result<PathBuf> {
+        anyhow::ensure!(
+            tag.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+            "invalid cache tag `{tag}`"
+        );
         let payload = compiled.serialize()?;
         let prefix = Self::entry_prefix(engine, digest);
+        let tag = if tag.is_empty() {
+            String::new()
+        } else {
+            format!(".{tag}")
+        };
         let path = self.dir.join(format!(
-            "{prefix}{:08x}{}",
+            "{prefix}{:08x}{tag}{SUFFIX}",
             crc32fast::hash(&payload),
-            compiled.suffix()
         ));
         fs::create_dir_all(&self.dir)?;
         // Write beside the final name, then rename: a reader sees either no
@@ -192,11 +212,18 @@ impl CompiledCache {
         tmp.as_file().sync_all()?;
         tmp.persist(&path)?;
         // A damaged entry under another checksum would be found first next time.
-        for (other, _) in self.find_all(&prefix).filter(|(other, _)| *other != path) {
-            fs::remove_file(other)?;
+        for other in self.find_all(&prefix).filter(|other| other.path != path) {
+            fs::remove_file(other.path)?;
         }
         Ok(path)
     }
+}
+
+/// An entry's file, and what its name records.
+struct Found {
+    path: PathBuf,
+    checksum: u32,
+    tag: String,
 }
 
 fn damaged(path: &Path, reason: impl ToString) -> CacheMiss {

@@ -1,16 +1,21 @@
-//! The one `wasmtime::Engine` of the process, configured for admission control:
-//! many short evaluations of a few policies, each in a fresh instance, and
-//! the two linkers their imports are satisfied from: one for components,
-//! one for Kubewarden's core modules.
+//! The one `wasmtime::Engine` of the process, configured for admission control
+//! (many short evaluations of a few policies, each in a fresh instance), and
+//! the composition root: it links every runtime and every capability into
+//! the linkers policies' imports are satisfied from, naming each only by its
+//! one entry point, and prepares policies' code against them.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use crate::cache::CompiledCache;
 use crate::capabilities::Capabilities;
+use crate::digest::Digest;
 use crate::limits::Limits;
+use crate::runtime::{self, CodeError, Compiler, PolicyCode, PolicyFile, Runtimes};
 use crate::store::Linkers;
 
 /// How often the epoch advances. Running wasm yields to the async executor at
@@ -38,6 +43,7 @@ impl std::fmt::Debug for Engine {
 
 struct EngineInner {
     wasmtime: wasmtime::Engine,
+    runtimes: Runtimes,
     linkers: Linkers,
     capabilities: Arc<Capabilities>,
     limits: Limits,
@@ -53,16 +59,18 @@ impl Engine {
     /// may call; each capability adds what it needs to the linkers.
     pub fn with_capabilities(limits: Limits, capabilities: Capabilities) -> wasmtime::Result<Self> {
         let wasmtime = wasmtime::Engine::new(&config(&limits))?;
-        // WASI, and the imports of the host's capabilities: a policy
-        // that imports anything else is refused at load time, naming the
-        // missing import.
+        // WASI, each runtime's imports and each capability's: a policy that
+        // imports anything else is refused at load time, naming the missing
+        // import.
         let mut linkers = Linkers::new(&wasmtime)?;
-        crate::runtime::kubewarden::add_to_linker(&mut linkers.modules)?;
+        let runtimes = Runtimes::new();
+        runtimes.add_to_linkers(&mut linkers)?;
         capabilities.add_to_linkers(&mut linkers)?;
         spawn_epoch_ticker(&wasmtime);
         Ok(Self {
             inner: Arc::new(EngineInner {
                 wasmtime,
+                runtimes,
                 linkers,
                 capabilities: Arc::new(capabilities),
                 limits,
@@ -79,6 +87,41 @@ impl Engine {
     /// each runtime's and each capability's.
     pub fn linkers(&self) -> &Linkers {
         &self.inner.linkers
+    }
+
+    /// Prepares the policy in the file at `path`, whose digest and size are
+    /// known ([`Digest::of_file`]): from `cache` when it holds it (a
+    /// component's file is then not read at all), otherwise read, recognised,
+    /// checked, compiled and stored; then pre-linked.
+    pub async fn prepare_file(
+        &self,
+        path: &Path,
+        digest: Digest,
+        size: usize,
+        cache: Option<&CompiledCache>,
+    ) -> Result<PolicyCode, CodeError> {
+        let file = PolicyFile::new(path, digest);
+        runtime::prepare(self.compiler(), file, size, cache).await
+    }
+
+    /// Prepares the policy in `bytes`, read from `path`, as
+    /// [`prepare_file`](Self::prepare_file) does.
+    pub async fn prepare(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        digest: Digest,
+        cache: Option<&CompiledCache>,
+    ) -> Result<PolicyCode, CodeError> {
+        let file = PolicyFile::read_into(path, digest, bytes);
+        runtime::prepare(self.compiler(), file, bytes.len(), cache).await
+    }
+
+    fn compiler(&self) -> Compiler<'_> {
+        Compiler {
+            runtimes: &self.inner.runtimes,
+            linkers: &self.inner.linkers,
+        }
     }
 
     /// The host capabilities policies may call (as their grants allow).

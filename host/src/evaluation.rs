@@ -2,19 +2,21 @@
 //! one call under the limits, the guest's output logged, everything dropped.
 //!
 //! This is the one place limits, the deadline, output capture and the
-//! classification of failures live, for components and Kubewarden modules
-//! alike; the [runtime](crate::runtime) of each kind only makes the call.
+//! classification of failures live, for every kind of policy alike; the
+//! [runtime](crate::runtime) of each kind only sets up its store and makes
+//! the call.
 
 use std::time::{Duration, Instant};
 
-use wasmtime::{Store, Trap};
+use wasmtime::Trap;
 
 use crate::capabilities::Caller;
-use crate::component::PolicyComponent;
 use crate::engine::Engine;
 use crate::limits::Limits;
-use crate::runtime::{Call, Failure, GuestFault, PolicyCode, PolicyContext, Returned};
-use crate::store::{EvaluationState, GuestIo, new_store};
+use crate::runtime::{
+    Call, Completed, Failure, GuestFault, PolicyCode, PolicyContext, Returned, StoreSetup,
+};
+use crate::store::{EvaluationState, new_store};
 
 /// A finished evaluation.
 #[derive(Debug)]
@@ -78,10 +80,8 @@ pub async fn evaluate(
 ) -> Result<Evaluation, EvaluationError> {
     let timeout = limits.timeout;
     let started = Instant::now();
-    let (io, kubewarden) = match code {
-        PolicyCode::Component(_) => (GuestIo::Log, None),
-        PolicyCode::Kubewarden(module) => module.call_setup(call, limits),
-    };
+    let runtime = code.runtime();
+    let StoreSetup { io, state } = runtime.setup(call, limits);
     let mut store = new_store(engine.wasmtime(), limits, started + timeout, io);
     store.data_mut().insert(Box::new(Caller {
         policy_id: policy.id.to_owned(),
@@ -89,23 +89,18 @@ pub async fn evaluate(
         capabilities: policy.capabilities.clone(),
         deadline: started + timeout,
     }));
-    if let Some(kubewarden) = kubewarden {
-        store.data_mut().insert(kubewarden);
+    if let Some(state) = state {
+        store.data_mut().insert(state);
     }
-    let outcome = tokio::time::timeout(timeout, async {
-        match code {
-            PolicyCode::Component(component) => {
-                call_component(component, &mut store, call, started).await
-            }
-            PolicyCode::Kubewarden(module) => module.run(&mut store, call, started).await,
-        }
-    })
-    .await;
+    let outcome = tokio::time::timeout(timeout, runtime.run(&mut store, call, started)).await;
     let total = started.elapsed();
     let state = store.data();
     emit_guest_output(policy.id, state);
     match outcome {
-        Ok(Ok((returned, instantiation))) => {
+        Ok(Ok(Completed {
+            returned,
+            instantiation,
+        })) => {
             let size = returned.size();
             if size > limits.response_bytes {
                 return Err(EvaluationError::OutputTooLarge {
@@ -122,42 +117,6 @@ pub async fn evaluate(
         Ok(Err(failure)) => Err(classify(failure, state, limits)),
         Err(_elapsed) => Err(EvaluationError::Timeout(timeout)),
     }
-}
-
-/// One call of a component's `admission` interface in a fresh instance.
-async fn call_component(
-    component: &PolicyComponent,
-    store: &mut Store<EvaluationState>,
-    call: Call<'_>,
-    started: Instant,
-) -> Result<(Returned, Duration), Failure> {
-    let policy = component
-        .pre()
-        .instantiate_async(&mut *store)
-        .await
-        .map_err(Failure::Instantiate)?;
-    let instantiated = started.elapsed();
-    let policy = policy.portcullis_policy_admission();
-    let returned = match call {
-        Call::Metadata => policy
-            .call_metadata(&mut *store)
-            .await
-            .map(Returned::Metadata),
-        Call::ValidateSettings { settings } => policy
-            .call_validate_settings(&mut *store, settings)
-            .await
-            .map(Returned::Settings),
-        Call::Validate { request, settings } => policy
-            .call_validate(&mut *store, request, settings)
-            .await
-            .map(Returned::Verdict),
-        Call::ValidateRaw { document, settings } => policy
-            .call_validate_raw(&mut *store, document, settings)
-            .await
-            .map(Returned::Verdict),
-    }
-    .map_err(Failure::Call)?;
-    Ok((returned, instantiated))
 }
 
 fn classify(failure: Failure, state: &EvaluationState, limits: &Limits) -> EvaluationError {

@@ -38,7 +38,6 @@ pub mod audit;
 pub mod bindings;
 pub mod cache;
 pub mod capabilities;
-pub mod component;
 pub mod config;
 pub mod digest;
 pub mod enforcement;

@@ -225,10 +225,13 @@ async fn a_grant_without_the_import_loads_and_a_plain_policy_imports_only_wasi()
         .await
         .unwrap();
     let policy = env.policy("plain").unwrap();
-    let portcullis::runtime::PolicyCode::Component(code) = policy.code() else {
+    let Some(code) = policy
+        .code()
+        .downcast_ref::<portcullis::runtime::component::PolicyComponent>()
+    else {
         panic!("a component")
     };
-    let interface = portcullis::component::ComponentInterface::of(&engine(), code.component());
+    let interface = portcullis::runtime::component::ComponentInterface::of(code.component());
     assert!(
         interface.imports.iter().all(|i| i.starts_with("wasi:")),
         "{:?}",

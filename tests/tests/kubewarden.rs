@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use portcullis::environment::LoadFailure;
-use portcullis::runtime::PolicyKind;
 use portcullis::{Environment, PolicySpec};
 use portcullis_tests::server::TestServer;
 use portcullis_tests::{component, engine, http_client, json_file, review};
@@ -23,18 +22,12 @@ async fn a_kubewarden_module_and_a_component_load_side_by_side() {
         PolicySpec::new("wasi", component("kw_wasi_command")),
     ];
     let env = Environment::load(&engine(), specs, None).await.unwrap();
-    assert_eq!(env.stats().unique_components, 3);
+    assert_eq!(env.stats().unique_code, 3);
     let kw = env.policy("kw").unwrap();
-    assert_eq!(kw.code().kind(), PolicyKind::KubewardenWapc);
+    assert_eq!(kw.code().kind(), "kubewarden-wapc");
     assert!(kw.code().ptr_eq(env.policy("kw-again").unwrap().code()));
-    assert_eq!(
-        env.policy("component").unwrap().code().kind(),
-        PolicyKind::Component
-    );
-    assert_eq!(
-        env.policy("wasi").unwrap().code().kind(),
-        PolicyKind::KubewardenWasi
-    );
+    assert_eq!(env.policy("component").unwrap().code().kind(), "component");
+    assert_eq!(env.policy("wasi").unwrap().code().kind(), "kubewarden-wasi");
     // Rules and description come from the metadata section.
     let metadata = kw.metadata();
     assert_eq!(metadata.rules.len(), 3);

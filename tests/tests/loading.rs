@@ -5,9 +5,9 @@
 use std::fs;
 
 use portcullis::admission::parse_review_or_request;
-use portcullis::component::{ComponentError, PolicyComponent};
 use portcullis::digest::Digest;
 use portcullis::environment::LoadFailure;
+use portcullis::runtime::CodeError;
 use portcullis::{CompiledCache, Environment, LoadError, LoadStats, PolicySpec};
 use portcullis_tests::{component, engine, repo_file};
 use serde_json::json;
@@ -45,7 +45,7 @@ async fn policies_sharing_a_component_compile_it_once() {
         env.stats(),
         LoadStats {
             policies: 5,
-            unique_components: 2,
+            unique_code: 2,
             compiled: 2,
             from_cache: 0,
             reused: 0,
@@ -146,8 +146,8 @@ async fn second_load_reads_the_compiled_cache_and_a_damaged_entry_is_recompiled(
 /// miss; the compiled form is stored under the first digest. A file replaced
 /// in between (a deploy writing over it) must fail the load, not poison the
 /// cache with code that does not match its key.
-#[test]
-fn a_file_that_changes_between_hashing_and_reading_is_refused_and_not_cached() {
+#[tokio::test]
+async fn a_file_that_changes_between_hashing_and_reading_is_refused_and_not_cached() {
     let dir = tempfile::tempdir().unwrap();
     let cache = CompiledCache::new(dir.path().join("cache"));
     let engine = engine();
@@ -156,9 +156,11 @@ fn a_file_that_changes_between_hashing_and_reading_is_refused_and_not_cached() {
     let (digest, size) = Digest::of_file(&file).unwrap();
     fs::copy(component("pod_privileged"), &file).unwrap();
 
-    let error = PolicyComponent::prepare_file(&engine, &file, digest, size, Some(&cache))
+    let error = engine
+        .prepare_file(&file, digest, size, Some(&cache))
+        .await
         .expect_err("a changed file must not load");
-    assert!(matches!(error, ComponentError::Changed), "{error:?}");
+    assert!(matches!(error, CodeError::Changed), "{error:?}");
     assert_eq!(
         error.to_string(),
         "the file changed while it was being loaded"
@@ -168,7 +170,10 @@ fn a_file_that_changes_between_hashing_and_reading_is_refused_and_not_cached() {
 
     // Hashed again, the same file loads.
     let (digest, size) = Digest::of_file(&file).unwrap();
-    PolicyComponent::prepare_file(&engine, &file, digest, size, Some(&cache)).unwrap();
+    engine
+        .prepare_file(&file, digest, size, Some(&cache))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -449,5 +454,5 @@ async fn a_reload_reuses_prepared_code_by_digest_and_compiles_only_what_is_new()
         .await
         .unwrap();
     assert_eq!((third.stats().compiled, third.stats().reused), (1, 1));
-    assert_eq!(third.stats().unique_components, 2);
+    assert_eq!(third.stats().unique_code, 2);
 }

@@ -100,7 +100,7 @@ async fn policies_sharing_the_python_component_compile_it_once() {
         env.stats(),
         LoadStats {
             policies: 2,
-            unique_components: 1,
+            unique_code: 1,
             compiled: 1,
             from_cache: 0,
             reused: 0,
@@ -108,7 +108,11 @@ async fn policies_sharing_the_python_component_compile_it_once() {
     );
     let component = env.policy(DENY).unwrap().code();
     assert!(component.ptr_eq(env.policy(DENY_TIER).unwrap().code()));
-    assert!(component.size() > 10 << 20, "{} bytes", component.size());
+    assert!(
+        component.facts().size > 10 << 20,
+        "{} bytes",
+        component.facts().size
+    );
     // Same component, different settings: each policy keeps its own.
     let request = fixture("pod_without_denied_labels.json");
     assert_eq!(verdict(DENY, &request).await, ACCEPTED);

@@ -276,7 +276,7 @@ async fn a_policy_can_have_a_stack_limit_of_its_own() {
     ];
     let env = Environment::load(&engine(), specs, None).await.unwrap();
     // One component, two engines (one per stack size): two `InstancePre`s.
-    assert_eq!(env.stats().unique_components, 2);
+    assert_eq!(env.stats().unique_code, 2);
     let request =
         portcullis::admission::parse_review_or_request(pod().to_string().as_bytes()).unwrap();
     let fits = env.validate("server-stack", &request).await.unwrap();

@@ -28,7 +28,6 @@ use crate::enforcement::{Decision, Outcome, Purpose, decide, decide_group};
 use crate::environment::{Environment, Policy};
 use crate::group::{Group, Input};
 use crate::policy::PolicyMode;
-use crate::runtime::PolicyCode;
 
 /// A policy or a group, as the audit runs it.
 pub enum Auditor {
@@ -106,7 +105,7 @@ impl Auditor {
         if !opted_in {
             return Some(Exclusion::OptedOut);
         }
-        let module_opted_out = |policy: &Policy| matches!(policy.code(), PolicyCode::Kubewarden(m) if !m.metadata().background_audit);
+        let module_opted_out = |policy: &Policy| !policy.code().runtime().background_audit();
         let module_opts_out = match self {
             Self::Policy(policy) => module_opted_out(policy),
             Self::Group(group) => group.members().values().any(|m| module_opted_out(m)),
@@ -124,14 +123,11 @@ impl Auditor {
         let Self::Policy(policy) = self else {
             return None;
         };
-        let PolicyCode::Kubewarden(module) = policy.code() else {
-            return None;
-        };
-        module
-            .metadata()
-            .annotations
-            .get(&format!("io.kubewarden.policy.{key}"))
-            .cloned()
+        policy
+            .code()
+            .runtime()
+            .annotation(&format!("io.kubewarden.policy.{key}"))
+            .map(str::to_owned)
     }
 
     /// Evaluates `request` with `/audit` semantics.

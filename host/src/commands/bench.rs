@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use portcullis::component::CompileOrigin;
+use portcullis::runtime::CompileOrigin;
 use serde::Serialize;
 
 use super::SinglePolicy;
@@ -102,17 +102,18 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         last = Some(verdict.response);
     }
     let response = last.expect("at least one run");
-    let component = policy.code();
+    let code = policy.code();
+    let facts = code.facts();
     let report = Report {
         component: args.component.clone(),
-        kind: component.kind().as_str(),
-        digest: component.digest().to_string(),
-        size: component.size(),
-        origin: match component.origin() {
+        kind: code.kind(),
+        digest: facts.digest.to_string(),
+        size: facts.size,
+        origin: match facts.origin {
             CompileOrigin::Compiled => "compiled",
             CompileOrigin::Cache => "cache",
         },
-        compile_ms: component.compile_time().as_secs_f64() * 1e3,
+        compile_ms: facts.compile_time.as_secs_f64() * 1e3,
         runs: args.runs,
         warmup: args.warmup,
         allowed: response.allowed,

@@ -3,7 +3,7 @@
 //! built once starts warm.
 //!
 //! It goes through the very path `serve` and `run` take
-//! ([`PolicyCode::prepare`] with a [`CompiledCache`]), so the entries have
+//! ([`Engine::prepare`] with a [`CompiledCache`]), so the entries have
 //! the key those commands look up: the policy's digest and the engine's
 //! compatibility hash (wasmtime version and code-generation settings, which
 //! the per-policy limits do not change).
@@ -18,9 +18,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use portcullis::component::CompileOrigin;
 use portcullis::digest::Digest;
-use portcullis::runtime::PolicyCode;
+use portcullis::runtime::CompileOrigin;
 use portcullis::{CompiledCache, Engine, Limits};
 
 use crate::cli::FetchArgs;
@@ -58,11 +57,13 @@ pub async fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
         let digest = Digest::of(&bytes);
         // `prepare` also pre-links the policy, so a file that is not a
         // policy this host can run fails here, at image build time.
-        let component = PolicyCode::prepare(&engine, path, &bytes, digest, Some(&cache))
+        let code = engine
+            .prepare(path, &bytes, digest, Some(&cache))
+            .await
             .with_context(|| given.clone())?;
-        let how = match component.origin() {
+        let how = match code.facts().origin {
             CompileOrigin::Compiled => {
-                format!("compiled in {} ms", component.compile_time().as_millis())
+                format!("compiled in {} ms", code.facts().compile_time.as_millis())
             }
             CompileOrigin::Cache => "already in the cache".to_owned(),
         };

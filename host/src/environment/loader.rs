@@ -6,15 +6,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{LoadError, LoadFailure, LoadStats, Policy, Prepared};
-use crate::bindings::PolicyMetadata;
+use super::{CodeKey, LoadError, LoadFailure, LoadStats, Policy, Prepared};
 use crate::cache::CompiledCache;
-use crate::component::{CompileOrigin, ComponentError};
 use crate::digest::Digest;
 use crate::engine::Engine;
 use crate::evaluation::evaluate;
 use crate::policy::PolicySpec;
-use crate::runtime::{Call, CodeError, PolicyCode, PolicyContext, Returned};
+use crate::runtime::{Call, CodeError, CompileOrigin, PolicyCode, PolicyContext, Returned};
 
 /// State of one [`Environment::load`].
 pub(super) struct Loader<'a> {
@@ -24,12 +22,12 @@ pub(super) struct Loader<'a> {
     pub(super) cache: Option<&'a CompiledCache>,
     /// Digest and size of each file read so far.
     pub(super) digests_by_path: HashMap<PathBuf, (Digest, usize)>,
-    /// Components [`prefetch`](Self::prefetch) prepared, not yet asked for.
-    pub(super) prefetched: HashMap<(Digest, usize), PolicyCode>,
-    /// Components the environment this load replaces prepared.
-    pub(super) reusable: HashMap<(Digest, usize), Prepared>,
-    /// Prepared policies by digest and the stack size of their engine.
-    pub(super) components: HashMap<(Digest, usize), Prepared>,
+    /// Code [`prefetch`](Self::prefetch) prepared, not yet asked for.
+    pub(super) prefetched: HashMap<CodeKey, PolicyCode>,
+    /// Code the environment this load replaces prepared.
+    pub(super) reusable: HashMap<CodeKey, Prepared>,
+    /// Prepared code by digest and the stack size of its engine.
+    pub(super) prepared: HashMap<CodeKey, Prepared>,
     pub(super) stats: LoadStats,
 }
 
@@ -43,13 +41,13 @@ pub(super) fn load_error(spec: &PolicySpec, reason: LoadFailure) -> LoadError {
 
 impl Loader<'_> {
     /// Reads, hashes and prepares (compiles, or loads from the cache, and
-    /// pre-links) every distinct component of `specs` at the same time, on
+    /// pre-links) every distinct module of `specs` at the same time, on
     /// the blocking pool: a start-up is then as long as its slowest
-    /// component, not the sum of all of them.
+    /// module, not the sum of all of them.
     ///
     /// Purely an optimisation: whatever fails here is left for the
     /// sequential [`load`](Self::load), which does it again and reports the
-    /// error against the first policy that uses the component, as before.
+    /// error against the first policy that uses the module, as before.
     pub(super) async fn prefetch(&mut self, specs: &[&PolicySpec]) {
         // A fetched module was hashed by the download store a moment ago.
         for spec in specs {
@@ -99,21 +97,22 @@ impl Loader<'_> {
             let Some(&(digest, size)) = self.digests_by_path.get(&path) else {
                 continue;
             };
-            let key = (digest, engine.limits().stack_bytes);
+            let key = CodeKey::new(digest, &engine);
             if keys.contains(&key) || self.reusable.contains_key(&key) {
                 continue;
             }
             keys.push(key);
             let cache = self.cache.cloned();
+            let runtime = tokio::runtime::Handle::current();
             tasks.spawn_blocking(move || {
                 let prepared =
-                    PolicyCode::prepare_file(&engine, &path, digest, size, cache.as_ref());
+                    runtime.block_on(engine.prepare_file(&path, digest, size, cache.as_ref()));
                 (key, prepared.ok())
             });
         }
         while let Some(result) = tasks.join_next().await {
-            if let Ok((key, Some(component))) = result {
-                self.prefetched.insert(key, component);
+            if let Ok((key, Some(code))) = result {
+                self.prefetched.insert(key, code);
             }
         }
     }
@@ -125,8 +124,11 @@ impl Loader<'_> {
             .with_overrides(&spec.limits)
             .map_err(LoadFailure::Limits)?;
         let engine = self.engine_for(limits.stack_bytes)?;
-        let (code, metadata) = self.component(&spec.module, &engine).await?;
-        check_grants(&engine, spec, &code)?;
+        let Prepared { code, metadata } = self.code(&spec.module, &engine).await?;
+        // Imports by name are checked once, here; host calls at each call.
+        code.runtime()
+            .check_grants(&spec.id, &spec.grants)
+            .map_err(|import| LoadFailure::NotGranted { import })?;
         let settings_json = spec.settings.to_string();
         let call = Call::ValidateSettings {
             settings: &settings_json,
@@ -177,58 +179,54 @@ impl Loader<'_> {
         Ok(engine)
     }
 
-    /// The component in `path` prepared for `engine`: read and hashed once
-    /// per path, compiled and pre-linked once per digest and engine.
-    async fn component(
-        &mut self,
-        path: &Path,
-        engine: &Engine,
-    ) -> Result<(PolicyCode, Arc<PolicyMetadata>), LoadFailure> {
+    /// The code in the module at `path` prepared for `engine`: read and
+    /// hashed once per path, compiled and pre-linked once per digest and
+    /// engine.
+    async fn code(&mut self, path: &Path, engine: &Engine) -> Result<Prepared, LoadFailure> {
         let (digest, size) = match self.digests_by_path.get(path) {
             Some(&known) => known,
             None => {
-                let known =
-                    Digest::of_file(path).map_err(|e| CodeError::from(ComponentError::Read(e)))?;
+                let known = Digest::of_file(path).map_err(CodeError::Read)?;
                 self.digests_by_path.insert(path.to_owned(), known);
                 known
             }
         };
-        let key = (digest, engine.limits().stack_bytes);
-        if !self.components.contains_key(&key) {
+        let key = CodeKey::new(digest, engine);
+        if !self.prepared.contains_key(&key) {
             if let Some(prepared) = self.reusable.remove(&key) {
                 self.stats.reused += 1;
-                self.components.insert(key, prepared.clone());
+                self.prepared.insert(key, prepared.clone());
                 return Ok(prepared);
             }
-            let component = match self.prefetched.remove(&key) {
-                Some(component) => component,
-                None => PolicyCode::prepare_file(engine, path, digest, size, self.cache)?,
+            let code = match self.prefetched.remove(&key) {
+                Some(code) => code,
+                None => engine.prepare_file(path, digest, size, self.cache).await?,
             };
-            let prepared = self.describe(engine, path, component).await?;
-            self.components.insert(key, prepared);
+            let prepared = self.describe(engine, path, code).await?;
+            self.prepared.insert(key, prepared);
         }
-        Ok(self.components[&key].clone())
+        Ok(self.prepared[&key].clone())
     }
 
-    /// Counts and logs a prepared component and reads its metadata.
+    /// Counts and logs prepared code and reads its metadata.
     async fn describe(
         &mut self,
         engine: &Engine,
         path: &Path,
-        component: PolicyCode,
-    ) -> Result<(PolicyCode, Arc<PolicyMetadata>), LoadFailure> {
-        let digest = component.digest();
-        match component.origin() {
+        code: PolicyCode,
+    ) -> Result<Prepared, LoadFailure> {
+        let facts = code.facts();
+        match facts.origin {
             CompileOrigin::Compiled => self.stats.compiled += 1,
             CompileOrigin::Cache => self.stats.from_cache += 1,
         }
         tracing::info!(
-            %digest,
+            digest = %facts.digest,
             path = %path.display(),
-            size = component.size(),
-            origin = ?component.origin(),
-            ms = component.compile_time().as_millis() as u64,
-            kind = component.kind().as_str(),
+            size = facts.size,
+            origin = ?facts.origin,
+            ms = facts.compile_time.as_millis() as u64,
+            kind = code.kind(),
             "policy prepared"
         );
         let limits = engine.limits();
@@ -237,7 +235,7 @@ impl Loader<'_> {
             grants: Arc::default(),
             capabilities: engine.capabilities().clone(),
         };
-        let evaluation = evaluate(engine, &component, &context, limits, Call::Metadata)
+        let evaluation = evaluate(engine, &code, &context, limits, Call::Metadata)
             .await
             .map_err(|error| LoadFailure::Call {
                 what: "metadata",
@@ -246,35 +244,9 @@ impl Loader<'_> {
         let Returned::Metadata(metadata) = evaluation.returned else {
             unreachable!("metadata returned {:?}", evaluation.returned)
         };
-        Ok((component, Arc::new(metadata)))
-    }
-}
-
-/// A component that imports the Kubernetes capability needs a grant; one
-/// granted resources it cannot read (it does not import the capability) is
-/// worth a warning. A Kubewarden module reaches every capability through the
-/// one host call, so only its calls are checked.
-fn check_grants(engine: &Engine, spec: &PolicySpec, code: &PolicyCode) -> Result<(), LoadFailure> {
-    let PolicyCode::Component(component) = code else {
-        return Ok(());
-    };
-    let interface = crate::component::ComponentInterface::of(engine, component.component());
-    let import = interface
-        .imports
-        .iter()
-        .find(|name| name.starts_with(crate::bindings::KUBERNETES_UNVERSIONED));
-    match import {
-        Some(import) if !spec.grants.reads_kubernetes() => Err(LoadFailure::NotGranted {
-            import: import.clone(),
-        }),
-        None if !spec.grants.context_aware_resources.is_empty() => {
-            tracing::warn!(
-                policy = spec.id,
-                "policy is granted contextAwareResources but does not import \
-                 portcullis:policy/kubernetes: it cannot read them"
-            );
-            Ok(())
-        }
-        _ => Ok(()),
+        Ok(Prepared {
+            code,
+            metadata: Arc::new(metadata),
+        })
     }
 }

@@ -1,6 +1,6 @@
 //! The evaluation environment: every configured policy, loaded once, backed
-//! by one compiled and pre-linked policy (component or Kubewarden module)
-//! per unique digest.
+//! by one compiled and pre-linked policy (of whatever kind) per unique
+//! digest.
 
 mod loader;
 
@@ -45,7 +45,7 @@ impl Policy {
         &self.spec
     }
 
-    /// The code it runs (a component or a Kubewarden module).
+    /// The code it runs (of whatever kind).
     pub fn code(&self) -> &PolicyCode {
         &self.code
     }
@@ -72,15 +72,15 @@ impl Policy {
 pub struct LoadStats {
     /// Policies loaded.
     pub policies: usize,
-    /// Distinct components (by digest) behind them — per engine, for the rare
-    /// policy with a stack limit of its own; also the number of
+    /// Distinct code (by digest) behind them, of every kind — per engine,
+    /// for the rare policy with a stack limit of its own; also the number of
     /// `InstancePre`s created.
-    pub unique_components: usize,
-    /// Components compiled from wasm.
+    pub unique_code: usize,
+    /// Code compiled here.
     pub compiled: usize,
-    /// Components loaded from the compiled cache.
+    /// Code loaded from the compiled cache.
     pub from_cache: usize,
-    /// Components a reload took, already prepared, from the environment it
+    /// Code a reload took, already prepared, from the environment it
     /// replaces.
     pub reused: usize,
 }
@@ -91,7 +91,7 @@ pub struct LoadStats {
 pub struct LoadError {
     /// The policy's id.
     pub policy: String,
-    /// Its component file.
+    /// Its module (the file of its code).
     pub module: PathBuf,
     /// What went wrong.
     pub reason: LoadFailure,
@@ -124,7 +124,7 @@ pub enum LoadFailure {
     /// read (its caches start with it).
     #[error("key `contextAwareResources`: {0}")]
     NotServed(String),
-    /// The component imports a host capability it has not been granted.
+    /// The code imports a host capability it has not been granted.
     #[error(
         "imports `{import}` but is granted no Kubernetes resource: list what it reads under \
          `contextAwareResources` in its policies.yml entry (or grant \
@@ -159,7 +159,7 @@ pub struct Verdict {
 }
 
 /// Every loaded policy and group, sharing the engine and the pre-linked
-/// components.
+/// code.
 pub struct Environment {
     engine: Engine,
     policies: BTreeMap<String, Arc<Policy>>,
@@ -169,7 +169,7 @@ pub struct Environment {
     engines: HashMap<usize, Engine>,
     /// Every prepared policy by digest and engine stack size: what a reload
     /// reuses.
-    prepared: HashMap<(Digest, usize), Prepared>,
+    prepared: HashMap<CodeKey, Prepared>,
     stats: LoadStats,
 }
 
@@ -177,16 +177,40 @@ pub struct Environment {
 #[derive(Default)]
 struct Reuse {
     engines: HashMap<usize, Engine>,
-    prepared: HashMap<(Digest, usize), Prepared>,
+    prepared: HashMap<CodeKey, Prepared>,
 }
 
-/// A compiled, pre-linked policy and what it says about itself.
-type Prepared = (PolicyCode, Arc<PolicyMetadata>);
+/// Prepared code is shared per digest and per engine (policies with a stack
+/// limit of their own run on an engine of their own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct CodeKey {
+    digest: Digest,
+    /// The engine's stack size: what tells engines apart.
+    stack_bytes: usize,
+}
+
+impl CodeKey {
+    /// The key of the code of `digest` prepared for `engine`.
+    fn new(digest: Digest, engine: &Engine) -> Self {
+        Self {
+            digest,
+            stack_bytes: engine.limits().stack_bytes,
+        }
+    }
+}
+
+/// A policy's code, compiled and pre-linked, and what it says about itself.
+#[derive(Clone)]
+struct Prepared {
+    code: PolicyCode,
+    metadata: Arc<PolicyMetadata>,
+}
 
 impl Environment {
-    /// Loads `specs`: reads each component file once, compiles (or loads from
-    /// `cache`) and pre-links each unique digest once, reads each component's
-    /// metadata, and validates every policy's settings through the policy.
+    /// Loads `specs`: reads each module once, compiles (or loads from
+    /// `cache`) and pre-links each unique digest once, reads each policy
+    /// code's metadata, and validates every policy's settings through the
+    /// policy.
     pub async fn load(
         engine: &Engine,
         specs: impl IntoIterator<Item = PolicySpec>,
@@ -258,7 +282,7 @@ impl Environment {
             digests_by_path: HashMap::new(),
             prefetched: HashMap::new(),
             reusable: reuse.prepared,
-            components: HashMap::new(),
+            prepared: HashMap::new(),
             stats: LoadStats::default(),
         };
         let specs: Vec<&PolicySpec> = configuration.specs().collect();
@@ -296,11 +320,11 @@ impl Environment {
         }
         let mut stats = loader.stats;
         stats.policies = policies.len() + groups.values().map(|g| g.members().len()).sum::<usize>();
-        stats.unique_components = loader.components.len();
+        stats.unique_code = loader.prepared.len();
         tracing::info!(
             policies = stats.policies,
             groups = groups.len(),
-            unique_components = stats.unique_components,
+            unique_code = stats.unique_code,
             compiled = stats.compiled,
             from_cache = stats.from_cache,
             reused = stats.reused,
@@ -309,13 +333,13 @@ impl Environment {
         // An engine no policy uses any more (its pool reserves memory) is
         // not carried on to the next reload.
         let mut engines = loader.engines;
-        engines.retain(|stack, _| loader.components.keys().any(|(_, s)| s == stack));
+        engines.retain(|stack, _| loader.prepared.keys().any(|key| key.stack_bytes == *stack));
         Ok(Self {
             engine: engine.clone(),
             policies,
             groups,
             engines,
-            prepared: loader.components,
+            prepared: loader.prepared,
             stats,
         })
     }

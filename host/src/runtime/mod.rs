@@ -1,246 +1,204 @@
-//! The code behind a policy, one runtime per kind, behind the one
-//! evaluation seam ([`evaluate`](crate::evaluation::evaluate)).
+//! The code behind a policy: one room per kind of policy, every room behind
+//! the same two interfaces, so nothing above this module knows which kind it
+//! holds.
 //!
-//! A policy is either a component of the `portcullis:policy` world (the
-//! typed contract, [`component`](crate::component)) or a Kubewarden core
-//! module ([`kubewarden`]). The kind is read from the bytes — the wasm
-//! header says component or core module, and a core module must carry
-//! Kubewarden's metadata — never from the file name. Both are compiled once
-//! per digest (and cached), pre-linked once, and instantiated afresh for
-//! every evaluation; [`PolicyCode`] is what the environment holds either way.
+//! A kind is a folder here: [`component`] (components of the
+//! `portcullis:policy` world, the typed contract) and [`kubewarden`]
+//! (Kubewarden's core modules, waPC guests or WASI commands, run unchanged).
+//! Each implements [`Kind`] — how its code is compiled (so cached) and
+//! pre-linked, and what its policies import — and [`Runtime`] for the code
+//! it prepares — what it is, how a fresh store is set up for a call, how the
+//! call runs. Everything else is shared: the path from a file to a
+//! [`PolicyCode`] (read, recognised from the bytes, compiled once per digest
+//! or loaded from the compiled cache, pre-linked once) and the facts every
+//! prepared policy has ([`CodeFacts`]) are [`code`]'s; the call and its
+//! failures are [`call`]'s; limits, deadline, output capture and the
+//! classification of failures are the evaluation's, above.
+//!
+//! A new kind is a folder implementing both traits, an arm in
+//! [`Runtimes::recognise`] and a line in [`Runtimes::new`]
+//! (docs/architecture.md has the recipe).
 
 pub mod call;
+mod code;
+pub mod component;
 pub mod kubewarden;
+
+use std::any::Any;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use wasmtime::Store;
+
+use crate::cache::Compiled;
+use crate::capabilities::Grants;
+use crate::limits::Limits;
+use crate::store::{EvaluationState, GuestIo, Linkers};
 
 pub use self::call::{Call, PolicyContext, Returned};
 pub(crate) use self::call::{Failure, GuestFault};
+pub use self::code::{CodeError, CodeFacts, CompileOrigin, PolicyCode};
+pub(crate) use self::code::{Compiler, PolicyFile, prepare};
 
-use std::borrow::Cow;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+/// A kind of policy: how its code becomes something every evaluation can
+/// instantiate. One value per engine ([`Runtimes`]), so a kind may keep
+/// what it makes once per engine (an interpreter compiled for it).
+pub(crate) trait Kind: Any + Send + Sync {
+    /// What the compiled cache's entries of this kind are tagged with, so a
+    /// warm start knows the kind without reading the policy's file: a short
+    /// lower-case word (`module`), or nothing for components, whose entries
+    /// predate tags. A kind whose compiled form depends on more than the
+    /// policy's bytes (an embedded interpreter) puts that in its tag, so an
+    /// entry made by another build is not taken.
+    fn cache_tag(&self) -> &str;
 
-use self::kubewarden::{KubewardenError, KubewardenModule};
-use crate::cache::{CacheMiss, Compiled, CompiledCache};
-use crate::component::{self, CompileOrigin, ComponentError, PolicyComponent};
-use crate::digest::Digest;
-use crate::engine::Engine;
-
-/// A policy's code, compiled and pre-linked: shared by every policy that
-/// uses it and every evaluation.
-#[derive(Debug, Clone)]
-pub enum PolicyCode {
-    /// A component of the `portcullis:policy` world.
-    Component(Arc<PolicyComponent>),
-    /// A Kubewarden module (waPC or WASI command).
-    Kubewarden(Arc<KubewardenModule>),
-}
-
-/// What kind of code a policy is, as `inspect` and the logs name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PolicyKind {
-    /// A `portcullis:policy` component.
-    Component,
-    /// A Kubewarden waPC module.
-    KubewardenWapc,
-    /// A Kubewarden WASI command.
-    KubewardenWasi,
-}
-
-impl PolicyKind {
-    /// Its name in logs and reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Component => "component",
-            Self::KubewardenWapc => "kubewarden-wapc",
-            Self::KubewardenWasi => "kubewarden-wasi",
-        }
-    }
-}
-
-/// Why a file cannot be run as a policy.
-#[derive(Debug, thiserror::Error)]
-pub enum CodeError {
-    /// As a component.
-    #[error(transparent)]
-    Component(#[from] ComponentError),
-    /// As a Kubewarden module.
-    #[error(transparent)]
-    Kubewarden(#[from] KubewardenError),
-}
-
-impl PolicyCode {
-    /// Prepares the policy in the file at `path`, whose digest and size are
-    /// known ([`Digest::of_file`]): from `cache` when it holds it (a
-    /// component's file is then not read at all), otherwise read,
-    /// recognised, checked, compiled and stored.
-    pub fn prepare_file(
-        engine: &Engine,
-        path: &Path,
-        digest: Digest,
-        size: usize,
-        cache: Option<&CompiledCache>,
-    ) -> Result<Self, CodeError> {
-        Self::prepare_with(engine, path, size, digest, cache, || {
-            Ok(Cow::Owned(read_checked(path, &digest)?))
-        })
+    /// Adds what its policies import beside WASI and the capabilities'
+    /// imports to `linkers` (once per engine).
+    fn add_to_linkers(&self, linkers: &mut Linkers) -> wasmtime::Result<()> {
+        let _ = linkers;
+        Ok(())
     }
 
-    /// Prepares the policy in `bytes`, read from `path`: from `cache` when
-    /// it holds it, otherwise compiled and stored.
-    pub fn prepare(
-        engine: &Engine,
-        path: &Path,
-        bytes: &[u8],
-        digest: Digest,
-        cache: Option<&CompiledCache>,
-    ) -> Result<Self, CodeError> {
-        Self::prepare_with(engine, path, bytes.len(), digest, cache, || {
-            Ok(Cow::Borrowed(bytes))
-        })
-    }
+    /// Compiles the policy whose code is `source` (recognised as this kind):
+    /// what the compiled cache keeps. May refuse it before compiling (a
+    /// Kubewarden module without usable metadata). A future: a kind may run
+    /// wasm to compile (an interpreter snapshotted with the policy loaded).
+    fn compile<'a>(
+        &'a self,
+        compiler: Compiler<'a>,
+        source: &'a [u8],
+    ) -> BoxFuture<'a, Result<Compiled, CodeError>>;
 
-    /// Prepares from `cache`, or from the bytes `read` gives.
-    fn prepare_with<'a>(
-        engine: &Engine,
-        path: &Path,
-        size: usize,
-        digest: Digest,
-        cache: Option<&CompiledCache>,
-        read: impl FnOnce() -> Result<Cow<'a, [u8]>, CodeError>,
-    ) -> Result<Self, CodeError> {
-        let started = Instant::now();
-        match cached(engine, &digest, cache) {
-            Some(Compiled::Component(component)) => {
-                Ok(Self::Component(PolicyComponent::from_compiled(
-                    engine,
-                    path,
-                    size,
-                    digest,
-                    (component, CompileOrigin::Cache),
-                    started.elapsed(),
-                )?))
-            }
-            Some(Compiled::Module(module)) => {
-                // The metadata lives in the wasm, not in the compiled form.
-                let accepted = kubewarden::accept(&read()?)?;
-                Ok(Self::Kubewarden(KubewardenModule::link(
-                    engine,
-                    path,
-                    size,
-                    digest,
-                    (module, CompileOrigin::Cache),
-                    accepted,
-                    started,
-                )?))
-            }
-            None => Self::compile(engine, path, &read()?, digest, cache, started),
-        }
-    }
+    /// Pre-links `compiled` (compiled now, or loaded from the cache) into
+    /// the code evaluations instantiate. `file` gives the policy's bytes to
+    /// a kind that needs them after compiling (a Kubewarden module's
+    /// metadata); one that does not never reads the file on a warm start.
+    fn prepare(
+        &self,
+        compiler: Compiler<'_>,
+        compiled: Compiled,
+        file: &PolicyFile<'_>,
+    ) -> Result<Box<dyn Runtime>, CodeError>;
+}
 
-    fn compile(
-        engine: &Engine,
-        path: &Path,
-        bytes: &[u8],
-        digest: Digest,
-        cache: Option<&CompiledCache>,
+/// A policy's code, prepared by its [`Kind`]: what the evaluation calls.
+pub(crate) trait Runtime: Any + Send + Sync {
+    /// What it is: its kind's name in logs and `inspect` (`component`,
+    /// `kubewarden-wapc`, `kubewarden-wasi`).
+    fn kind(&self) -> &'static str;
+
+    /// How a fresh store is set up for `call`: its standard streams, and the
+    /// runtime's own state of the call, which the evaluation keeps in the
+    /// store for the runtime's host functions.
+    fn setup(&self, call: Call<'_>, limits: &Limits) -> StoreSetup;
+
+    /// Runs `call` in a fresh instance in `store` (set up as
+    /// [`setup`](Self::setup) said, the caller in it); `started` is when the
+    /// evaluation began.
+    fn run<'a>(
+        &'a self,
+        store: &'a mut Store<EvaluationState>,
+        call: Call<'a>,
         started: Instant,
-    ) -> Result<Self, CodeError> {
-        let size = bytes.len();
-        if !is_core_module(bytes) {
-            component::check_header(bytes)?;
-            let component = component::compile_and_store(engine, bytes, &digest, cache)?;
-            return Ok(Self::Component(PolicyComponent::from_compiled(
-                engine,
-                path,
-                size,
-                digest,
-                (component, CompileOrigin::Compiled),
-                started.elapsed(),
-            )?));
-        }
-        // Refused before compiling: a module without usable metadata.
-        let accepted = kubewarden::accept(bytes)?;
-        let module = kubewarden::compile(engine, bytes)?;
-        if let Some(cache) = cache
-            && let Err(e) = cache.store(
-                engine.wasmtime(),
-                &digest,
-                &Compiled::Module(module.clone()),
-            )
-        {
-            tracing::warn!(%digest, dir = %cache.dir().display(), "compiled cache: cannot store: {e:#}");
-        }
-        Ok(Self::Kubewarden(KubewardenModule::link(
-            engine,
-            path,
-            size,
-            digest,
-            (module, CompileOrigin::Compiled),
-            accepted,
-            started,
-        )?))
+    ) -> BoxFuture<'a, Result<Completed, Failure>>;
+
+    /// Whether the code lets the background audit evaluate it (Kubewarden's
+    /// `backgroundAudit`).
+    fn background_audit(&self) -> bool {
+        true
     }
 
-    /// Its digest.
-    pub fn digest(&self) -> Digest {
-        match self {
-            Self::Component(c) => c.digest(),
-            Self::Kubewarden(m) => m.digest(),
-        }
+    /// An annotation the code carries about itself (Kubewarden's metadata:
+    /// `io.kubewarden.policy.severity`, …).
+    fn annotation(&self, key: &str) -> Option<&str> {
+        let _ = key;
+        None
     }
 
-    /// The file it was first read from.
-    pub fn path(&self) -> &Path {
-        match self {
-            Self::Component(c) => c.path(),
-            Self::Kubewarden(m) => m.path(),
+    /// Checks at load that `grants` allow what the code imports by name (a
+    /// component's `portcullis:policy/kubernetes`; host calls are gated per
+    /// call instead): `Err` is the import they do not allow.
+    fn check_grants(&self, policy_id: &str, grants: &Grants) -> Result<(), String> {
+        let _ = (policy_id, grants);
+        Ok(())
+    }
+}
+
+/// How a fresh store is set up for one call ([`Runtime::setup`]).
+pub(crate) struct StoreSetup {
+    /// The policy's standard streams and arguments.
+    pub(crate) io: GuestIo,
+    /// The runtime's state of the call, if it keeps one.
+    pub(crate) state: Option<Box<dyn Any + Send>>,
+}
+
+impl StoreSetup {
+    /// No arguments, no stdin, output captured for the log, no state.
+    pub(crate) fn plain() -> Self {
+        Self {
+            io: GuestIo::Log,
+            state: None,
         }
     }
+}
 
-    /// Its size in bytes.
-    pub fn size(&self) -> usize {
-        match self {
-            Self::Component(c) => c.size(),
-            Self::Kubewarden(m) => m.size(),
-        }
-    }
+/// A call that returned ([`Runtime::run`]).
+pub(crate) struct Completed {
+    /// What the policy returned.
+    pub(crate) returned: Returned,
+    /// From the start of the evaluation until the instance was ready.
+    pub(crate) instantiation: Duration,
+}
 
-    /// Whether it was compiled here or loaded from the cache.
-    pub fn origin(&self) -> CompileOrigin {
-        match self {
-            Self::Component(c) => c.origin(),
-            Self::Kubewarden(m) => m.origin(),
+/// One engine's runtimes: one of each kind of policy this host runs.
+pub(crate) struct Runtimes {
+    kinds: Vec<Box<dyn Kind>>,
+}
+
+impl Runtimes {
+    /// Every kind of policy this host runs.
+    pub(crate) fn new() -> Self {
+        Self {
+            kinds: vec![
+                Box::new(component::ComponentKind),
+                Box::new(kubewarden::KubewardenKind),
+            ],
         }
     }
 
-    /// How long compiling (or loading) and pre-linking took.
-    pub fn compile_time(&self) -> Duration {
-        match self {
-            Self::Component(c) => c.compile_time(),
-            Self::Kubewarden(m) => m.compile_time(),
+    /// Adds every kind's imports to `linkers`: the one call the engine makes.
+    pub(crate) fn add_to_linkers(&self, linkers: &mut Linkers) -> wasmtime::Result<()> {
+        self.kinds
+            .iter()
+            .try_for_each(|kind| kind.add_to_linkers(linkers))
+    }
+
+    /// The kind of the policy whose code is `bytes`, read from the bytes
+    /// alone, never from the file name.
+    pub(crate) fn recognise(&self, bytes: &[u8]) -> &dyn Kind {
+        match bytes {
+            // A core module: Kubewarden's, which refuses one without its
+            // metadata, naming what is missing.
+            _ if is_core_module(bytes) => self.kind::<kubewarden::KubewardenKind>(),
+            // A component, or not wasm at all: the component runtime says which.
+            _ => self.kind::<component::ComponentKind>(),
         }
     }
 
-    /// What kind of code it is.
-    pub fn kind(&self) -> PolicyKind {
-        match self {
-            Self::Component(_) => PolicyKind::Component,
-            Self::Kubewarden(m) => match m.metadata().execution_mode {
-                kubewarden::metadata::ExecutionMode::Wasi => PolicyKind::KubewardenWasi,
-                _ => PolicyKind::KubewardenWapc,
-            },
-        }
+    /// The kind whose compiled cache entries carry `tag`.
+    fn tagged(&self, tag: &str) -> Option<&dyn Kind> {
+        self.kinds
+            .iter()
+            .map(Box::as_ref)
+            .find(|kind| kind.cache_tag() == tag)
     }
 
-    /// Whether `self` and `other` are the very same prepared code (one
-    /// `InstancePre`).
-    pub fn ptr_eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Self::Component(a), Self::Component(b)) => Arc::ptr_eq(a, b),
-            (Self::Kubewarden(a), Self::Kubewarden(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        }
+    fn kind<K: Kind>(&self) -> &dyn Kind {
+        self.kinds
+            .iter()
+            .map(Box::as_ref)
+            .find(|kind| (*kind as &dyn Any).is::<K>())
+            .expect("every kind is one of Runtimes::new")
     }
 }
 
@@ -248,27 +206,4 @@ impl PolicyCode {
 /// component (layer 1).
 pub fn is_core_module(bytes: &[u8]) -> bool {
     bytes.get(..8) == Some(b"\0asm\x01\0\0\0")
-}
-
-/// The file at `path`, which must still have the digest it was hashed
-/// with: cache entries are keyed by it.
-fn read_checked(path: &Path, digest: &Digest) -> Result<Vec<u8>, ComponentError> {
-    let bytes = std::fs::read(path).map_err(ComponentError::Read)?;
-    if Digest::of(&bytes) != *digest {
-        return Err(ComponentError::Changed);
-    }
-    Ok(bytes)
-}
-
-/// The compiled form of `digest` from `cache`, if it holds a sound one; a
-/// damaged entry is logged (and will be replaced by the recompiled one).
-fn cached(engine: &Engine, digest: &Digest, cache: Option<&CompiledCache>) -> Option<Compiled> {
-    match cache?.load(engine.wasmtime(), digest) {
-        Ok(compiled) => Some(compiled),
-        Err(CacheMiss::Absent) => None,
-        Err(miss) => {
-            tracing::warn!(%digest, "compiled cache: {miss}; recompiling");
-            None
-        }
-    }
 }

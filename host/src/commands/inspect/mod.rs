@@ -5,15 +5,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use portcullis::bindings::{self, Operation, PolicyMetadata};
-use portcullis::component::{self, ComponentInterface, PolicyComponent};
 use portcullis::digest::Digest;
 use portcullis::evaluation::evaluate;
-use portcullis::runtime::{self, Call, PolicyCode, PolicyContext, Returned};
+use portcullis::runtime::component::{self, ComponentError, ComponentInterface, PolicyComponent};
+use portcullis::runtime::{self, Call, CodeError, PolicyCode, PolicyContext, Returned};
 use portcullis::{Engine, Limits};
 use serde::Serialize;
 
@@ -140,30 +139,34 @@ async fn report(args: &InspectArgs) -> anyhow::Result<Report> {
     let engine = Engine::new(Limits::default())?;
     let cache = super::cache(&args.cache);
     if runtime::is_core_module(&bytes) {
-        let mut report = module::report(&engine, path, &bytes, digest, cache.as_ref())?;
+        let mut report = module::report(&engine, path, &bytes, digest, cache.as_ref()).await?;
         report.source = fetch.as_ref().map(|_| source.to_string());
         report.manifest = fetch.and_then(|fetch| fetch.manifest);
         return Ok(report);
     }
-    let started = Instant::now();
-    let compiled = component::compile(&engine, &bytes, &digest, cache.as_ref())
-        .with_context(|| path.display().to_string())?;
-    let interface = ComponentInterface::of(&engine, &compiled.0);
-    let compile_time = started.elapsed();
-    let (runnable, reason, metadata) = match PolicyComponent::from_compiled(
-        &engine,
-        path,
-        bytes.len(),
-        digest,
-        compiled,
-        compile_time,
-    ) {
-        Ok(component) => match read_metadata(&engine, &component, path).await {
-            Ok(metadata) => (true, None, Some(metadata)),
-            Err(reason) => (false, Some(reason), None),
-        },
-        Err(error) => (false, Some(error.to_string()), None),
-    };
+    // Through the path `serve` takes; a component it refuses after compiling
+    // it (not a policy, an import the host lacks) is compiled again here for
+    // its interface, which is what the report shows.
+    let (interface, runnable, reason, metadata) =
+        match engine.prepare(path, &bytes, digest, cache.as_ref()).await {
+            Ok(code) => {
+                let component = code
+                    .downcast_ref::<PolicyComponent>()
+                    .expect("what is not a core module is prepared as a component");
+                let interface = ComponentInterface::of(component.component());
+                match read_metadata(&engine, &code, path).await {
+                    Ok(metadata) => (interface, true, None, Some(metadata)),
+                    Err(reason) => (interface, false, Some(reason), None),
+                }
+            }
+            Err(CodeError::Refused(error)) if !compile_failed(error.as_ref()) => {
+                let compiled = component::compile(engine.wasmtime(), &bytes)
+                    .with_context(|| path.display().to_string())?;
+                let interface = ComponentInterface::of(&compiled);
+                (interface, false, Some(error.to_string()), None)
+            }
+            Err(error) => return Err(error).with_context(|| path.display().to_string()),
+        };
     let version = interface.policy_version().map(str::to_owned);
     // A component that imports the Kubernetes interface targets the
     // context-aware world, and reads only what the operator grants it.
@@ -207,9 +210,18 @@ async fn report(args: &InspectArgs) -> anyhow::Result<Report> {
     })
 }
 
+/// Whether the component could not even be compiled (or is not wasm): then
+/// there is no interface to report.
+fn compile_failed(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    matches!(
+        error.downcast_ref::<ComponentError>(),
+        Some(ComponentError::NotWasm | ComponentError::Compile(_))
+    )
+}
+
 async fn read_metadata(
     engine: &Engine,
-    component: &std::sync::Arc<PolicyComponent>,
+    code: &PolicyCode,
     path: &Path,
 ) -> Result<Metadata, String> {
     let id = path
@@ -220,8 +232,7 @@ async fn read_metadata(
         grants: Default::default(),
         capabilities: engine.capabilities().clone(),
     };
-    let code = PolicyCode::Component(component.clone());
-    let evaluation = evaluate(engine, &code, &context, engine.limits(), Call::Metadata)
+    let evaluation = evaluate(engine, code, &context, engine.limits(), Call::Metadata)
         .await
         .map_err(|e| format!("metadata failed: {e}"))?;
     match evaluation.returned {

@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use portcullis::digest::Digest;
-use portcullis::runtime::PolicyCode;
 use portcullis::runtime::kubewarden::metadata::{Metadata as KubewardenMetadata, PolicyType};
 use portcullis::{CompiledCache, Engine, bindings};
 use serde::Serialize;
@@ -30,7 +29,7 @@ pub(super) struct Kubewarden {
 
 /// The report on a core module: a Kubewarden policy, or a module this host
 /// cannot run (and why).
-pub(super) fn report(
+pub(super) async fn report(
     engine: &Engine,
     path: &Path,
     bytes: &[u8],
@@ -57,10 +56,10 @@ pub(super) fn report(
             functions: Vec::new(),
         })
         .collect();
-    let prepared = PolicyCode::prepare(engine, path, bytes, digest, cache);
+    let prepared = engine.prepare(path, bytes, digest, cache).await;
     let declared = KubewardenMetadata::from_module(bytes).ok();
     let kind = match &prepared {
-        Ok(code) => code.kind().as_str(),
+        Ok(code) => code.kind(),
         Err(_) => "core module",
     };
     let kubewarden = declared.as_ref().map(|m| Kubewarden {

@@ -3,9 +3,10 @@
 //! JavaScript), recognised by their `io.kubewarden.metadata` custom section.
 //!
 //! The same architecture as components: a module is compiled once per
-//! digest (and cached), pre-linked once into an `InstancePre` against the
-//! engine's module linker (all of WASI preview1, granting nothing, plus the
-//! `wapc` and `host` imports), and every evaluation instantiates it afresh.
+//! digest (and cached, tagged `module`), pre-linked once into an
+//! `InstancePre` against the engine's module linker (all of WASI preview1,
+//! granting nothing, plus the `wapc` and `host` imports this runtime adds),
+//! and every evaluation instantiates it afresh.
 //! Limits, deadline, output capture and the verdict's enforcement are the
 //! evaluation's, shared with components; this module only speaks the
 //! protocol: [`wapc`] and [`wasi_cli`] run one call, [`protocol`] turns
@@ -19,27 +20,71 @@ mod protocol;
 mod wapc;
 mod wasi_cli;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use wasmtime::{InstancePre, Linker, Module, Store};
 
-use self::metadata::{ExecutionMode, Metadata, MetadataError, PolicyType};
-use super::{Call, Failure, GuestFault, Returned};
+use self::metadata::{ExecutionMode, Metadata, MetadataError};
+use super::{
+    Call, CodeError, Compiler, Completed, Failure, GuestFault, Kind, PolicyFile, Returned, Runtime,
+    StoreSetup,
+};
 use crate::bindings::PolicyMetadata;
-use crate::component::CompileOrigin;
-use crate::digest::Digest;
-use crate::engine::Engine;
+use crate::cache::Compiled;
 use crate::limits::Limits;
-use crate::store::{EvaluationState, GuestIo, GuestOutput, StdinPipe};
+use crate::store::{EvaluationState, GuestIo, GuestOutput, Linkers, StdinPipe};
 
-/// Adds what a Kubewarden module imports beside WASI preview1 (which the
-/// [`Linkers`](crate::store::Linkers) have) to `linker`: waPC's host side,
-/// and WASI mode's `host.call`.
-pub fn add_to_linker(linker: &mut Linker<EvaluationState>) -> wasmtime::Result<()> {
-    wapc::add_to_linker(linker)?;
-    wasi_cli::add_to_linker(linker)
+/// The kind: Kubewarden's core modules, waPC or WASI mode.
+pub(crate) struct KubewardenKind;
+
+impl Kind for KubewardenKind {
+    fn cache_tag(&self) -> &str {
+        "module"
+    }
+
+    /// Adds what a Kubewarden module imports beside WASI preview1 (which the
+    /// linkers have) to the module linker: waPC's host side, and WASI mode's
+    /// `host.call`.
+    fn add_to_linkers(&self, linkers: &mut Linkers) -> wasmtime::Result<()> {
+        wapc::add_to_linker(&mut linkers.modules)?;
+        wasi_cli::add_to_linker(&mut linkers.modules)
+    }
+
+    /// Refuses a module without usable metadata before compiling it.
+    fn compile<'a>(
+        &'a self,
+        compiler: Compiler<'a>,
+        source: &'a [u8],
+    ) -> BoxFuture<'a, Result<Compiled, CodeError>> {
+        Box::pin(async move {
+            accept(source)?;
+            let module = Module::new(compiler.engine(), source)
+                .map_err(|e| KubewardenError::Compile(format!("{e:#}")))?;
+            Ok(Compiled::Module(module))
+        })
+    }
+
+    fn prepare(
+        &self,
+        compiler: Compiler<'_>,
+        compiled: Compiled,
+        file: &PolicyFile<'_>,
+    ) -> Result<Box<dyn Runtime>, CodeError> {
+        let Compiled::Module(module) = compiled else {
+            return Err(KubewardenError::Compile(
+                "the compiled cache's entry for it holds a component".into(),
+            )
+            .into());
+        };
+        // The metadata lives in the wasm, not in the compiled form.
+        let metadata = accept(&file.read()?)?;
+        Ok(Box::new(KubewardenModule::link(
+            &compiler.linkers.modules,
+            &module,
+            metadata,
+        )?))
+    }
 }
 
 /// Why a core module cannot be run as a Kubewarden policy.
@@ -74,14 +119,15 @@ pub enum KubewardenError {
     },
 }
 
+impl From<KubewardenError> for CodeError {
+    fn from(error: KubewardenError) -> Self {
+        CodeError::Refused(Box::new(error))
+    }
+}
+
 /// A Kubewarden module compiled and pre-linked once, shared by every policy
 /// that uses it and every concurrent evaluation.
 pub struct KubewardenModule {
-    digest: Digest,
-    path: PathBuf,
-    size: usize,
-    origin: CompileOrigin,
-    compile_time: Duration,
     metadata: Metadata,
     policy_metadata: PolicyMetadata,
     pre: InstancePre<EvaluationState>,
@@ -90,19 +136,14 @@ pub struct KubewardenModule {
 impl std::fmt::Debug for KubewardenModule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KubewardenModule")
-            .field("digest", &self.digest)
-            .field("path", &self.path)
             .field("mode", &self.metadata.execution_mode)
             .finish_non_exhaustive()
     }
 }
 
-/// A module whose metadata has been read and accepted, not yet compiled.
-pub(crate) struct Accepted(Metadata);
-
 /// Reads and checks the metadata of the module `bytes`: what start-up
 /// refuses before compiling anything.
-pub(crate) fn accept(bytes: &[u8]) -> Result<Accepted, KubewardenError> {
+fn accept(bytes: &[u8]) -> Result<Metadata, KubewardenError> {
     let metadata = Metadata::from_module(bytes)?;
     match metadata.execution_mode {
         ExecutionMode::Opa => return Err(KubewardenError::Rego("opa")),
@@ -119,26 +160,17 @@ pub(crate) fn accept(bytes: &[u8]) -> Result<Accepted, KubewardenError> {
             }
         },
     }
-    Ok(Accepted(metadata))
-}
-
-/// Compiles the module `bytes` (already [accepted](accept)).
-pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> Result<Module, KubewardenError> {
-    Module::new(engine.wasmtime(), bytes).map_err(|e| KubewardenError::Compile(format!("{e:#}")))
+    Ok(metadata)
 }
 
 impl KubewardenModule {
-    /// Pre-links a compiled `module` whose metadata was accepted.
-    pub(crate) fn link(
-        engine: &Engine,
-        path: &Path,
-        size: usize,
-        digest: Digest,
-        (module, origin): (Module, CompileOrigin),
-        accepted: Accepted,
-        started: Instant,
-    ) -> Result<Arc<Self>, KubewardenError> {
-        let Accepted(metadata) = accepted;
+    /// Pre-links the compiled `module`, whose `metadata` was
+    /// [accepted](accept), against `linker`.
+    fn link(
+        linker: &Linker<EvaluationState>,
+        module: &Module,
+        metadata: Metadata,
+    ) -> Result<Self, KubewardenError> {
         let mode = metadata.execution_mode.as_str();
         let needed = match metadata.execution_mode {
             ExecutionMode::Wasi => "_start",
@@ -159,49 +191,17 @@ impl KubewardenModule {
                 reason: "it exports no `memory`".into(),
             });
         }
-        let pre = engine
-            .linkers()
-            .modules
-            .instantiate_pre(&module)
+        let pre = linker
+            .instantiate_pre(module)
             .map_err(|e| KubewardenError::Link {
                 mode,
                 reason: format!("{e:#}"),
             })?;
-        Ok(Arc::new(Self {
-            digest,
-            path: path.to_owned(),
-            size,
-            origin,
-            compile_time: started.elapsed(),
+        Ok(Self {
             policy_metadata: metadata.to_policy_metadata(),
             metadata,
             pre,
-        }))
-    }
-
-    /// Its digest.
-    pub fn digest(&self) -> Digest {
-        self.digest
-    }
-
-    /// The file it was first read from.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Its size in bytes.
-    pub fn size(&self) -> usize {
-        self.size
-    }
-
-    /// Whether it was compiled here or loaded from the cache.
-    pub fn origin(&self) -> CompileOrigin {
-        self.origin
-    }
-
-    /// How long compiling (or loading) and pre-linking took.
-    pub fn compile_time(&self) -> Duration {
-        self.compile_time
+        })
     }
 
     /// Its Kubewarden metadata.
@@ -215,14 +215,10 @@ impl KubewardenModule {
     }
 
     /// How the store of an evaluation of `call` is set up, and the waPC
-    /// exchange it starts with (`None`: the call needs no instance).
-    pub(crate) fn call_setup(
-        &self,
-        call: Call<'_>,
-        limits: &Limits,
-    ) -> (GuestIo, Option<Box<CallState>>) {
+    /// exchange it starts with (none: the call needs no instance).
+    fn call_setup(&self, call: Call<'_>, limits: &Limits) -> StoreSetup {
         let (operation, payload) = match call {
-            Call::Metadata => return (GuestIo::Log, None),
+            Call::Metadata => return StoreSetup::plain(),
             Call::ValidateSettings { settings } => {
                 ("validate_settings", settings.as_bytes().to_vec())
             }
@@ -269,23 +265,26 @@ impl KubewardenModule {
                 GuestIo::Log
             }
         };
-        (io, Some(Box::new(state)))
+        StoreSetup {
+            io,
+            state: Some(Box::new(state)),
+        }
     }
 
     /// Runs `call` in a fresh instance in `store` (set up by
     /// [`call_setup`](Self::call_setup)): what it returned, and when the
     /// instance was ready.
-    pub(crate) async fn run(
+    async fn call(
         &self,
         store: &mut Store<EvaluationState>,
         call: Call<'_>,
         started: Instant,
-    ) -> Result<(Returned, Duration), Failure> {
+    ) -> Result<Completed, Failure> {
         if let Call::Metadata = call {
-            return Ok((
-                Returned::Metadata(self.policy_metadata.clone()),
-                Duration::ZERO,
-            ));
+            return Ok(Completed {
+                returned: Returned::Metadata(self.policy_metadata.clone()),
+                instantiation: Duration::ZERO,
+            });
         }
         let instance = self
             .pre
@@ -312,7 +311,10 @@ impl KubewardenModule {
             // As in Kubewarden, settings the policy cannot even read (its
             // `validate_settings` answers with an error) are invalid settings.
             (Err(Failure::Policy(message)), Call::ValidateSettings { .. }) => {
-                return Ok((Returned::Settings(Err(message)), started.elapsed()));
+                return Ok(Completed {
+                    returned: Returned::Settings(Err(message)),
+                    instantiation: started.elapsed(),
+                });
             }
             (outcome, _) => outcome?,
         };
@@ -330,12 +332,40 @@ impl KubewardenModule {
                     .map_err(Failure::Protocol)?,
             ),
         };
-        Ok((returned, instantiated))
+        Ok(Completed {
+            returned,
+            instantiation: instantiated,
+        })
+    }
+}
+
+impl Runtime for KubewardenModule {
+    fn kind(&self) -> &'static str {
+        match self.metadata.execution_mode {
+            ExecutionMode::Wasi => "kubewarden-wasi",
+            _ => "kubewarden-wapc",
+        }
     }
 
-    /// Whether it judges raw documents rather than admission requests.
-    pub fn is_raw(&self) -> bool {
-        self.metadata.policy_type == PolicyType::Raw
+    fn setup(&self, call: Call<'_>, limits: &Limits) -> StoreSetup {
+        self.call_setup(call, limits)
+    }
+
+    fn run<'a>(
+        &'a self,
+        store: &'a mut Store<EvaluationState>,
+        call: Call<'a>,
+        started: Instant,
+    ) -> BoxFuture<'a, Result<Completed, Failure>> {
+        Box::pin(self.call(store, call, started))
+    }
+
+    fn background_audit(&self) -> bool {
+        self.metadata.background_audit
+    }
+
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.metadata.annotations.get(key).map(String::as_str)
     }
 }
 
