@@ -64,6 +64,18 @@ pub struct CallContext<'a> {
 /// The future a capability's [`Capability::call`] returns.
 pub type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send + 'a>>;
 
+/// The future a capability's [`Capability::prepare`] returns.
+pub type PrepareFuture<'a> = Pin<Box<dyn Future<Output = Result<(), Unserved>> + Send + 'a>>;
+
+/// A policy of a new configuration that a capability cannot serve, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unserved {
+    /// Its place in the grants given to [`Capability::prepare`].
+    pub policy: usize,
+    /// Why, naming the policies.yml key of the grant.
+    pub reason: String,
+}
+
 /// One namespace of host operations.
 pub trait Capability: Send + Sync {
     /// Its namespace, e.g. `tracing` or `kubernetes`.
@@ -86,6 +98,17 @@ pub trait Capability: Send + Sync {
     /// core modules. Kubewarden's host call alone needs nothing.
     fn add_to_linkers(&self, _linkers: &mut Linkers) -> wasmtime::Result<()> {
         Ok(())
+    }
+
+    /// Gets ready to serve policies with `grants` (one entry per policy of a
+    /// reload's new configuration) before that configuration replaces the
+    /// running one, which keeps serving meanwhile: the Kubernetes capability
+    /// starts the caches of resources newly granted. `Err` names the first
+    /// policy it cannot serve: a grant that would only fail later, in the
+    /// policy's calls, is refused before the swap.
+    fn prepare<'a>(&'a self, grants: &'a [&'a Grants]) -> PrepareFuture<'a> {
+        let _ = grants;
+        Box::pin(async { Ok(()) })
     }
 
     /// Itself, for [`Capabilities::find`].
@@ -160,6 +183,16 @@ impl Capabilities {
     pub(crate) fn add_to_linkers(&self, linkers: &mut Linkers) -> wasmtime::Result<()> {
         for provider in &self.providers {
             provider.add_to_linkers(linkers)?;
+        }
+        Ok(())
+    }
+
+    /// Lets every capability get ready for a new configuration
+    /// ([`Capability::prepare`]), one after the other: the first policy one
+    /// of them cannot serve, if any.
+    pub async fn prepare(&self, grants: &[&Grants]) -> Result<(), Unserved> {
+        for provider in &self.providers {
+            provider.prepare(grants).await?;
         }
         Ok(())
     }

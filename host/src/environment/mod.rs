@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::bindings::{AdmissionRequest, PolicyMetadata, ValidationResponse};
 use crate::cache::CompiledCache;
-use crate::capabilities::{ContextAwareResource, Grants, Kubernetes};
+use crate::capabilities::Grants;
 use crate::digest::Digest;
 use crate::engine::Engine;
 use crate::evaluation::{EvaluationError, evaluate};
@@ -120,9 +120,9 @@ pub enum LoadFailure {
         /// How it failed.
         error: EvaluationError,
     },
-    /// A reload grants a Kubernetes resource the running server does not
-    /// read (its caches start with it).
-    #[error("key `contextAwareResources`: {0}")]
+    /// A reload grants what a capability of the running server cannot serve
+    /// (what it needs starts with the server); the capability says why.
+    #[error("{0}")]
     NotServed(String),
     /// The code imports a host capability it has not been granted.
     #[error(
@@ -240,27 +240,15 @@ impl Environment {
         configuration: Configuration,
         cache: Option<&CompiledCache>,
     ) -> Result<Self, LoadError> {
-        // New grants get their caches first (the old configuration serves
-        // meanwhile); one the host cannot answer would only fail later, in
-        // the policy's reads: it is refused here.
-        let kubernetes = self.engine.capabilities().find::<Kubernetes>();
-        let granted: Vec<ContextAwareResource> = configuration
-            .specs()
-            .flat_map(|spec| spec.grants.context_aware_resources.iter().cloned())
-            .collect();
-        let prepared = match kubernetes {
-            Some(kubernetes) => kubernetes.prepare(&granted).await,
-            None => Ok(()),
-        };
-        for spec in configuration.specs() {
-            for resource in &spec.grants.context_aware_resources {
-                let answered = kubernetes.map_or(Ok(()), |k| k.answers(resource));
-                if let Err(missing) = answered {
-                    // Why the cache could not be started says more.
-                    let reason = prepared.clone().err().unwrap_or(missing);
-                    return Err(load_error(spec, LoadFailure::NotServed(reason)));
-                }
-            }
+        // The capabilities get ready for the new grants first (this
+        // configuration serves meanwhile), and refuse what they cannot serve.
+        let grants: Vec<&Grants> = configuration.specs().map(|spec| &spec.grants).collect();
+        if let Err(unserved) = self.engine.capabilities().prepare(&grants).await {
+            let spec = configuration
+                .specs()
+                .nth(unserved.policy)
+                .expect("one grant per policy");
+            return Err(load_error(spec, LoadFailure::NotServed(unserved.reason)));
         }
         let reuse = Reuse {
             engines: self.engines.clone(),

@@ -28,7 +28,9 @@ use k8s_openapi::api::authorization::v1::{SubjectAccessReviewSpec, SubjectAccess
 use serde_json::Value;
 
 use self::select::{FieldMasks, FieldSelector, LabelSelector};
-use super::{CallContext, CallFuture, Capability, ContextAwareResource, Grants};
+use super::{
+    CallContext, CallFuture, Capability, ContextAwareResource, Grants, PrepareFuture, Unserved,
+};
 
 /// Why a read gave no answer: the typed errors of the WIT interface, and
 /// the host errors of Kubewarden's calls.
@@ -177,7 +179,7 @@ impl Kubernetes {
 
     /// Whether a policy granted `resource` can be served by this host as it
     /// runs; why not, if not (see [`Cluster::answers`]).
-    pub fn answers(&self, resource: &ContextAwareResource) -> Result<(), String> {
+    fn answers(&self, resource: &ContextAwareResource) -> Result<(), String> {
         match &self.cluster {
             Some(cluster) => cluster.answers(resource),
             None => Err(NO_CLUSTER_TO_RELOAD.into()),
@@ -186,7 +188,7 @@ impl Kubernetes {
 
     /// Gets the cluster ready to answer `resources` (see
     /// [`Cluster::prepare`]): a reload's new grants get their caches.
-    pub async fn prepare(&self, resources: &[ContextAwareResource]) -> Result<(), String> {
+    async fn start_caches(&self, resources: &[ContextAwareResource]) -> Result<(), String> {
         match &self.cluster {
             Some(cluster) => cluster.prepare(resources).await,
             None if resources.is_empty() => Ok(()),
@@ -353,6 +355,32 @@ impl Capability for Kubernetes {
 
     fn add_to_linkers(&self, linkers: &mut crate::store::Linkers) -> wasmtime::Result<()> {
         component::add_to_linker(&mut linkers.components)
+    }
+
+    /// New grants get their caches first (the running configuration serves
+    /// meanwhile); one the host cannot answer would only fail later, in the
+    /// policy's reads: it is refused here.
+    fn prepare<'a>(&'a self, grants: &'a [&'a Grants]) -> PrepareFuture<'a> {
+        Box::pin(async move {
+            let granted: Vec<ContextAwareResource> = grants
+                .iter()
+                .flat_map(|grants| grants.context_aware_resources.iter().cloned())
+                .collect();
+            let started = self.start_caches(&granted).await;
+            for (policy, grants) in grants.iter().enumerate() {
+                for resource in &grants.context_aware_resources {
+                    if let Err(missing) = self.answers(resource) {
+                        // Why the cache could not be started says more.
+                        let reason = started.clone().err().unwrap_or(missing);
+                        return Err(Unserved {
+                            policy,
+                            reason: format!("key `contextAwareResources`: {reason}"),
+                        });
+                    }
+                }
+            }
+            Ok(())
+        })
     }
 
     fn as_any(&self) -> &dyn Any {
