@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use portcullis::admission::parse_review_or_request;
-use portcullis::capabilities::kubernetes::live::LiveCluster;
+use portcullis::capabilities::kubernetes::live::{LiveCluster, Served};
 use portcullis::capabilities::kubernetes::objects::Objects;
 use portcullis::capabilities::kubernetes::offline::ResourcesFile;
 use portcullis::capabilities::kubernetes::select::FieldMasks;
@@ -311,7 +311,14 @@ fn stalled_table() {
         let api = kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
             "", "v1", "Namespace",
         ));
-        let cluster = LiveCluster::unwatched(client, vec![(namespace.clone(), api, false)]);
+        let cluster = LiveCluster::unwatched(
+            client,
+            vec![Served {
+                resource: namespace.clone(),
+                api,
+                namespaced: false,
+            }],
+        );
         let capabilities = Capabilities::default().with(Arc::new(Kubernetes::new(cluster)));
         let workers = 2;
         let limits = Limits {
