@@ -10,9 +10,37 @@ use super::GuestFault;
 use crate::capabilities::{self, CallContext};
 use crate::store::EvaluationState;
 
-/// The eight `i32` arguments of a host call: binding, namespace, operation
-/// and payload, each as pointer and length.
-pub(super) type HostCallArgs = (i32, i32, i32, i32, i32, i32, i32, i32);
+/// The eight `i32` arguments of a host call as its import receives them
+/// (wasmtime hands an async host function its parameters as one tuple).
+pub(super) type RawHostCallArgs = (i32, i32, i32, i32, i32, i32, i32, i32);
+
+/// A host call's arguments: where its binding, namespace, operation and
+/// payload are in the policy's memory.
+pub(super) struct HostCallArgs {
+    binding: Span,
+    namespace: Span,
+    operation: Span,
+    payload: Span,
+}
+
+/// Bytes in the policy's memory, as it gives them.
+#[derive(Clone, Copy)]
+struct Span {
+    ptr: i32,
+    len: i32,
+}
+
+impl From<RawHostCallArgs> for HostCallArgs {
+    fn from((bd_ptr, bd_len, ns_ptr, ns_len, op_ptr, op_len, ptr, len): RawHostCallArgs) -> Self {
+        let span = |ptr, len| Span { ptr, len };
+        Self {
+            binding: span(bd_ptr, bd_len),
+            namespace: span(ns_ptr, ns_len),
+            operation: span(op_ptr, op_len),
+            payload: span(ptr, len),
+        }
+    }
+}
 
 /// The policy's exported `memory`.
 pub(super) fn memory(caller: &mut Caller<'_, EvaluationState>) -> wasmtime::Result<Memory> {
@@ -64,10 +92,9 @@ fn out_of_bounds(what: &str, start: usize, len: usize, size: usize) -> wasmtime:
 fn text(
     caller: &mut Caller<'_, EvaluationState>,
     what: &str,
-    ptr: i32,
-    len: i32,
+    span: Span,
 ) -> wasmtime::Result<String> {
-    String::from_utf8(read(caller, what, ptr, len)?)
+    String::from_utf8(read(caller, what, span.ptr, span.len)?)
         .map_err(|_| GuestFault::protocol(format!("{what} is not valid UTF-8")))
 }
 
@@ -79,11 +106,21 @@ pub(super) async fn call(
     import: &str,
     args: HostCallArgs,
 ) -> wasmtime::Result<Result<Vec<u8>, String>> {
-    let (bd_ptr, bd_len, ns_ptr, ns_len, op_ptr, op_len, ptr, len) = args;
-    let binding = text(caller, &format!("{import}: the binding"), bd_ptr, bd_len)?;
-    let namespace = text(caller, &format!("{import}: the namespace"), ns_ptr, ns_len)?;
-    let operation = text(caller, &format!("{import}: the operation"), op_ptr, op_len)?;
-    let payload = read(caller, &format!("{import}: the payload"), ptr, len)?;
+    let HostCallArgs {
+        binding,
+        namespace,
+        operation,
+        payload,
+    } = args;
+    let binding = text(caller, &format!("{import}: the binding"), binding)?;
+    let namespace = text(caller, &format!("{import}: the namespace"), namespace)?;
+    let operation = text(caller, &format!("{import}: the operation"), operation)?;
+    let payload = read(
+        caller,
+        &format!("{import}: the payload"),
+        payload.ptr,
+        payload.len,
+    )?;
     let capabilities::Caller {
         policy_id,
         grants,

@@ -12,7 +12,7 @@
 
 use wasmtime::{Caller, Instance, Linker, Store};
 
-use super::host_call::{self, HostCallArgs};
+use super::host_call::{self, RawHostCallArgs};
 use super::{CallState, Failure, GuestFault};
 use crate::store::EvaluationState;
 
@@ -76,9 +76,9 @@ pub(super) fn add_to_linker(linker: &mut Linker<EvaluationState>) -> wasmtime::R
     linker.func_wrap_async(
         WAPC,
         "__host_call",
-        |mut caller: Caller<'_, EvaluationState>, args: HostCallArgs| {
+        |mut caller: Caller<'_, EvaluationState>, args: RawHostCallArgs| {
             Box::new(async move {
-                let result = host_call::call(&mut caller, "__host_call", args).await?;
+                let result = host_call::call(&mut caller, "__host_call", args.into()).await?;
                 let state = state(&mut caller, "__host_call")?;
                 // waPC: 1 = success, 0 = error; the guest then reads one of the two.
                 Ok(match result {

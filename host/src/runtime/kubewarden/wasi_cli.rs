@@ -7,7 +7,7 @@
 
 use wasmtime::{Caller, Instance, Linker, Store};
 
-use super::host_call::{self, HostCallArgs};
+use super::host_call::{self, RawHostCallArgs};
 use super::{CallState, Failure, GuestFault};
 use crate::store::EvaluationState;
 
@@ -21,9 +21,9 @@ pub(super) fn add_to_linker(linker: &mut Linker<EvaluationState>) -> wasmtime::R
         linker.func_wrap_async(
             module,
             "call",
-            |mut caller: Caller<'_, EvaluationState>, args: HostCallArgs| {
+            |mut caller: Caller<'_, EvaluationState>, args: RawHostCallArgs| {
                 Box::new(async move {
-                    let result = host_call::call(&mut caller, "host.call", args).await?;
+                    let result = host_call::call(&mut caller, "host.call", args.into()).await?;
                     let stdin = caller
                         .data()
                         .get::<CallState>()
