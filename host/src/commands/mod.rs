@@ -9,8 +9,8 @@ pub mod new;
 mod rbac;
 pub mod registry;
 mod reload;
-mod run;
-mod serve;
+pub mod run;
+pub mod serve;
 pub mod webhook_config;
 
 use std::path::{Path, PathBuf};
