@@ -3,6 +3,14 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
+# What keeps cargo quiet where nobody watches (a log, CI) and lets it show
+# its progress bar on a terminal: a first build is minutes long (the host's
+# release build ~10 on 2 cores), and a person waiting should see it move.
+# Use: cargo build $(cargo_quiet_unless_terminal) ...
+cargo_quiet_unless_terminal() {
+    [[ -t 2 ]] || echo --quiet
+}
+
 # Components are built for wasm32-wasip2, Kubewarden-protocol test policies
 # for wasm32-wasip1 (as Kubewarden builds its own); rustup installs a target
 # in seconds.
