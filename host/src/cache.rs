@@ -232,3 +232,67 @@ fn damaged(path: &Path, reason: impl ToString) -> CacheMiss {
         reason: reason.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest core module and component: a header each.
+    const EMPTY_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    fn names(cache: &CompiledCache) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(cache.dir())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn an_entry_carries_its_kinds_tag_and_gives_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompiledCache::new(dir.path());
+        let engine = wasmtime::Engine::default();
+        let component = Compiled::Component(Component::new(&engine, EMPTY_COMPONENT).unwrap());
+        let module = Compiled::Module(Module::new(&engine, EMPTY_MODULE).unwrap());
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+
+        // Components' entries keep the name they had before kinds had tags.
+        let path = cache.store(&engine, &a, "", &component).unwrap();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with(&a.hex()), "{name}");
+        let checksum = name
+            .strip_suffix(".cwasm")
+            .unwrap()
+            .rsplit('-')
+            .next()
+            .unwrap();
+        assert_eq!(checksum.len(), 8, "{name}");
+        let entry = cache.load(&engine, &a).unwrap();
+        assert_eq!(entry.tag, "");
+        assert!(matches!(entry.compiled, Compiled::Component(_)));
+
+        let path = cache.store(&engine, &b, "module", &module).unwrap();
+        assert!(
+            path.to_str().unwrap().ends_with(".module.cwasm"),
+            "{path:?}"
+        );
+        let entry = cache.load(&engine, &b).unwrap();
+        assert_eq!(entry.tag, "module");
+        assert!(matches!(entry.compiled, Compiled::Module(_)));
+
+        // Another kind's entry for the same digest replaces it, tag and all.
+        cache.store(&engine, &b, "rego-1a2b", &component).unwrap();
+        let entry = cache.load(&engine, &b).unwrap();
+        assert_eq!(entry.tag, "rego-1a2b");
+        assert!(matches!(entry.compiled, Compiled::Component(_)));
+        assert_eq!(names(&cache).len(), 2, "{:?}", names(&cache));
+
+        // A tag could not be read back out of the name.
+        let error = cache.store(&engine, &a, "two.words", &module).unwrap_err();
+        assert_eq!(error.to_string(), "invalid cache tag `two.words`");
+        assert!(matches!(cache.load(&engine, &a), Ok(Entry { tag, .. }) if tag.is_empty()));
+    }
+}

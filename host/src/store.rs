@@ -351,7 +351,22 @@ impl AsyncWrite for GuestOutput {
 mod tests {
     use tokio::io::AsyncWriteExt as _;
 
-    use super::GuestOutput;
+    use super::{Extensions, GuestOutput};
+
+    #[test]
+    fn one_value_of_each_type_is_kept_and_found_by_its_type() {
+        let mut extensions = Extensions::default();
+        assert_eq!(extensions.get::<u32>(), None);
+        extensions.insert(Box::new(1u32));
+        extensions.insert(Box::new("caller"));
+        extensions.insert(Box::new(2u32));
+        assert_eq!(extensions.get::<u32>(), Some(&2));
+        assert_eq!(extensions.get::<&str>(), Some(&"caller"));
+        *extensions.get_mut::<u32>().unwrap() += 1;
+        assert_eq!(extensions.get::<u32>(), Some(&3));
+        assert_eq!(extensions.0.len(), 2);
+        assert_eq!(extensions.get::<u64>(), None);
+    }
 
     #[tokio::test]
     async fn the_log_capture_keeps_whole_lines_up_to_its_count() {

@@ -142,6 +142,49 @@ async fn second_load_reads_the_compiled_cache_and_a_damaged_entry_is_recompiled(
     assert_eq!((fifth.stats().compiled, fifth.stats().from_cache), (1, 0));
 }
 
+/// A cache entry tells the kind of policy it holds by its name; an entry of
+/// a kind this build does not run (written by another build sharing the
+/// directory) is compiled again for this one, never read as another kind.
+#[tokio::test]
+async fn an_entry_of_a_kind_this_build_does_not_run_is_recompiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CompiledCache::new(dir.path());
+    let engine = engine();
+    let spec = || PolicySpec::new("kw", component("kw_pod_privileged"));
+    let first = Environment::load(&engine, [spec()], Some(&cache))
+        .await
+        .unwrap();
+    assert_eq!((first.stats().compiled, first.stats().from_cache), (1, 0));
+    let entry = fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let name = entry.file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(name.ends_with(".module.cwasm"), "{name}");
+    let foreign = dir.path().join(name.replace(".module.", ".a-future-kind."));
+    fs::rename(&entry, &foreign).unwrap();
+
+    let second = Environment::load(&engine, [spec()], Some(&cache))
+        .await
+        .unwrap();
+    assert_eq!((second.stats().compiled, second.stats().from_cache), (1, 0));
+    assert_eq!(
+        second.policy("kw").unwrap().code().kind(),
+        "kubewarden-wapc"
+    );
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [name],
+        "the recompiled entry replaced the foreign one"
+    );
+}
+
 /// The loader hashes a file, then reads it again to compile it on a cache
 /// miss; the compiled form is stored under the first digest. A file replaced
 /// in between (a deploy writing over it) must fail the load, not poison the
