@@ -4,9 +4,10 @@
 //! A request flows one way through the modules:
 //! [`policy`] (what the operator declared) → [`source`] (each module from
 //! its registry, URL or file, verified, into the download store) →
-//! [`environment`] (one compiled, pre-linked policy per unique digest: a
-//! [`component`] of the `portcullis:policy` world or a Kubewarden module,
-//! each kind with its [`runtime`]) → [`evaluation`] (a fresh store and
+//! [`environment`] (one compiled, pre-linked policy per unique digest,
+//! prepared by the [`engine`]: a component of the `portcullis:policy` world
+//! or a Kubewarden module, each kind in its room under [`runtime`]) →
+//! [`evaluation`] (a fresh store and
 //! instance per call, under [`limits`], host calls gated by the policy's
 //! grants of [`capabilities`] — logging, and Kubernetes reads answered from
 //! watch-based caches by async host functions that do not hold a worker
@@ -18,6 +19,13 @@
 //! a running server's configuration is swapped whole by a reload
 //! ([`server::Reloader`]); the [`audit`] runs the same environment over the
 //! objects already in a cluster and publishes PolicyReports.
+//!
+//! The layers, lowest first: [`store`], [`cache`], [`limits`], [`digest`]
+//! and [`bindings`]; [`capabilities`]; [`runtime`] (a room per kind of
+//! policy); [`engine`] (the composition root, which links every runtime and
+//! capability); [`evaluation`]; [`environment`], [`group`] and
+//! [`enforcement`]; [`server`] and [`audit`]. Each uses only those below it
+//! (docs/architecture.md has the picture; `tests/layers.rs` checks it).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {

@@ -99,7 +99,7 @@ impl Extensions {
 /// imports, and core modules' imports. Made with the WASI of the store's
 /// context (preview 2 for components; all of preview 1 for core modules, as
 /// Kubewarden links it, so any preview1 import resolves), which grants
-/// nothing ([`new_store`]); the engine then adds each runtime's and each
+/// nothing (`new_store`); the engine then adds each runtime's and each
 /// capability's own imports.
 pub struct Linkers {
     /// What components import.

@@ -1,7 +1,7 @@
 //! What every runtime shares: the call made into a policy ([`Call`]), what
 //! it returns ([`Returned`]), who makes it ([`PolicyContext`]), and how a
-//! call fails before the evaluation classifies the failure ([`Failure`],
-//! [`GuestFault`]).
+//! call fails before the evaluation classifies the failure (`Failure`,
+//! `GuestFault`).
 //!
 //! They live here, with the runtimes, so that the evaluation depends on the
 //! runtimes and never the other way round.

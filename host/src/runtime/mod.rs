@@ -5,18 +5,18 @@
 //! A kind is a folder here: [`component`] (components of the
 //! `portcullis:policy` world, the typed contract) and [`kubewarden`]
 //! (Kubewarden's core modules, waPC guests or WASI commands, run unchanged).
-//! Each implements [`Kind`] — how its code is compiled (so cached) and
-//! pre-linked, and what its policies import — and [`Runtime`] for the code
+//! Each implements `Kind` — how its code is compiled (so cached) and
+//! pre-linked, and what its policies import — and `Runtime` for the code
 //! it prepares — what it is, how a fresh store is set up for a call, how the
 //! call runs. Everything else is shared: the path from a file to a
 //! [`PolicyCode`] (read, recognised from the bytes, compiled once per digest
 //! or loaded from the compiled cache, pre-linked once) and the facts every
-//! prepared policy has ([`CodeFacts`]) are [`code`]'s; the call and its
+//! prepared policy has ([`CodeFacts`]) are `code`'s; the call and its
 //! failures are [`call`]'s; limits, deadline, output capture and the
 //! classification of failures are the evaluation's, above.
 //!
 //! A new kind is a folder implementing both traits, an arm in
-//! [`Runtimes::recognise`] and a line in [`Runtimes::new`]
+//! `Runtimes::recognise` and a line in `Runtimes::new`
 //! (docs/architecture.md has the recipe).
 
 pub mod call;

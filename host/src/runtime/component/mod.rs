@@ -1,6 +1,6 @@
 //! Components of the `portcullis:policy` world, the typed contract: compiled
 //! from the component's bytes, checked to export the policy interface
-//! ([`interface`]), pre-linked once into a [`PolicyPre`], and called through
+//! (`interface`), pre-linked once into a [`PolicyPre`], and called through
 //! the generated bindings in a fresh instance per evaluation.
 
 mod interface;

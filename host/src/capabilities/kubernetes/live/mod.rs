@@ -1,7 +1,7 @@
 //! The real cluster: the `kube` client (in-cluster configuration, else a
-//! kubeconfig, [`api`]), one watch-based cache (a reflector) per granted
-//! resource answering lists ([`caches`]), a 5-second cache for `get` and
-//! `can_i` (Kubewarden's, [`answers`]), and API server calls that suspend
+//! kubeconfig, `api`), one watch-based cache (a reflector) per granted
+//! resource answering lists (`caches`), a 5-second cache for `get` and
+//! `can_i` (Kubewarden's, `answers`), and API server calls that suspend
 //! their evaluation and give up at the deadline they are given.
 
 mod answers;
