@@ -58,8 +58,8 @@ struct Report {
     path: PathBuf,
     digest: String,
     size: usize,
-    /// `component`, `kubewarden-wapc`, `kubewarden-wasi`, or `core module`
-    /// (one without Kubewarden metadata).
+    /// Its kind's name (`component`, `kubewarden-wapc`, `kubewarden-wasi`,
+    /// ...), or `core module` (one without Kubewarden metadata).
     kind: &'static str,
     world: World,
     /// Whether this host can load and call the component.
@@ -150,9 +150,14 @@ async fn report(args: &InspectArgs) -> anyhow::Result<Report> {
     let (interface, runnable, reason, metadata) =
         match engine.prepare(path, &bytes, digest, cache.as_ref()).await {
             Ok(code) => {
-                let component = code
-                    .downcast_ref::<PolicyComponent>()
-                    .expect("what is not a core module is prepared as a component");
+                let Some(component) = code.downcast_ref::<PolicyComponent>() else {
+                    // Another kind (a room under runtime/ with no report of
+                    // its own here): what every prepared policy has.
+                    let mut report = other_kind(&engine, &code, path).await;
+                    report.source = fetch.as_ref().map(|_| source.to_string());
+                    report.manifest = fetch.and_then(|fetch| fetch.manifest);
+                    return Ok(report);
+                };
                 let interface = ComponentInterface::of(component.component());
                 match read_metadata(&engine, &code, path).await {
                     Ok(metadata) => (interface, true, None, Some(metadata)),
@@ -208,6 +213,37 @@ async fn report(args: &InspectArgs) -> anyhow::Result<Report> {
         metadata,
         kubewarden: None,
     })
+}
+
+/// The report on prepared code of a kind `inspect` knows no details of:
+/// its kind, file and metadata, read through the evaluation like any
+/// policy's.
+async fn other_kind(engine: &Engine, code: &PolicyCode, path: &Path) -> Report {
+    let facts = code.facts();
+    let (metadata, reason) = match read_metadata(engine, code, path).await {
+        Ok(metadata) => (Some(metadata), None),
+        Err(reason) => (None, Some(reason)),
+    };
+    Report {
+        source: None,
+        manifest: None,
+        path: path.to_owned(),
+        digest: facts.digest.to_string(),
+        size: facts.size,
+        kind: code.kind(),
+        world: World {
+            targets: None,
+            version: None,
+            interface: None,
+            host: bindings::WORLD,
+        },
+        runnable: reason.is_none(),
+        reason,
+        imports: Vec::new(),
+        exports: Vec::new(),
+        metadata,
+        kubewarden: None,
+    }
 }
 
 /// Whether the component could not even be compiled (or is not wasm): then
@@ -307,7 +343,10 @@ fn text(report: &Report) -> String {
         "runnable",
         &match (&report.reason, report.kind) {
             (None, "component") => format!("yes (this host implements {})", report.world.host),
-            (None, _) => "yes (a Kubewarden policy this host runs unchanged)".to_owned(),
+            (None, kind) if kind.starts_with("kubewarden") => {
+                "yes (a Kubewarden policy this host runs unchanged)".to_owned()
+            }
+            (None, kind) => format!("yes (a {kind} policy)"),
             (Some(reason), _) => format!("no: {reason}"),
         },
     );
