@@ -19,7 +19,7 @@ use crate::cli::{CacheArgs, FetchArgs, SettingsArgs};
 pub struct BenchArgs {
     /// The policy (a component or a Kubewarden module): a `.wasm` file, or a `registry://`,
     /// `https://` or `file://` URI.
-    pub component: String,
+    pub policy: String,
     /// The request: an AdmissionReview or a bare AdmissionRequest (JSON).
     #[arg(long, short = 'r')]
     pub request: PathBuf,
@@ -52,8 +52,9 @@ struct Summary {
 
 #[derive(Debug, Serialize)]
 struct Report {
+    /// The policy as given (the JSON key predates other kinds).
     component: String,
-    /// `component`, `kubewarden-wapc` or `kubewarden-wasi`.
+    /// Its kind's name (`component`, `kubewarden-wapc`, `kubewarden-wasi`, ...).
     kind: &'static str,
     digest: String,
     size: usize,
@@ -76,7 +77,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         id,
         request,
     } = SinglePolicy::load(
-        &args.component,
+        &args.policy,
         &args.request,
         &args.settings,
         &args.cache,
@@ -105,7 +106,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let code = policy.code();
     let facts = code.facts();
     let report = Report {
-        component: args.component.clone(),
+        component: args.policy.clone(),
         kind: code.kind(),
         digest: facts.digest.to_string(),
         size: facts.size,

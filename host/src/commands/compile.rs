@@ -30,8 +30,8 @@ pub struct CompileArgs {
     /// The policies to compile (components or Kubewarden modules): `.wasm`
     /// files, or `registry://`, `https://` or `file://` URIs.
     #[arg(required = true)]
-    pub components: Vec<String>,
-    /// Directory of the compiled-component cache; `serve` and `run` must be
+    pub policies: Vec<String>,
+    /// Directory of the compiled cache; `serve` and `run` must be
     /// given the same [default: $XDG_CACHE_HOME/portcullis].
     #[arg(long, env = "PORTCULLIS_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -39,7 +39,7 @@ pub struct CompileArgs {
     pub fetch: FetchArgs,
 }
 
-/// Runs `portcullis compile`: one line per component; the first component
+/// Runs `portcullis compile`: one line per policy; the first policy
 /// that cannot be fetched, compiled or is not a policy stops it with an error.
 pub async fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
     let dir = args
@@ -49,7 +49,7 @@ pub async fn compile(args: CompileArgs) -> anyhow::Result<ExitCode> {
         .context("no cache directory: pass --cache-dir (neither XDG_CACHE_HOME nor HOME is set)")?;
     let cache = CompiledCache::new(&dir);
     let engine = Engine::new(Limits::default())?;
-    for given in &args.components {
+    for given in &args.policies {
         let (_, path, _) = super::fetch_arg(given, &args.fetch, Some(&dir)).await?;
         let path = &path;
         let bytes =

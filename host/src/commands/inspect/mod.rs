@@ -27,7 +27,7 @@ use self::module::Kubewarden;
 pub struct InspectArgs {
     /// The policy (a component or a Kubewarden module): a `.wasm` file, or a `registry://`,
     /// `https://` or `file://` URI.
-    pub component: String,
+    pub policy: String,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -49,10 +49,10 @@ pub enum Output {
 /// Everything `inspect` learns. Field names are the JSON output's.
 #[derive(Debug, Serialize)]
 struct Report {
-    /// Where the component came from, when it was fetched (a URI).
+    /// Where the policy came from, when it was fetched (a URI).
     #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<String>,
-    /// The OCI manifest digest, for a component from a registry.
+    /// The OCI manifest digest, for a policy from a registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     manifest: Option<String>,
     path: PathBuf,
@@ -62,7 +62,7 @@ struct Report {
     /// ...), or `core module` (one without Kubewarden metadata).
     kind: &'static str,
     world: World,
-    /// Whether this host can load and call the component.
+    /// Whether this host can load and call the policy.
     runnable: bool,
     /// Why not, when it cannot.
     reason: Option<String>,
@@ -115,7 +115,7 @@ struct Rule {
     operations: Vec<&'static str>,
 }
 
-/// Runs `portcullis inspect`. Exits 0 whenever it could read the component,
+/// Runs `portcullis inspect`. Exits 0 whenever it could read the policy,
 /// runnable or not: the report says which.
 pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let report = report(&args).await?;
@@ -127,12 +127,8 @@ pub async fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn report(args: &InspectArgs) -> anyhow::Result<Report> {
-    let (source, path, fetch) = super::fetch_arg(
-        &args.component,
-        &args.fetch,
-        args.cache.cache_dir.as_deref(),
-    )
-    .await?;
+    let (source, path, fetch) =
+        super::fetch_arg(&args.policy, &args.fetch, args.cache.cache_dir.as_deref()).await?;
     let path = &path;
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let digest = Digest::of(&bytes);
