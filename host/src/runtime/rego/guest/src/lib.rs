@@ -117,12 +117,21 @@ impl Policy {
         }
         let mut engine = Engine::new();
         engine.set_rego_v0(rego_v0);
+        let entry = modules[0].name.clone();
         let mut package = None;
         for module in modules {
             let added = engine
                 .add_policy(module.name, module.text)
                 .map_err(|e| Error::from_report(&e))?;
             package.get_or_insert(added);
+        }
+        // The rule must be the first module's own (Gatekeeper requires its
+        // template's Rego to define `violation`).
+        let declared = engine
+            .has_declared_rule_rooted_at(&entry, rule)
+            .map_err(|e| Error::from_report(&e))?;
+        if !declared {
+            return Err(Error::plain(format!("{entry}: no rule `{rule}` is defined")));
         }
         let rule = format!("{}.{rule}", package.expect("one module at least"));
         // Analyses the modules (schedules, imports, functions, rule index) and
@@ -166,8 +175,7 @@ impl Policy {
         if value == Value::Undefined {
             return Ok(None);
         }
-        value
-            .to_json_str()
+        serde_json::to_string(&value)
             .map(Some)
             .map_err(|e| Error::plain(format!("the result is not JSON: {e}")))
     }
@@ -235,4 +243,81 @@ mod component {
     }
 
     export!(Component);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(text: &str) -> Result<Policy, Error> {
+        Policy::new(
+            vec![Module {
+                name: "demo.rego".into(),
+                text: text.into(),
+            }],
+            "violation",
+            true,
+        )
+    }
+
+    const DEMO: &str = "package demo\n\nviolation[{\"msg\": msg}] {\n  input.kind == \"Pod\"\n  msg := sprintf(\"pod %v\", [input.name])\n}\n";
+
+    #[test]
+    fn the_rule_is_evaluated_per_input_and_undefined_is_none() {
+        let mut demo = policy(DEMO).unwrap();
+        assert_eq!(demo.rule(), "data.demo.violation");
+        let found = demo.evaluate(r#"{"kind": "Pod", "name": "web"}"#, None).unwrap();
+        assert_eq!(found.as_deref(), Some(r#"[{"msg":"pod web"}]"#));
+        // A partial set with no element is the empty set, not undefined.
+        let found = demo.evaluate(r#"{"kind": "Service"}"#, None).unwrap();
+        assert_eq!(found.as_deref(), Some("[]"));
+        let mut complete = policy("package demo\nviolation = input.x").unwrap();
+        assert_eq!(complete.evaluate("{}", None).unwrap(), None);
+    }
+
+    #[test]
+    fn data_is_merged_for_one_evaluation_only() {
+        let mut demo = policy("package demo\nviolation[name] { data.inventory.names[name] }").unwrap();
+        let found = demo
+            .evaluate("{}", Some(r#"{"inventory": {"names": {"a": true}}}"#))
+            .unwrap();
+        assert_eq!(found.as_deref(), Some(r#"["a"]"#));
+        assert_eq!(demo.evaluate("{}", None).unwrap().as_deref(), Some("[]"));
+        let error = demo.evaluate("{}", Some("[]")).unwrap_err();
+        assert!(error.message.starts_with("data: "), "{error}");
+    }
+
+    #[test]
+    fn a_syntax_error_names_file_line_and_column() {
+        let error = policy("package demo\n\nviolation[{\"msg\": m}] {\n  m := @\n}\n")
+            .err()
+            .expect("a syntax error");
+        let location = error.location.clone().expect("a location");
+        assert_eq!(location.file, "demo.rego");
+        assert_eq!((location.line, location.column), (4, 8), "{}", error.report);
+        assert!(error.to_string().starts_with("demo.rego:4:8: "), "{error}");
+        assert!(error.report.contains("--> demo.rego:4:8"), "{}", error.report);
+    }
+
+    #[test]
+    fn a_missing_rule_and_missing_modules_are_errors() {
+        let error = policy("package demo\nallow = true").err().expect("no violation rule");
+        assert_eq!(error.to_string(), "demo.rego: no rule `violation` is defined");
+        let error = Policy::new(Vec::new(), "violation", true).err().expect("no module");
+        assert_eq!(error.message, "no Rego module given");
+    }
+
+    #[test]
+    fn an_error_raised_while_evaluating_carries_its_place() {
+        let mut failing = policy("package demo\nviolation[x] {\n  x := 1 / input.zero\n}\n").unwrap();
+        let error = failing.evaluate(r#"{"zero": 0}"#, None).unwrap_err();
+        assert_eq!(error.location.as_ref().map(|at| at.line), Some(3), "{}", error.report);
+    }
+
+    #[test]
+    fn a_location_is_read_from_the_right_even_with_colons_in_the_name() {
+        let at = parse_location("lib/a:b.rego:12:7").unwrap();
+        assert_eq!((at.file.as_str(), at.line, at.column), ("lib/a:b.rego", 12, 7));
+        assert_eq!(parse_location("no location"), None);
+    }
 }
