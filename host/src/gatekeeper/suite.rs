@@ -150,21 +150,28 @@ impl Assertion {
                 "got {matching} violations{containing} but want {want}: got messages {messages:?}"
             ))
         };
-        let word = match self.violations.as_ref() {
-            None | Some(Count::Flag(true)) => Count::Word("yes".into()),
-            Some(Count::Flag(false)) => Count::Word("no".into()),
-            Some(other) => other.clone(),
+        let wanted = match &self.violations {
+            None | Some(Count::Flag(true)) => Wanted::AtLeastOne,
+            Some(Count::Flag(false)) => Wanted::None,
+            Some(Count::Word(word)) if word == "yes" => Wanted::AtLeastOne,
+            Some(Count::Word(word)) if word == "no" => Wanted::None,
+            Some(Count::Exactly(count)) if *count >= 0 => Wanted::Exactly(*count),
+            Some(Count::Word(_) | Count::Exactly(_)) => return Err(INVALID_COUNT.into()),
         };
-        match &word {
-            Count::Exactly(want) if *want < 0 => Err(INVALID_COUNT.into()),
-            Count::Exactly(want) if *want != matching => wrong(format!("exactly {want}")),
-            Count::Exactly(_) => Ok(()),
-            Count::Word(word) if word == "yes" && matching == 0 => wrong("at least 1".into()),
-            Count::Word(word) if word == "no" && matching > 0 => wrong("none".into()),
-            Count::Word(word) if word == "yes" || word == "no" => Ok(()),
-            Count::Word(_) => Err(INVALID_COUNT.into()),
+        match wanted {
+            Wanted::AtLeastOne if matching == 0 => wrong("at least 1".into()),
+            Wanted::None if matching > 0 => wrong("none".into()),
+            Wanted::Exactly(count) if count != matching => wrong(format!("exactly {count}")),
+            _ => Ok(()),
         }
     }
+}
+
+/// What an assertion's `violations` asks for.
+enum Wanted {
+    AtLeastOne,
+    None,
+    Exactly(i64),
 }
 
 const INVALID_COUNT: &str = r#"assertion.violation, if set, must be a nonnegative integer, "yes", or "no""#;

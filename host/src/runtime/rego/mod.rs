@@ -205,11 +205,7 @@ impl RegoRuntime {
         let (component, origin, snapshot_bytes) = match cached {
             Some(component) => (component, CompileOrigin::Cache, None),
             None => {
-                let seed: [u8; 32] = Sha256::digest(digest.hex()).into();
-                let snapshot = self
-                    .instrumented()?
-                    .snapshot(source, seed, self.engine.limits().memory_bytes)
-                    .await?;
+                let snapshot = self.snapshot(source, &digest).await?;
                 let component = Component::new(engine, &snapshot)
                     .map_err(|e| RegoError::Compile(format!("{e:#}")))?;
                 if let Some(cache) = cache
@@ -234,6 +230,16 @@ impl RegoRuntime {
             prepare_time: started.elapsed(),
             pre,
         }))
+    }
+
+    /// The snapshot of `source` (whose digest is `digest`): the same bytes
+    /// every time, on every host with this guest.
+    async fn snapshot(&self, source: &RegoSource, digest: &Digest) -> Result<Vec<u8>, RegoError> {
+        // `init`'s randomness (hash-map keys) is derived from the digest.
+        let seed: [u8; 32] = Sha256::digest(digest.hex()).into();
+        self.instrumented()?
+            .snapshot(source, seed, self.engine.limits().memory_bytes)
+            .await
     }
 
     fn instrumented(&self) -> Result<&Instrumented, RegoError> {

@@ -71,3 +71,94 @@ async fn a_snapshot_evaluates_its_policy_in_fresh_instances() {
         .unwrap();
     assert_eq!(violations(allowed), serde_json::json!([]));
 }
+
+#[tokio::test]
+async fn rego_errors_name_the_module_line_and_column_and_nothing_is_cached() {
+    let engine = engine();
+    let runtime = RegoRuntime::new(&engine);
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = CompiledCache::new(cache_dir.path());
+    let broken = source("package portcullistest.broken\n\nviolation[{\"msg\": m}] {\n  m := @\n}\n");
+    let Err(RegoError::Policy(diagnostic)) = runtime.prepare(&broken, Some(&cache)).await else {
+        panic!("a syntax error is the policy's");
+    };
+    assert_eq!(diagnostic.to_string(), format!("required-labels.rego:4:8: {}", diagnostic.message));
+    assert!(diagnostic.report.contains("m := @"), "{}", diagnostic.report);
+    let no_rule = source("package portcullistest.norule\nallow = true\n");
+    let Err(RegoError::Policy(diagnostic)) = runtime.prepare(&no_rule, Some(&cache)).await else {
+        panic!("a template without its rule is refused");
+    };
+    assert_eq!(diagnostic.message, "required-labels.rego: no rule `violation` is defined");
+    assert_eq!(std::fs::read_dir(cache_dir.path()).map_or(0, |dir| dir.count()), 0);
+}
+
+#[tokio::test]
+async fn a_snapshot_is_a_function_of_its_source_and_is_cached_by_its_digest() {
+    let engine = engine();
+    let first = RegoRuntime::new(&engine);
+    let second = RegoRuntime::new(&engine);
+    let labels = source(REQUIRED_LABELS);
+    let digest = labels.digest();
+    let one = first.snapshot(&labels, &digest).await.unwrap();
+    let again = second.snapshot(&labels, &digest).await.unwrap();
+    assert!(one == again, "two snapshots of the same source differ");
+    let other = source(&REQUIRED_LABELS.replace("lacks", "misses"));
+    assert_ne!(other.digest(), digest);
+    let different = first.snapshot(&other, &other.digest()).await.unwrap();
+    assert!(one != different);
+
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = CompiledCache::new(cache_dir.path());
+    let compiled = first.prepare(&labels, Some(&cache)).await.unwrap();
+    assert_eq!(compiled.origin(), CompileOrigin::Compiled);
+    let loaded = RegoRuntime::new(&engine).prepare(&labels, Some(&cache)).await.unwrap();
+    assert_eq!(loaded.origin(), CompileOrigin::Cache);
+    assert_eq!(loaded.digest(), digest);
+    let found = loaded
+        .evaluate(&engine, engine.limits(), &input(serde_json::json!({})), None)
+        .await
+        .unwrap();
+    assert_eq!(violations(found).as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn inventory_data_reaches_one_evaluation_and_limits_hold() {
+    let engine = engine();
+    let runtime = RegoRuntime::new(&engine);
+    let unique_host = source(
+        r#"package portcullistest.uniquehost
+
+violation[{"msg": msg}] {
+  host := input.review.object.spec.host
+  other := data.inventory.namespace[ns][_]["Ingress"][name]
+  other.spec.host == host
+  msg := sprintf("host %v is taken by %v/%v", [host, ns, name])
+}
+
+violation[{"msg": "too big"}] {
+  count(numbers.range(1, input.parameters.size)) > 1000000
+}
+"#,
+    );
+    let prepared = runtime.prepare(&unique_host, None).await.unwrap();
+    let ingress = |host: &str| serde_json::json!({"spec": {"host": host}});
+    let input = serde_json::json!({"review": {"object": ingress("a.example")}, "parameters": {"size": 1}}).to_string();
+    let data = serde_json::json!({"inventory": {"namespace": {"shop": {"networking.k8s.io/v1": {"Ingress": {"web": ingress("a.example")}}}}}}).to_string();
+    let limits = engine.limits();
+    let found = prepared.evaluate(&engine, limits, &input, Some(&data)).await.unwrap();
+    assert_eq!(violations(found), serde_json::json!([{"msg": "host a.example is taken by shop/web"}]));
+    // The next evaluation is a fresh instance: the data is gone.
+    let found = prepared.evaluate(&engine, limits, &input, None).await.unwrap();
+    assert_eq!(violations(found), serde_json::json!([]));
+    // One evaluation that allocates without end ends at the memory limit,
+    // and costs only itself.
+    let small = Limits {
+        memory_bytes: 64 << 20,
+        ..limits.clone()
+    };
+    let huge = serde_json::json!({"review": {"object": ingress("b")}, "parameters": {"size": 1_000_000_000}}).to_string();
+    let error = prepared.evaluate(&engine, &small, &huge, None).await.unwrap_err();
+    assert!(matches!(error, RegoEvalError::Guest(_)), "{error}");
+    let found = prepared.evaluate(&engine, limits, &input, None).await.unwrap();
+    assert_eq!(violations(found), serde_json::json!([]));
+}
