@@ -25,8 +25,14 @@ fn main() {
     let guest = manifest_dir.join("src/runtime/rego/guest");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     println!("cargo:rerun-if-changed={}", guest.display());
-    println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
-    println!("cargo:rerun-if-changed={}", workspace.join("Cargo.toml").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.lock").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.toml").display()
+    );
 
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     ensure_target(Path::new(&rustc));
@@ -68,7 +74,10 @@ fn main() {
     let embedded = out_dir.join("rego_guest.wasm");
     std::fs::copy(&built, &embedded)
         .unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
-    println!("cargo:rustc-env=PORTCULLIS_REGO_GUEST={}", embedded.display());
+    println!(
+        "cargo:rustc-env=PORTCULLIS_REGO_GUEST={}",
+        embedded.display()
+    );
 }
 
 /// The workspace's target directory: the first ancestor of `out_dir` that
@@ -95,7 +104,9 @@ fn ensure_target(rustc: &Path) {
     if sysroot.as_deref().is_some_and(installed) {
         return;
     }
-    println!("cargo:warning=adding the {GUEST_TARGET} target with rustup (the Rego guest needs it)");
+    println!(
+        "cargo:warning=adding the {GUEST_TARGET} target with rustup (the Rego guest needs it)"
+    );
     let added = Command::new("rustup")
         .args(["target", "add", GUEST_TARGET])
         .status()

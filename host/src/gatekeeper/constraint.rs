@@ -70,14 +70,20 @@ impl Constraint {
         let document: Document =
             serde_json::from_value(document).map_err(|e| format!("not a constraint: {e}"))?;
         let name = document.metadata.name;
-        if !document.api_version.starts_with("constraints.gatekeeper.sh/") {
+        if !document
+            .api_version
+            .starts_with("constraints.gatekeeper.sh/")
+        {
             return Err(format!(
                 "`{name}` is not a constraint: apiVersion `{}` (want constraints.gatekeeper.sh/v1beta1)",
                 document.api_version
             ));
         }
         if name.is_empty() {
-            return Err(format!("a {} constraint without metadata.name", document.kind));
+            return Err(format!(
+                "a {} constraint without metadata.name",
+                document.kind
+            ));
         }
         let enforcement_action = match document.spec.enforcement_action.as_deref() {
             None | Some("") => EnforcementAction::Deny,
@@ -149,7 +155,8 @@ mod tests {
         assert_eq!(parsed.enforcement_action, EnforcementAction::Deny);
         assert_eq!(parsed.selection, Match::default());
         assert_eq!(parsed.parameters, json!({}));
-        let parsed = constraint(json!({"enforcementAction": "warn", "parameters": {"a": 1}})).unwrap();
+        let parsed =
+            constraint(json!({"enforcementAction": "warn", "parameters": {"a": 1}})).unwrap();
         assert_eq!(parsed.enforcement_action, EnforcementAction::Warn);
         assert_eq!(parsed.parameters, json!({"a": 1}));
         let parsed = constraint(json!({"enforcementAction": "dryrun"})).unwrap();
@@ -159,11 +166,22 @@ mod tests {
     #[test]
     fn bad_fields_are_refused_with_the_constraint_name() {
         let error = constraint(json!({"enforcementAction": "Deny"})).unwrap_err();
-        assert_eq!(error, "constraint `demo`: unknown enforcementAction `Deny` (deny, dryrun or warn)");
+        assert_eq!(
+            error,
+            "constraint `demo`: unknown enforcementAction `Deny` (deny, dryrun or warn)"
+        );
         let error = constraint(json!({"match": {"kind": []}})).unwrap_err();
-        assert!(error.starts_with("constraint `demo`: spec.match: unknown field `kind`"), "{error}");
+        assert!(
+            error.starts_with("constraint `demo`: spec.match: unknown field `kind`"),
+            "{error}"
+        );
         let error = constraint(json!({"match": {"labelSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}})).unwrap_err();
-        assert!(error.starts_with("constraint `demo`: spec.match.labelSelector.matchExpressions[0].values"), "{error}");
+        assert!(
+            error.starts_with(
+                "constraint `demo`: spec.match.labelSelector.matchExpressions[0].values"
+            ),
+            "{error}"
+        );
     }
 
     #[test]
@@ -171,12 +189,17 @@ mod tests {
         let template = ConstraintTemplate {
             name: "portcullisdemo".into(),
             kind: "PortcullisDemo".into(),
-            parameters_schema: Some(json!({"type": "object", "properties": {"limit": {"type": "integer"}}})),
+            parameters_schema: Some(
+                json!({"type": "object", "properties": {"limit": {"type": "integer"}}}),
+            ),
             rego: String::new(),
             libs: Vec::new(),
             rego_v1: false,
         };
-        constraint(json!({"parameters": {"limit": 3}})).unwrap().check_against(&template).unwrap();
+        constraint(json!({"parameters": {"limit": 3}}))
+            .unwrap()
+            .check_against(&template)
+            .unwrap();
         let error = constraint(json!({"parameters": {"limit": "3"}}))
             .unwrap()
             .check_against(&template)
@@ -185,8 +208,17 @@ mod tests {
             error,
             "constraint `demo`: spec.parameters.limit: \"3\" is not an integer (the schema of template `portcullisdemo`)"
         );
-        let other = ConstraintTemplate { kind: "Other".into(), ..template };
-        let error = constraint(json!({})).unwrap().check_against(&other).unwrap_err();
-        assert!(error.contains("is a PortcullisDemo, not a Other"), "{error}");
+        let other = ConstraintTemplate {
+            kind: "Other".into(),
+            ..template
+        };
+        let error = constraint(json!({}))
+            .unwrap()
+            .check_against(&other)
+            .unwrap_err();
+        assert!(
+            error.contains("is a PortcullisDemo, not a Other"),
+            "{error}"
+        );
     }
 }

@@ -20,8 +20,14 @@ impl Inventory {
     /// Adds `object`; a later object at the same place replaces an earlier
     /// one. Refused, as by Gatekeeper, without an `apiVersion` or `kind`.
     pub fn add(&mut self, object: Value) -> Result<(), String> {
-        let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str).unwrap_or("");
-        let (api_version, kind, name) = (text("/apiVersion"), text("/kind"), text("/metadata/name"));
+        let text = |pointer: &str| {
+            object
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        };
+        let (api_version, kind, name) =
+            (text("/apiVersion"), text("/kind"), text("/metadata/name"));
         let version = api_version.rsplit('/').next().unwrap_or("");
         if version.is_empty() {
             return Err(format!("inventory object `{name}` has no version"));
@@ -97,9 +103,13 @@ mod tests {
     #[test]
     fn an_object_without_version_or_kind_is_refused() {
         let mut inventory = Inventory::default();
-        let error = inventory.add(json!({"kind": "Pod", "metadata": {"name": "a"}})).unwrap_err();
+        let error = inventory
+            .add(json!({"kind": "Pod", "metadata": {"name": "a"}}))
+            .unwrap_err();
         assert_eq!(error, "inventory object `a` has no version");
-        let error = inventory.add(json!({"apiVersion": "apps/v1", "metadata": {"name": "a"}})).unwrap_err();
+        let error = inventory
+            .add(json!({"apiVersion": "apps/v1", "metadata": {"name": "a"}}))
+            .unwrap_err();
         assert_eq!(error, "inventory object `a` has no kind");
     }
 }

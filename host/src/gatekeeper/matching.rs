@@ -122,9 +122,7 @@ impl Wildcard {
     fn matches_generate_name(&self, generate_name: &str) -> bool {
         let pattern = self.0.as_str();
         match (pattern.strip_prefix('*'), pattern.strip_suffix('*')) {
-            (Some(rest), Some(_)) => {
-                generate_name.contains(rest.strip_suffix('*').unwrap_or(rest))
-            }
+            (Some(rest), Some(_)) => generate_name.contains(rest.strip_suffix('*').unwrap_or(rest)),
             (None, Some(prefix)) => generate_name.starts_with(prefix),
             _ => false,
         }
@@ -174,7 +172,11 @@ impl Match {
     /// object matches.
     pub fn matches(&self, candidate: &Candidate<'_>) -> Result<bool, MatchError> {
         let objects = [candidate.object, candidate.old_object];
-        let mut objects = objects.into_iter().flatten().filter(|o| !o.is_null()).peekable();
+        let mut objects = objects
+            .into_iter()
+            .flatten()
+            .filter(|o| !o.is_null())
+            .peekable();
         if objects.peek().is_none() {
             return Err(MatchError::NoObject);
         }
@@ -188,7 +190,11 @@ impl Match {
 
     /// Every set field, in Gatekeeper's order (an error in a later one is
     /// only raised if the earlier ones hold).
-    fn matches_object(&self, object: &Object<'_>, namespace: Option<&Value>) -> Result<bool, MatchError> {
+    fn matches_object(
+        &self,
+        object: &Object<'_>,
+        namespace: Option<&Value>,
+    ) -> Result<bool, MatchError> {
         let namespace_name = namespace.map(|ns| text(ns, &["metadata", "name"]));
         // The namespace the object is in (itself, for a Namespace): from the
         // Namespace when known, else as the object says; none when cluster-scoped.
@@ -206,7 +212,8 @@ impl Match {
         };
         let namespaces = self.namespaces.is_empty()
             || home.is_none_or(|home| self.namespaces.iter().any(|n| n.matches(home)));
-        let not_excluded = home.is_none_or(|home| !self.excluded_namespaces.iter().any(|n| n.matches(home)));
+        let not_excluded =
+            home.is_none_or(|home| !self.excluded_namespaces.iter().any(|n| n.matches(home)));
         let labels = self
             .label_selector
             .as_ref()

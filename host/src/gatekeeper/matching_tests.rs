@@ -36,9 +36,12 @@ fn an_empty_match_applies_to_everything() {
 
 #[test]
 fn kinds_need_the_group_and_the_kind() {
-    let spec = parse(json!({"kinds": [{"apiGroups": [""], "kinds": ["Pod"]}, {"apiGroups": ["apps"], "kinds": ["Deployment"]}]}));
+    let spec = parse(
+        json!({"kinds": [{"apiGroups": [""], "kinds": ["Pod"]}, {"apiGroups": ["apps"], "kinds": ["Deployment"]}]}),
+    );
     assert!(matches(&spec, &pod("default", json!({}))));
-    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}});
+    let deployment =
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}});
     assert!(matches(&spec, &deployment));
     let other_group = json!({"apiVersion": "extensions/v1beta1", "kind": "Deployment", "metadata": {"name": "d"}});
     assert!(!matches(&spec, &other_group));
@@ -86,14 +89,22 @@ fn namespaces_and_excluded_namespaces_take_prefix_suffix_and_substring_patterns(
 #[test]
 fn a_pattern_outside_the_schema_is_refused() {
     let error = serde_json::from_value::<Match>(json!({"namespaces": ["Kube_*"]})).unwrap_err();
-    assert!(error.to_string().contains("`Kube_*` is not a name pattern"), "{error}");
+    assert!(
+        error.to_string().contains("`Kube_*` is not a name pattern"),
+        "{error}"
+    );
     let error = serde_json::from_value::<Match>(json!({"name": "a*b"})).unwrap_err();
-    assert!(error.to_string().contains("`a*b` is not a name pattern"), "{error}");
+    assert!(
+        error.to_string().contains("`a*b` is not a name pattern"),
+        "{error}"
+    );
 }
 
 #[test]
 fn label_selector_reads_the_object_labels() {
-    let spec = parse(json!({"labelSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]}}));
+    let spec = parse(
+        json!({"labelSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]}}),
+    );
     assert!(matches(&spec, &pod("default", json!({"app": "web"}))));
     assert!(!matches(&spec, &pod("default", json!({"app": "db"}))));
     assert!(!matches(&spec, &pod("default", Value::Null)));
@@ -128,7 +139,9 @@ fn namespace_selector_reads_the_namespace_or_the_namespace_itself() {
     let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}});
     assert!(matches(&spec, &node));
     // An earlier field that does not match decides first: no error.
-    let other_kind = parse(json!({"kinds": [{"kinds": ["Service"]}], "namespaceSelector": {"matchLabels": {"env": "prod"}}}));
+    let other_kind = parse(
+        json!({"kinds": [{"kinds": ["Service"]}], "namespaceSelector": {"matchLabels": {"env": "prod"}}}),
+    );
     assert!(!matches(&other_kind, &object));
 }
 
@@ -140,8 +153,14 @@ fn name_matches_the_name_or_a_generate_name_prefix() {
     assert!(matches(&spec, &generated));
     let suffix = parse(json!({"name": "*-1"}));
     assert!(matches(&suffix, &pod("default", json!({}))));
-    assert!(!matches(&suffix, &generated), "a suffix cannot be told from a generateName");
-    assert!(!matches(&parse(json!({"name": "db"})), &pod("default", json!({}))));
+    assert!(
+        !matches(&suffix, &generated),
+        "a suffix cannot be told from a generateName"
+    );
+    assert!(!matches(
+        &parse(json!({"name": "db"})),
+        &pod("default", json!({}))
+    ));
 }
 
 #[test]
@@ -161,20 +180,38 @@ fn the_old_object_matches_too_and_one_object_is_needed() {
         namespace: None,
     };
     assert_eq!(spec.matches(&deleted), Ok(true));
-    assert_eq!(spec.matches(&Candidate::default()), Err(MatchError::NoObject));
+    assert_eq!(
+        spec.matches(&Candidate::default()),
+        Err(MatchError::NoObject)
+    );
 }
 
 #[test]
 fn only_generated_objects_never_match_a_review() {
-    assert!(!matches(&parse(json!({"source": "Generated"})), &pod("a", json!({}))));
-    assert!(matches(&parse(json!({"source": "Original"})), &pod("a", json!({}))));
-    assert!(matches(&parse(json!({"source": "All"})), &pod("a", json!({}))));
+    assert!(!matches(
+        &parse(json!({"source": "Generated"})),
+        &pod("a", json!({}))
+    ));
+    assert!(matches(
+        &parse(json!({"source": "Original"})),
+        &pod("a", json!({}))
+    ));
+    assert!(matches(
+        &parse(json!({"source": "All"})),
+        &pod("a", json!({}))
+    ));
 }
 
 #[test]
 fn unknown_fields_are_refused() {
     let error = serde_json::from_value::<Match>(json!({"namespace": ["a"]})).unwrap_err();
-    assert!(error.to_string().contains("unknown field `namespace`"), "{error}");
+    assert!(
+        error.to_string().contains("unknown field `namespace`"),
+        "{error}"
+    );
     let error = serde_json::from_value::<Match>(json!({"kinds": [{"group": ["a"]}]})).unwrap_err();
-    assert!(error.to_string().contains("unknown field `group`"), "{error}");
+    assert!(
+        error.to_string().contains("unknown field `group`"),
+        "{error}"
+    );
 }

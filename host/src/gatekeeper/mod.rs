@@ -48,7 +48,10 @@ pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
             Value::Null => {}
             Value::Array(items) => flat.extend(items),
             Value::Object(ref fields)
-                if fields.get("kind").and_then(Value::as_str).is_some_and(|kind| kind.ends_with("List"))
+                if fields
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .is_some_and(|kind| kind.ends_with("List"))
                     && fields.get("items").is_some_and(Value::is_array) =>
             {
                 if let Some(Value::Array(items)) = document.get("items") {
@@ -75,7 +78,10 @@ mod tests {
     #[test]
     fn a_file_may_hold_several_documents_and_lists() {
         let text = "a: 1\n---\n---\nkind: List\napiVersion: v1\nitems:\n- b: 2\n- c: 3\n";
-        assert_eq!(parse_documents(text).unwrap(), [json!({"a": 1}), json!({"b": 2}), json!({"c": 3})]);
+        assert_eq!(
+            parse_documents(text).unwrap(),
+            [json!({"a": 1}), json!({"b": 2}), json!({"c": 3})]
+        );
         assert_eq!(parse_documents("{\"a\": 1}").unwrap(), [json!({"a": 1})]);
         assert!(parse_documents("a: [").is_err());
     }

@@ -34,11 +34,19 @@ pub fn check(schema: &Value, value: &Value, path: &str) -> Result<(), String> {
         && !allowed.contains(value)
     {
         let allowed: Vec<String> = allowed.iter().map(Value::to_string).collect();
-        return Err(format!("{path}: {value} is not one of {}", allowed.join(", ")));
+        return Err(format!(
+            "{path}: {value} is not one of {}",
+            allowed.join(", ")
+        ));
     }
     match value {
         Value::Object(fields) => {
-            for required in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+            for required in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(name) = required.as_str()
                     && !fields.contains_key(name)
                 {
@@ -48,7 +56,9 @@ pub fn check(schema: &Value, value: &Value, path: &str) -> Result<(), String> {
             let properties = schema.get("properties").and_then(Value::as_object);
             let additional = schema.get("additionalProperties").filter(|s| s.is_object());
             for (name, field) in fields {
-                let described = properties.and_then(|properties| properties.get(name)).or(additional);
+                let described = properties
+                    .and_then(|properties| properties.get(name))
+                    .or(additional);
                 if let Some(field_schema) = described {
                     check(field_schema, field, &format!("{path}.{name}"))?;
                 }
@@ -56,10 +66,9 @@ pub fn check(schema: &Value, value: &Value, path: &str) -> Result<(), String> {
             Ok(())
         }
         Value::Array(items) => match schema.get("items") {
-            Some(item_schema) => items
-                .iter()
-                .enumerate()
-                .try_for_each(|(index, item)| check(item_schema, item, &format!("{path}[{index}]"))),
+            Some(item_schema) => items.iter().enumerate().try_for_each(|(index, item)| {
+                check(item_schema, item, &format!("{path}[{index}]"))
+            }),
             None => Ok(()),
         },
         _ => Ok(()),
@@ -91,10 +100,25 @@ mod tests {
         check(&schema, &ok, "spec.parameters").unwrap();
         let fails = |value: Value| check(&schema, &value, "spec.parameters").unwrap_err();
         assert_eq!(fails(json!({})), "spec.parameters.labels: required");
-        assert_eq!(fails(json!({"labels": [{"key": 1}]})), "spec.parameters.labels[0].key: 1 is not a string");
-        assert_eq!(fails(json!({"labels": [], "mode": "x"})), "spec.parameters.mode: \"x\" is not one of \"strict\", \"lax\"");
-        assert_eq!(fails(json!({"labels": [], "ratio": "1"})), "spec.parameters.ratio: \"1\" is not a number");
-        assert_eq!(fails(json!({"labels": [], "limits": {"cpu": 1.5}})), "spec.parameters.limits.cpu: 1.5 is not an integer");
-        assert_eq!(fails(json!({"labels": {}})), "spec.parameters.labels: {} is not an array");
+        assert_eq!(
+            fails(json!({"labels": [{"key": 1}]})),
+            "spec.parameters.labels[0].key: 1 is not a string"
+        );
+        assert_eq!(
+            fails(json!({"labels": [], "mode": "x"})),
+            "spec.parameters.mode: \"x\" is not one of \"strict\", \"lax\""
+        );
+        assert_eq!(
+            fails(json!({"labels": [], "ratio": "1"})),
+            "spec.parameters.ratio: \"1\" is not a number"
+        );
+        assert_eq!(
+            fails(json!({"labels": [], "limits": {"cpu": 1.5}})),
+            "spec.parameters.limits.cpu: 1.5 is not an integer"
+        );
+        assert_eq!(
+            fails(json!({"labels": {}})),
+            "spec.parameters.labels: {} is not an array"
+        );
     }
 }

@@ -70,7 +70,10 @@ impl Review {
         for (key, default) in [
             ("uid", json!("")),
             ("kind", json!({"group": "", "version": "", "kind": ""})),
-            ("resource", json!({"group": "", "version": "", "resource": ""})),
+            (
+                "resource",
+                json!({"group": "", "version": "", "resource": ""}),
+            ),
             ("operation", json!("")),
             ("userInfo", json!({})),
             ("object", Value::Null),
@@ -95,7 +98,12 @@ impl Review {
         if !object.is_object() {
             return Err(ReviewError::NotAnObject);
         }
-        let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str).unwrap_or("");
+        let text = |pointer: &str| {
+            object
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        };
         let api_version = text("/apiVersion");
         let kind = text("/kind");
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
@@ -112,7 +120,10 @@ impl Review {
             "operation": "",
             "userInfo": {},
         });
-        for (key, pointer) in [("name", "/metadata/name"), ("namespace", "/metadata/namespace")] {
+        for (key, pointer) in [
+            ("name", "/metadata/name"),
+            ("namespace", "/metadata/namespace"),
+        ] {
             if !text(pointer).is_empty() {
                 request[key] = Value::from(text(pointer));
             }
@@ -126,12 +137,18 @@ impl Review {
     /// The request's namespace (where to look the Namespace up for a
     /// `namespaceSelector`), empty for cluster-scoped objects.
     pub fn namespace(&self) -> &str {
-        self.request.get("namespace").and_then(Value::as_str).unwrap_or("")
+        self.request
+            .get("namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
 
     /// The request's operation (`""` for a plain object).
     pub fn operation(&self) -> &str {
-        self.request.get("operation").and_then(Value::as_str).unwrap_or("")
+        self.request
+            .get("operation")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
 
     /// What a constraint's `match` reads, with `namespace` (the request's
@@ -188,10 +205,17 @@ mod tests {
             })
         );
         assert_eq!(review.namespace(), "shop");
-        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}});
+        let deployment =
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}});
         let review = Review::from_object(deployment).unwrap();
-        assert_eq!(review.input(&json!({}), None)["review"]["kind"], json!({"group": "apps", "version": "v1", "kind": "Deployment"}));
-        assert_eq!(review.input(&json!({}), None)["review"].get("namespace"), None);
+        assert_eq!(
+            review.input(&json!({}), None)["review"]["kind"],
+            json!({"group": "apps", "version": "v1", "kind": "Deployment"})
+        );
+        assert_eq!(
+            review.input(&json!({}), None)["review"].get("namespace"),
+            None
+        );
     }
 
     #[test]
@@ -217,16 +241,27 @@ mod tests {
     #[test]
     fn what_cannot_be_reviewed_says_why() {
         let review = |value: Value| Review::from_document(value).unwrap_err();
-        assert_eq!(review(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"})), ReviewError::NoRequest);
         assert_eq!(
-            review(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"operation": "CREATE"}})),
+            review(json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"})),
+            ReviewError::NoRequest
+        );
+        assert_eq!(
+            review(
+                json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"operation": "CREATE"}})
+            ),
             ReviewError::NoObject
         );
         assert_eq!(
             Review::from_request(json!({"operation": "DELETE", "object": pod()})).unwrap_err(),
             ReviewError::DeleteWithoutOldObject
         );
-        assert_eq!(review(json!({"kind": "Pod"})), ReviewError::Incomplete("apiVersion"));
-        assert_eq!(review(json!({"apiVersion": "v1"})), ReviewError::Incomplete("kind"));
+        assert_eq!(
+            review(json!({"kind": "Pod"})),
+            ReviewError::Incomplete("apiVersion")
+        );
+        assert_eq!(
+            review(json!({"apiVersion": "v1"})),
+            ReviewError::Incomplete("kind")
+        );
     }
 }

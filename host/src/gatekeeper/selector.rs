@@ -79,7 +79,11 @@ impl LabelSelector {
     /// Whether `labels` (an object's `metadata.labels`, absent or `null`
     /// meaning none) satisfy the selector.
     pub fn matches(&self, labels: Option<&Value>) -> bool {
-        let label = |key: &str| labels.and_then(|labels| labels.get(key)).and_then(Value::as_str);
+        let label = |key: &str| {
+            labels
+                .and_then(|labels| labels.get(key))
+                .and_then(Value::as_str)
+        };
         let labels_hold = self
             .match_labels
             .iter()
@@ -87,7 +91,8 @@ impl LabelSelector {
         labels_hold
             && self.match_expressions.iter().all(|requirement| {
                 let value = label(&requirement.key);
-                let listed = value.is_some_and(|value| requirement.values.iter().any(|v| v == value));
+                let listed =
+                    value.is_some_and(|value| requirement.values.iter().any(|v| v == value));
                 match requirement.operator {
                     Operator::In => listed,
                     Operator::NotIn => !listed,
@@ -129,15 +134,20 @@ mod tests {
     fn each_operator_as_kubernetes_defines_it() {
         let labels = json!({"env": "prod", "team": "a"});
         let check = |operator: &str, key: &str, values: Value| {
-            selector(json!({"matchExpressions": [{"key": key, "operator": operator, "values": values}]}))
-                .matches(Some(&labels))
+            selector(
+                json!({"matchExpressions": [{"key": key, "operator": operator, "values": values}]}),
+            )
+            .matches(Some(&labels))
         };
         assert!(check("In", "env", json!(["dev", "prod"])));
         assert!(!check("In", "env", json!(["dev"])));
         assert!(!check("In", "missing", json!(["dev"])));
         assert!(check("NotIn", "env", json!(["dev"])));
         assert!(!check("NotIn", "env", json!(["prod"])));
-        assert!(check("NotIn", "missing", json!(["prod"])), "an absent label is not in any set");
+        assert!(
+            check("NotIn", "missing", json!(["prod"])),
+            "an absent label is not in any set"
+        );
         assert!(check("Exists", "team", json!([])));
         assert!(!check("Exists", "missing", json!([])));
         assert!(check("DoesNotExist", "missing", json!([])));
@@ -153,7 +163,10 @@ mod tests {
                 .unwrap_err()
         };
         let error = invalid(json!({"matchExpressions": [{"key": "a", "operator": "In"}]}));
-        assert!(error.starts_with("matchExpressions[0].values: must be specified"), "{error}");
+        assert!(
+            error.starts_with("matchExpressions[0].values: must be specified"),
+            "{error}"
+        );
         let error = invalid(
             json!({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]}),
         );

@@ -136,7 +136,10 @@ impl Assertion {
             Some(pattern) => {
                 let regex = regex::Regex::new(pattern)
                     .map_err(|e| format!("invalid regex `{pattern}`: {e}"))?;
-                messages.iter().filter(|message| regex.is_match(message)).count()
+                messages
+                    .iter()
+                    .filter(|message| regex.is_match(message))
+                    .count()
             }
             None => messages.len(),
         } as i64;
@@ -174,7 +177,8 @@ enum Wanted {
     Exactly(i64),
 }
 
-const INVALID_COUNT: &str = r#"assertion.violation, if set, must be a nonnegative integer, "yes", or "no""#;
+const INVALID_COUNT: &str =
+    r#"assertion.violation, if set, must be a nonnegative integer, "yes", or "no""#;
 
 #[cfg(test)]
 mod tests {
@@ -211,9 +215,21 @@ tests:
         let test = &suite.tests[0];
         assert_eq!(test.constraint, "samples/owner/constraint.yaml");
         assert_eq!(test.cases[0].inventory, ["samples/owner/namespace.yaml"]);
-        assert_eq!(test.cases[0].assertions[0].violations, Some(Count::Exactly(1)));
-        assert_eq!(test.cases[0].assertions[1].violations, Some(Count::Flag(false)));
-        assert_eq!(test.cases[1].assertions[0], Assertion { violations: None, message: None });
+        assert_eq!(
+            test.cases[0].assertions[0].violations,
+            Some(Count::Exactly(1))
+        );
+        assert_eq!(
+            test.cases[0].assertions[1].violations,
+            Some(Count::Flag(false))
+        );
+        assert_eq!(
+            test.cases[1].assertions[0],
+            Assertion {
+                violations: None,
+                message: None
+            }
+        );
         assert_eq!(
             Suite::resolve(Path::new("lib/owner/suite.yaml"), &test.template),
             Path::new("lib/owner/template.yaml")
@@ -223,7 +239,10 @@ tests:
     }
 
     fn assertion(violations: Option<Count>, message: Option<&str>) -> Assertion {
-        Assertion { violations, message: message.map(str::to_owned) }
+        Assertion {
+            violations,
+            message: message.map(str::to_owned),
+        }
     }
 
     #[test]
@@ -231,21 +250,48 @@ tests:
         // The templates' own messages, without the `[constraint]` prefix.
         let messages = ["owner is missing".to_owned(), "team is missing".to_owned()];
         assertion(None, None).check(&messages).unwrap();
-        assertion(Some(Count::Exactly(2)), None).check(&messages).unwrap();
-        assertion(Some(Count::Exactly(1)), Some("^owner")).check(&messages).unwrap();
-        assertion(Some(Count::Word("no".into())), Some("image")).check(&messages).unwrap();
-        assertion(Some(Count::Word("no".into())), None).check(&[]).unwrap();
-        assertion(Some(Count::Flag(false)), None).check(&[]).unwrap();
+        assertion(Some(Count::Exactly(2)), None)
+            .check(&messages)
+            .unwrap();
+        assertion(Some(Count::Exactly(1)), Some("^owner"))
+            .check(&messages)
+            .unwrap();
+        assertion(Some(Count::Word("no".into())), Some("image"))
+            .check(&messages)
+            .unwrap();
+        assertion(Some(Count::Word("no".into())), None)
+            .check(&[])
+            .unwrap();
+        assertion(Some(Count::Flag(false)), None)
+            .check(&[])
+            .unwrap();
         assert!(assertion(Some(Count::Flag(true)), None).check(&[]).is_err());
-        let error = assertion(Some(Count::Exactly(1)), None).check(&messages).unwrap_err();
-        assert!(error.starts_with("got 2 violations but want exactly 1"), "{error}");
+        let error = assertion(Some(Count::Exactly(1)), None)
+            .check(&messages)
+            .unwrap_err();
+        assert!(
+            error.starts_with("got 2 violations but want exactly 1"),
+            "{error}"
+        );
         let error = assertion(None, Some("image")).check(&messages).unwrap_err();
-        assert!(error.starts_with("got 0 violations containing \"image\" but want at least 1"), "{error}");
-        let error = assertion(Some(Count::Word("no".into())), Some("team")).check(&messages).unwrap_err();
-        assert!(error.starts_with("got 1 violations containing \"team\" but want none"), "{error}");
-        let error = assertion(Some(Count::Word("maybe".into())), None).check(&messages).unwrap_err();
+        assert!(
+            error.starts_with("got 0 violations containing \"image\" but want at least 1"),
+            "{error}"
+        );
+        let error = assertion(Some(Count::Word("no".into())), Some("team"))
+            .check(&messages)
+            .unwrap_err();
+        assert!(
+            error.starts_with("got 1 violations containing \"team\" but want none"),
+            "{error}"
+        );
+        let error = assertion(Some(Count::Word("maybe".into())), None)
+            .check(&messages)
+            .unwrap_err();
         assert!(error.contains("must be a nonnegative integer"), "{error}");
-        let error = assertion(Some(Count::Exactly(-1)), None).check(&messages).unwrap_err();
+        let error = assertion(Some(Count::Exactly(-1)), None)
+            .check(&messages)
+            .unwrap_err();
         assert!(error.contains("must be a nonnegative integer"), "{error}");
         let error = assertion(None, Some("(")).check(&messages).unwrap_err();
         assert!(error.starts_with("invalid regex `(`"), "{error}");

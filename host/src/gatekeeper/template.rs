@@ -100,8 +100,8 @@ struct Code {
 impl ConstraintTemplate {
     /// Reads a template from one parsed YAML or JSON document.
     pub fn from_value(document: Value) -> Result<Self, String> {
-        let document: Document =
-            serde_json::from_value(document).map_err(|e| format!("not a ConstraintTemplate: {e}"))?;
+        let document: Document = serde_json::from_value(document)
+            .map_err(|e| format!("not a ConstraintTemplate: {e}"))?;
         if !document.api_version.starts_with("templates.gatekeeper.sh/")
             || document.kind != "ConstraintTemplate"
         {
@@ -113,7 +113,9 @@ impl ConstraintTemplate {
         let name = document.metadata.name;
         let kind = document.spec.crd.spec.names.kind;
         if kind.is_empty() {
-            return Err(format!("template `{name}`: spec.crd.spec.names.kind is empty"));
+            return Err(format!(
+                "template `{name}`: spec.crd.spec.names.kind is empty"
+            ));
         }
         // Gatekeeper's rule: the template is named after its kind.
         if name != kind.to_lowercase() {
@@ -158,10 +160,14 @@ impl ConstraintTemplate {
             name: format!("{origin}#rego"),
             text: self.rego.clone(),
         };
-        let libs = self.libs.iter().enumerate().map(|(index, text)| RegoModule {
-            name: format!("{origin}#libs[{index}]"),
-            text: text.clone(),
-        });
+        let libs = self
+            .libs
+            .iter()
+            .enumerate()
+            .map(|(index, text)| RegoModule {
+                name: format!("{origin}#libs[{index}]"),
+                text: text.clone(),
+            });
         RegoSource {
             modules: std::iter::once(entry).chain(libs).collect(),
             rule: RULE.to_owned(),
@@ -232,7 +238,10 @@ mod tests {
         }])))
         .unwrap();
         assert_eq!(parsed.kind, "PortcullisDemo");
-        assert_eq!(parsed.parameters_schema.as_ref().unwrap()["properties"]["limit"]["type"], "integer");
+        assert_eq!(
+            parsed.parameters_schema.as_ref().unwrap()["properties"]["limit"]["type"],
+            "integer"
+        );
         let source = parsed.rego_source("demo.yaml");
         assert_eq!(source.rule, "violation");
         assert!(source.rego_v0);
@@ -262,13 +271,20 @@ mod tests {
     fn what_cannot_run_is_refused_with_the_reason() {
         let error = |targets: Value| ConstraintTemplate::from_value(template(targets)).unwrap_err();
         assert!(error(json!([])).contains("exactly one target"));
-        assert!(error(json!([{"target": "other.target", "rego": "package a"}])).contains("unknown target `other.target`"));
-        let cel_only = json!([{"target": TARGET, "code": [{"engine": "K8sNativeValidation", "source": {}}]}]);
+        assert!(
+            error(json!([{"target": "other.target", "rego": "package a"}]))
+                .contains("unknown target `other.target`")
+        );
+        let cel_only =
+            json!([{"target": TARGET, "code": [{"engine": "K8sNativeValidation", "source": {}}]}]);
         assert!(error(cel_only).contains("has no Rego"));
         let mut misnamed = template(json!([{"target": TARGET, "rego": "package a"}]));
         misnamed["metadata"]["name"] = json!("demo");
         let error = ConstraintTemplate::from_value(misnamed).unwrap_err();
-        assert!(error.contains("must be the kind in lower case, `portcullisdemo`"), "{error}");
+        assert!(
+            error.contains("must be the kind in lower case, `portcullisdemo`"),
+            "{error}"
+        );
         let error = ConstraintTemplate::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap", "spec": {"crd": {"spec": {"names": {"kind": "X"}}}}})).unwrap_err();
         assert!(error.contains("not a ConstraintTemplate"), "{error}");
     }

@@ -23,7 +23,8 @@ pub fn parse_violations(value: Option<&str>) -> Result<Vec<Violation>, String> {
     let Some(value) = value else {
         return Ok(Vec::new());
     };
-    let value: Value = serde_json::from_str(value).map_err(|e| format!("the violations are not JSON: {e}"))?;
+    let value: Value =
+        serde_json::from_str(value).map_err(|e| format!("the violations are not JSON: {e}"))?;
     let Value::Array(elements) = value else {
         return Err(format!("`violation` is not a set: {value}"));
     };
@@ -37,7 +38,10 @@ pub fn parse_violations(value: Option<&str>) -> Result<Vec<Violation>, String> {
         };
         violations.push(Violation {
             msg: msg.to_owned(),
-            details: element.get("details").cloned().unwrap_or_else(|| Value::Object(Default::default())),
+            details: element
+                .get("details")
+                .cloned()
+                .unwrap_or_else(|| Value::Object(Default::default())),
         });
     }
     Ok(violations)
@@ -120,24 +124,49 @@ mod tests {
     #[test]
     fn the_rule_value_becomes_violations() {
         assert_eq!(parse_violations(None).unwrap(), []);
-        let parsed = parse_violations(Some(r#"[{"msg": "a", "details": {"x": 1}}, {"msg": "b"}, {"details": {}}]"#)).unwrap();
+        let parsed = parse_violations(Some(
+            r#"[{"msg": "a", "details": {"x": 1}}, {"msg": "b"}, {"details": {}}]"#,
+        ))
+        .unwrap();
         assert_eq!(
             parsed,
             [
-                Violation { msg: "a".into(), details: json!({"x": 1}) },
-                Violation { msg: "b".into(), details: json!({}) },
+                Violation {
+                    msg: "a".into(),
+                    details: json!({"x": 1})
+                },
+                Violation {
+                    msg: "b".into(),
+                    details: json!({})
+                },
             ]
         );
-        assert!(parse_violations(Some(r#"[{"msg": 1}]"#)).unwrap_err().contains("msg is not a string"));
-        assert!(parse_violations(Some("true")).unwrap_err().contains("not a set"));
+        assert!(
+            parse_violations(Some(r#"[{"msg": 1}]"#))
+                .unwrap_err()
+                .contains("msg is not a string")
+        );
+        assert!(
+            parse_violations(Some("true"))
+                .unwrap_err()
+                .contains("not a set")
+        );
     }
 
-    fn violation(kind: &str, name: &str, action: EnforcementAction, msg: &str) -> ConstraintViolation {
+    fn violation(
+        kind: &str,
+        name: &str,
+        action: EnforcementAction,
+        msg: &str,
+    ) -> ConstraintViolation {
         ConstraintViolation {
             kind: kind.into(),
             name: name.into(),
             action,
-            violation: Violation { msg: msg.into(), details: json!({}) },
+            violation: Violation {
+                msg: msg.into(),
+                details: json!({}),
+            },
         }
     }
 
@@ -151,11 +180,17 @@ mod tests {
             violation("A", "host-network", Deny, "hostNetwork"),
         ]);
         assert!(!decision.allowed());
-        assert_eq!(decision.message().unwrap(), "[host-network] hostNetwork\n[must-have-owner] owner missing");
+        assert_eq!(
+            decision.message().unwrap(),
+            "[host-network] hostNetwork\n[must-have-owner] owner missing"
+        );
         assert_eq!(decision.warnings, ["[no-latest] latest tag"]);
         assert_eq!(decision.dry_runs.len(), 1);
         assert_eq!(decision.dry_runs[0].message(), "[audit-only] would deny");
-        let lenient = Decision::new(vec![violation("A", "w", Warn, "m"), violation("A", "d", Dryrun, "m")]);
+        let lenient = Decision::new(vec![
+            violation("A", "w", Warn, "m"),
+            violation("A", "d", Dryrun, "m"),
+        ]);
         assert!(lenient.allowed());
         assert_eq!(lenient.message(), None);
     }

@@ -79,8 +79,8 @@ impl RegoSource {
         hasher.update(b"portcullis-rego-snapshot\0");
         hasher.update(guest_digest().hex());
         hasher.update([u8::from(self.rego_v0)]);
-        for field in std::iter::once(&self.rule)
-            .chain(self.modules.iter().flat_map(|m| [&m.name, &m.text]))
+        for field in
+            std::iter::once(&self.rule).chain(self.modules.iter().flat_map(|m| [&m.name, &m.text]))
         {
             hasher.update((field.len() as u64).to_le_bytes());
             hasher.update(field);

@@ -122,7 +122,9 @@ impl InitState {
         let mut wasi = WasiCtx::builder();
         wasi.secure_random(Deterministic::new(seed.to_vec()))
             .insecure_random(Deterministic::new(seed.iter().rev().copied().collect()))
-            .insecure_random_seed(u128::from_le_bytes(seed[..16].try_into().expect("16 bytes")))
+            .insecure_random_seed(u128::from_le_bytes(
+                seed[..16].try_into().expect("16 bytes"),
+            ))
             .wall_clock(StoppedClock)
             .monotonic_clock(StoppedClock)
             .allow_tcp(false)

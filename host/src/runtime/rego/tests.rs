@@ -46,11 +46,19 @@ fn violations(json: Option<String>) -> serde_json::Value {
 async fn a_snapshot_evaluates_its_policy_in_fresh_instances() {
     let engine = engine();
     let runtime = RegoRuntime::new(&engine);
-    let prepared = runtime.prepare(&source(REQUIRED_LABELS), None).await.unwrap();
+    let prepared = runtime
+        .prepare(&source(REQUIRED_LABELS), None)
+        .await
+        .unwrap();
     assert_eq!(prepared.origin(), CompileOrigin::Compiled);
     let limits = engine.limits();
     let denied = prepared
-        .evaluate(&engine, limits, &input(serde_json::json!({"team": "a"})), None)
+        .evaluate(
+            &engine,
+            limits,
+            &input(serde_json::json!({"team": "a"})),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -78,18 +86,32 @@ async fn rego_errors_name_the_module_line_and_column_and_nothing_is_cached() {
     let runtime = RegoRuntime::new(&engine);
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = CompiledCache::new(cache_dir.path());
-    let broken = source("package portcullistest.broken\n\nviolation[{\"msg\": m}] {\n  m := @\n}\n");
+    let broken =
+        source("package portcullistest.broken\n\nviolation[{\"msg\": m}] {\n  m := @\n}\n");
     let Err(RegoError::Policy(diagnostic)) = runtime.prepare(&broken, Some(&cache)).await else {
         panic!("a syntax error is the policy's");
     };
-    assert_eq!(diagnostic.to_string(), format!("required-labels.rego:4:8: {}", diagnostic.message));
-    assert!(diagnostic.report.contains("m := @"), "{}", diagnostic.report);
+    assert_eq!(
+        diagnostic.to_string(),
+        format!("required-labels.rego:4:8: {}", diagnostic.message)
+    );
+    assert!(
+        diagnostic.report.contains("m := @"),
+        "{}",
+        diagnostic.report
+    );
     let no_rule = source("package portcullistest.norule\nallow = true\n");
     let Err(RegoError::Policy(diagnostic)) = runtime.prepare(&no_rule, Some(&cache)).await else {
         panic!("a template without its rule is refused");
     };
-    assert_eq!(diagnostic.message, "required-labels.rego: no rule `violation` is defined");
-    assert_eq!(std::fs::read_dir(cache_dir.path()).map_or(0, |dir| dir.count()), 0);
+    assert_eq!(
+        diagnostic.message,
+        "required-labels.rego: no rule `violation` is defined"
+    );
+    assert_eq!(
+        std::fs::read_dir(cache_dir.path()).map_or(0, |dir| dir.count()),
+        0
+    );
 }
 
 #[tokio::test]
@@ -111,11 +133,19 @@ async fn a_snapshot_is_a_function_of_its_source_and_is_cached_by_its_digest() {
     let cache = CompiledCache::new(cache_dir.path());
     let compiled = first.prepare(&labels, Some(&cache)).await.unwrap();
     assert_eq!(compiled.origin(), CompileOrigin::Compiled);
-    let loaded = RegoRuntime::new(&engine).prepare(&labels, Some(&cache)).await.unwrap();
+    let loaded = RegoRuntime::new(&engine)
+        .prepare(&labels, Some(&cache))
+        .await
+        .unwrap();
     assert_eq!(loaded.origin(), CompileOrigin::Cache);
     assert_eq!(loaded.digest(), digest);
     let found = loaded
-        .evaluate(&engine, engine.limits(), &input(serde_json::json!({})), None)
+        .evaluate(
+            &engine,
+            engine.limits(),
+            &input(serde_json::json!({})),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(violations(found).as_array().unwrap().len(), 1);
@@ -142,13 +172,24 @@ violation[{"msg": "too big"}] {
     );
     let prepared = runtime.prepare(&unique_host, None).await.unwrap();
     let ingress = |host: &str| serde_json::json!({"spec": {"host": host}});
-    let input = serde_json::json!({"review": {"object": ingress("a.example")}, "parameters": {"size": 1}}).to_string();
+    let input =
+        serde_json::json!({"review": {"object": ingress("a.example")}, "parameters": {"size": 1}})
+            .to_string();
     let data = serde_json::json!({"inventory": {"namespace": {"shop": {"networking.k8s.io/v1": {"Ingress": {"web": ingress("a.example")}}}}}}).to_string();
     let limits = engine.limits();
-    let found = prepared.evaluate(&engine, limits, &input, Some(&data)).await.unwrap();
-    assert_eq!(violations(found), serde_json::json!([{"msg": "host a.example is taken by shop/web"}]));
+    let found = prepared
+        .evaluate(&engine, limits, &input, Some(&data))
+        .await
+        .unwrap();
+    assert_eq!(
+        violations(found),
+        serde_json::json!([{"msg": "host a.example is taken by shop/web"}])
+    );
     // The next evaluation is a fresh instance: the data is gone.
-    let found = prepared.evaluate(&engine, limits, &input, None).await.unwrap();
+    let found = prepared
+        .evaluate(&engine, limits, &input, None)
+        .await
+        .unwrap();
     assert_eq!(violations(found), serde_json::json!([]));
     // One evaluation that allocates without end ends at the memory limit,
     // and costs only itself.
@@ -157,8 +198,14 @@ violation[{"msg": "too big"}] {
         ..limits.clone()
     };
     let huge = serde_json::json!({"review": {"object": ingress("b")}, "parameters": {"size": 1_000_000_000}}).to_string();
-    let error = prepared.evaluate(&engine, &small, &huge, None).await.unwrap_err();
+    let error = prepared
+        .evaluate(&engine, &small, &huge, None)
+        .await
+        .unwrap_err();
     assert!(matches!(error, RegoEvalError::Guest(_)), "{error}");
-    let found = prepared.evaluate(&engine, limits, &input, None).await.unwrap();
+    let found = prepared
+        .evaluate(&engine, limits, &input, None)
+        .await
+        .unwrap();
     assert_eq!(violations(found), serde_json::json!([]));
 }

@@ -131,7 +131,9 @@ impl Policy {
             .has_declared_rule_rooted_at(&entry, rule)
             .map_err(|e| Error::from_report(&e))?;
         if !declared {
-            return Err(Error::plain(format!("{entry}: no rule `{rule}` is defined")));
+            return Err(Error::plain(format!(
+                "{entry}: no rule `{rule}` is defined"
+            )));
         }
         let rule = format!("{}.{rule}", package.expect("one module at least"));
         // Analyses the modules (schedules, imports, functions, rule index) and
@@ -202,14 +204,21 @@ mod component {
     struct Component;
 
     impl Guest for Component {
-        fn init(modules: Vec<wit::Module>, rule: String, rego_v0: bool) -> Result<String, wit::Error> {
+        fn init(
+            modules: Vec<wit::Module>,
+            rule: String,
+            rego_v0: bool,
+        ) -> Result<String, wit::Error> {
             POLICY.with_borrow_mut(|slot| {
                 if slot.is_some() {
                     return Err(crate::Error::plain("the policy is already initialised").into());
                 }
                 let modules = modules
                     .into_iter()
-                    .map(|m| crate::Module { name: m.name, text: m.text })
+                    .map(|m| crate::Module {
+                        name: m.name,
+                        text: m.text,
+                    })
                     .collect();
                 let policy = Policy::new(modules, &rule, rego_v0)?;
                 let rule = policy.rule().to_owned();
@@ -266,7 +275,9 @@ mod tests {
     fn the_rule_is_evaluated_per_input_and_undefined_is_none() {
         let mut demo = policy(DEMO).unwrap();
         assert_eq!(demo.rule(), "data.demo.violation");
-        let found = demo.evaluate(r#"{"kind": "Pod", "name": "web"}"#, None).unwrap();
+        let found = demo
+            .evaluate(r#"{"kind": "Pod", "name": "web"}"#, None)
+            .unwrap();
         assert_eq!(found.as_deref(), Some(r#"[{"msg":"pod web"}]"#));
         // A partial set with no element is the empty set, not undefined.
         let found = demo.evaluate(r#"{"kind": "Service"}"#, None).unwrap();
@@ -277,7 +288,8 @@ mod tests {
 
     #[test]
     fn data_is_merged_for_one_evaluation_only() {
-        let mut demo = policy("package demo\nviolation[name] { data.inventory.names[name] }").unwrap();
+        let mut demo =
+            policy("package demo\nviolation[name] { data.inventory.names[name] }").unwrap();
         let found = demo
             .evaluate("{}", Some(r#"{"inventory": {"names": {"a": true}}}"#))
             .unwrap();
@@ -296,28 +308,48 @@ mod tests {
         assert_eq!(location.file, "demo.rego");
         assert_eq!((location.line, location.column), (4, 8), "{}", error.report);
         assert!(error.to_string().starts_with("demo.rego:4:8: "), "{error}");
-        assert!(error.report.contains("--> demo.rego:4:8"), "{}", error.report);
+        assert!(
+            error.report.contains("--> demo.rego:4:8"),
+            "{}",
+            error.report
+        );
     }
 
     #[test]
     fn a_missing_rule_and_missing_modules_are_errors() {
-        let error = policy("package demo\nallow = true").err().expect("no violation rule");
-        assert_eq!(error.to_string(), "demo.rego: no rule `violation` is defined");
-        let error = Policy::new(Vec::new(), "violation", true).err().expect("no module");
+        let error = policy("package demo\nallow = true")
+            .err()
+            .expect("no violation rule");
+        assert_eq!(
+            error.to_string(),
+            "demo.rego: no rule `violation` is defined"
+        );
+        let error = Policy::new(Vec::new(), "violation", true)
+            .err()
+            .expect("no module");
         assert_eq!(error.message, "no Rego module given");
     }
 
     #[test]
     fn an_error_raised_while_evaluating_carries_its_place() {
-        let mut failing = policy("package demo\nviolation[x] {\n  x := 1 / input.zero\n}\n").unwrap();
+        let mut failing =
+            policy("package demo\nviolation[x] {\n  x := 1 / input.zero\n}\n").unwrap();
         let error = failing.evaluate(r#"{"zero": 0}"#, None).unwrap_err();
-        assert_eq!(error.location.as_ref().map(|at| at.line), Some(3), "{}", error.report);
+        assert_eq!(
+            error.location.as_ref().map(|at| at.line),
+            Some(3),
+            "{}",
+            error.report
+        );
     }
 
     #[test]
     fn a_location_is_read_from_the_right_even_with_colons_in_the_name() {
         let at = parse_location("lib/a:b.rego:12:7").unwrap();
-        assert_eq!((at.file.as_str(), at.line, at.column), ("lib/a:b.rego", 12, 7));
+        assert_eq!(
+            (at.file.as_str(), at.line, at.column),
+            ("lib/a:b.rego", 12, 7)
+        );
         assert_eq!(parse_location("no location"), None);
     }
 }
