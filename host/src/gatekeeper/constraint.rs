@@ -4,6 +4,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::Document;
+
 use super::matching::Match;
 use super::parameters;
 use super::template::ConstraintTemplate;
@@ -35,23 +37,6 @@ pub enum EnforcementAction {
     Warn,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Document {
-    api_version: String,
-    kind: String,
-    #[serde(default)]
-    metadata: Metadata,
-    #[serde(default)]
-    spec: Spec,
-}
-
-#[derive(Deserialize, Default)]
-struct Metadata {
-    #[serde(default)]
-    name: String,
-}
-
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct Spec {
@@ -67,9 +52,10 @@ impl Constraint {
     /// Reads a constraint from one parsed YAML or JSON document. Errors
     /// name the constraint.
     pub fn from_value(document: Value) -> Result<Self, String> {
-        let document: Document =
+        let document: Document<Option<Spec>> =
             serde_json::from_value(document).map_err(|e| format!("not a constraint: {e}"))?;
         let name = document.metadata.name;
+        let spec = document.spec.unwrap_or_default();
         if !document
             .api_version
             .starts_with("constraints.gatekeeper.sh/")
@@ -85,7 +71,7 @@ impl Constraint {
                 document.kind
             ));
         }
-        let enforcement_action = match document.spec.enforcement_action.as_deref() {
+        let enforcement_action = match spec.enforcement_action.as_deref() {
             None | Some("") => EnforcementAction::Deny,
             Some(action) => serde_json::from_value(Value::from(action)).map_err(|_| {
                 format!(
@@ -93,7 +79,7 @@ impl Constraint {
                 )
             })?,
         };
-        let selection: Match = match document.spec.selection {
+        let selection: Match = match spec.selection {
             None | Some(Value::Null) => Match::default(),
             Some(selection) => serde_json::from_value(selection)
                 .map_err(|e| format!("constraint `{name}`: spec.match: {e}"))?,
@@ -101,7 +87,7 @@ impl Constraint {
         selection
             .validate()
             .map_err(|e| format!("constraint `{name}`: spec.match.{e}"))?;
-        let parameters = match document.spec.parameters {
+        let parameters = match spec.parameters {
             None | Some(Value::Null) => Value::Object(Default::default()),
             Some(parameters) => parameters,
         };

@@ -25,6 +25,7 @@ pub mod violation;
 
 use std::path::Path;
 
+use serde::Deserialize;
 use serde_json::Value;
 
 pub use self::constraint::{Constraint, EnforcementAction};
@@ -34,6 +35,24 @@ pub use self::review::{Review, ReviewError};
 pub use self::suite::{Assertion, Case, Suite, Test};
 pub use self::template::ConstraintTemplate;
 pub use self::violation::{ConstraintViolation, Decision, Violation, parse_violations};
+
+/// The fields every Gatekeeper object is read by: its type, its name and
+/// its `spec` (the rest is ignored, as Gatekeeper ignores it).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Document<S> {
+    api_version: String,
+    kind: String,
+    #[serde(default)]
+    metadata: Metadata,
+    spec: S,
+}
+
+#[derive(Deserialize, Default)]
+struct Metadata {
+    #[serde(default)]
+    name: String,
+}
 
 /// The documents of a YAML (several, `---`-separated) or JSON file; a
 /// `kind: List` stands for its items, empty documents for nothing.

@@ -4,6 +4,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::Document;
+
 use crate::rego::{RegoModule, RegoSource};
 
 /// The one target Gatekeeper's templates are written for.
@@ -28,24 +30,6 @@ pub struct ConstraintTemplate {
     /// Whether the Rego is written in v1 syntax (`source.version: v1`);
     /// otherwise v0, Gatekeeper's default.
     pub rego_v1: bool,
-}
-
-/// The fields of a template this model reads (others are ignored, as
-/// Gatekeeper ignores them).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Document {
-    api_version: String,
-    kind: String,
-    #[serde(default)]
-    metadata: Metadata,
-    spec: Spec,
-}
-
-#[derive(Deserialize, Default)]
-struct Metadata {
-    #[serde(default)]
-    name: String,
 }
 
 #[derive(Deserialize)]
@@ -100,7 +84,7 @@ struct Code {
 impl ConstraintTemplate {
     /// Reads a template from one parsed YAML or JSON document.
     pub fn from_value(document: Value) -> Result<Self, String> {
-        let document: Document = serde_json::from_value(document)
+        let document: Document<Spec> = serde_json::from_value(document)
             .map_err(|e| format!("not a ConstraintTemplate: {e}"))?;
         if !document.api_version.starts_with("templates.gatekeeper.sh/")
             || document.kind != "ConstraintTemplate"
