@@ -1,30 +1,46 @@
-//! Builds the Rego runtime's guest (`src/runtime/rego/guest`, regorus as a
-//! `wasm32-wasip2` component) so the host can embed it: a user installs one
-//! binary and places no extra file.
+//! Builds the interpreter guests (`src/runtime/<kind>/guest`, e.g. regorus
+//! for the Rego runtime: `wasm32-wasip1` core modules speaking the ABI of
+//! `src/runtime/interpreter`) so the host can embed them: a user installs
+//! one binary and places no extra file.
 //!
-//! The guest is built by a nested `cargo build` into a target directory of
-//! its own under the workspace's (`target/rego-guest`), as wasmtime's
-//! test-programs build theirs: the host's own profile and flags never reach
-//! it, every profile of the host (dev, test, release, clippy) shares one
-//! guest build, and cargo's lock on that directory serialises concurrent
-//! builds. It runs again only when the guest's sources, the workspace's
-//! manifest (its profiles) or the lock file change.
+//! The guests are built by a nested `cargo build` into a target directory
+//! of their own under the workspace's (`target/interpreter-guests`), as
+//! wasmtime's test-programs build theirs: the host's own profile and flags
+//! never reach them, every profile of the host (dev, test, release, clippy)
+//! shares one guest build, and cargo's lock on that directory serialises
+//! concurrent builds. It runs again only when a guest's sources, the ABI
+//! crate's, the workspace's manifest (its profiles) or the lock file change.
 
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const GUEST_PACKAGE: &str = "portcullis-rego-guest";
-const GUEST_TARGET: &str = "wasm32-wasip2";
-/// The workspace profile the guest is built with (Cargo.toml says why).
-const GUEST_PROFILE: &str = "rego-guest";
+/// Each guest: its package, its folder under `src/runtime`, and the
+/// variable naming the embedded copy (`include_bytes!(env!(..))`).
+const GUESTS: &[(&str, &str, &str)] = &[(
+    "portcullis-rego-guest",
+    "rego/guest",
+    "PORTCULLIS_REGO_GUEST",
+)];
+const GUEST_TARGET: &str = "wasm32-wasip1";
+/// The workspace profile the guests are built with (Cargo.toml says why).
+const GUEST_PROFILE: &str = "interpreter-guest";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let workspace = manifest_dir.parent().expect("host/ is in the workspace");
-    let guest = manifest_dir.join("src/runtime/rego/guest");
+    let runtime_dir = manifest_dir.join("src/runtime");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
-    println!("cargo:rerun-if-changed={}", guest.display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        runtime_dir.join("interpreter/guest").display()
+    );
+    for (_, folder, _) in GUESTS {
+        println!(
+            "cargo:rerun-if-changed={}",
+            runtime_dir.join(folder).display()
+        );
+    }
     println!(
         "cargo:rerun-if-changed={}",
         workspace.join("Cargo.lock").display()
@@ -36,14 +52,18 @@ fn main() {
 
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     ensure_target(Path::new(&rustc));
-    let target_dir = target_dir(&out_dir).join("rego-guest");
+    let target_dir = target_dir(&out_dir).join("interpreter-guests");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
     build
         .arg("build")
         .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"))
-        .args(["--package", GUEST_PACKAGE])
+        .args(
+            GUESTS
+                .iter()
+                .flat_map(|(package, _, _)| ["--package", package]),
+        )
         .args(["--target", GUEST_TARGET])
         .args(["--profile", GUEST_PROFILE])
         .arg("--target-dir")
@@ -60,24 +80,24 @@ fn main() {
         .env_remove("CARGO_BUILD_TARGET_DIR");
     let status = build
         .status()
-        .unwrap_or_else(|e| panic!("cannot run cargo to build the Rego guest: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run cargo to build the interpreter guests: {e}"));
     assert!(
         status.success(),
-        "building the Rego guest ({GUEST_PACKAGE}, {GUEST_TARGET}) failed: {status}"
+        "building the interpreter guests ({GUEST_TARGET}) failed: {status}"
     );
-    let built = target_dir
-        .join(GUEST_TARGET)
-        .join(GUEST_PROFILE)
-        .join(format!("{}.wasm", GUEST_PACKAGE.replace('-', "_")));
-    // A copy of its own per host build: another profile's build of the host
-    // rebuilding the guest never changes what this one embeds.
-    let embedded = out_dir.join("rego_guest.wasm");
-    std::fs::copy(&built, &embedded)
-        .unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
-    println!(
-        "cargo:rustc-env=PORTCULLIS_REGO_GUEST={}",
-        embedded.display()
-    );
+    for (package, _, variable) in GUESTS {
+        let file = format!("{}.wasm", package.replace('-', "_"));
+        let built = target_dir
+            .join(GUEST_TARGET)
+            .join(GUEST_PROFILE)
+            .join(&file);
+        // A copy of its own per host build: another profile's build of the
+        // host rebuilding a guest never changes what this one embeds.
+        let embedded = out_dir.join(&file);
+        std::fs::copy(&built, &embedded)
+            .unwrap_or_else(|e| panic!("cannot copy {}: {e}", built.display()));
+        println!("cargo:rustc-env={variable}={}", embedded.display());
+    }
 }
 
 /// The workspace's target directory: the first ancestor of `out_dir` that
@@ -105,7 +125,7 @@ fn ensure_target(rustc: &Path) {
         return;
     }
     println!(
-        "cargo:warning=adding the {GUEST_TARGET} target with rustup (the Rego guest needs it)"
+        "cargo:warning=adding the {GUEST_TARGET} target with rustup (the interpreter guests need it)"
     );
     let added = Command::new("rustup")
         .args(["target", "add", GUEST_TARGET])
@@ -113,7 +133,7 @@ fn ensure_target(rustc: &Path) {
         .is_ok_and(|status| status.success());
     assert!(
         added,
-        "the Rego guest is built for {GUEST_TARGET}: install the target \
+        "the interpreter guests are built for {GUEST_TARGET}: install the target \
          (`rustup target add {GUEST_TARGET}`) and build again"
     );
 }

@@ -58,8 +58,10 @@ pub mod limits;
 pub mod logging;
 pub mod policy;
 pub mod runtime;
-// The Rego runtime lives in runtime/rego/ and joins `runtime` when the
-// runtime seam lands; until then it is mounted here.
+// The interpreter mechanism and the Rego runtime live in runtime/ and join
+// `runtime` when the runtime seam lands; until then they are mounted here.
+#[path = "runtime/interpreter/mod.rs"]
+pub mod interpreter;
 #[path = "runtime/rego/mod.rs"]
 pub mod rego;
 pub mod server;

@@ -23,7 +23,7 @@ use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdinStream, StdoutStream};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::{InputStream, Pollable, StreamError, StreamResult};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::limits::{EvaluationLimiter, Limits};
 
@@ -158,6 +158,19 @@ pub(crate) fn new_store(
     deadline: Instant,
     io: GuestIo,
 ) -> Store<EvaluationState> {
+    new_store_with(engine, limits, deadline, io, |_| {})
+}
+
+/// [`new_store`], with `configure` given the WASI context's builder last: an
+/// interpreter's `init` gets deterministic randomness and stopped clocks
+/// there, so the snapshot taken after it is a function of its inputs.
+pub(crate) fn new_store_with(
+    engine: &Engine,
+    limits: &Limits,
+    deadline: Instant,
+    io: GuestIo,
+    configure: impl FnOnce(&mut WasiCtxBuilder),
+) -> Store<EvaluationState> {
     let output = GuestOutput::for_log(limits.log_bytes, limits.log_lines);
     let mut builder = WasiCtx::builder();
     builder
@@ -177,6 +190,7 @@ pub(crate) fn new_store(
             builder.args(&args).stdin(stdin).stdout(stdout);
         }
     }
+    configure(&mut builder);
     let state = EvaluationState {
         wasi: builder.build_p1(),
         limiter: EvaluationLimiter::new(limits),

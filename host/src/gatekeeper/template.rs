@@ -143,6 +143,7 @@ impl ConstraintTemplate {
         let entry = RegoModule {
             name: format!("{origin}#rego"),
             text: self.rego.clone(),
+            origin: None,
         };
         let libs = self
             .libs
@@ -151,6 +152,7 @@ impl ConstraintTemplate {
             .map(|(index, text)| RegoModule {
                 name: format!("{origin}#libs[{index}]"),
                 text: text.clone(),
+                origin: None,
             });
         RegoSource {
             modules: std::iter::once(entry).chain(libs).collect(),

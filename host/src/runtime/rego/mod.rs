@@ -2,42 +2,36 @@
 //! ConstraintTemplates) evaluated by regorus inside a wasm sandbox, with a
 //! fresh instance per evaluation like every other policy.
 //!
-//! The interpreter is a component of its own, the *guest* (`guest/`, world
-//! `portcullis:rego-runtime`), which `host/build.rs` builds for
-//! `wasm32-wasip2` and the host embeds ([`GUEST`]): nothing to install
-//! beside the binary. A policy's Rego never becomes code; it becomes a
-//! *snapshot* of the guest:
+//! The interpreter is a guest of the [interpreter
+//! mechanism](crate::interpreter) (`guest/`: regorus behind the interpreter
+//! ABI), which `host/build.rs` builds for `wasm32-wasip1` and the host
+//! embeds ([`GUEST`]): nothing to install beside the binary. A policy's
+//! Rego never becomes code; it becomes a *snapshot*: regorus's memory after
+//! `init` parsed and prepared it, kept as a small data module (cached per
+//! [`RegoSource::digest`]), which every evaluation maps copy-on-write under
+//! the interpreter's code, compiled once per process.
 //!
-//! 1. once per process, the guest is instrumented by wasmtime-wizer and
-//!    compiled;
-//! 2. once per unique policy ([`RegoSource::digest`]: the guest's digest,
-//!    the modules, the rule, the syntax), an instance of it runs `init` —
-//!    the Rego parsed, analysed and prepared — and wizer writes its state
-//!    out as a new component, which is compiled and kept in the compiled
-//!    cache under that digest (a warm start neither runs `init` nor
-//!    compiles);
-//! 3. every evaluation instantiates that component (its memory mapped
-//!    copy-on-write from the snapshot) and calls `evaluate` with the input.
-
-mod bindings;
-mod snapshot;
+//! `init`'s request is `{"modules": [..], "rule": .., "rego_v0": ..}`;
+//! `evaluate`'s is `{"input": .., "data": ..}` and its reply the rule's
+//! value as JSON (empty when undefined); errors are
+//! [`RegoDiagnostic`]s, their places mapped back to the files the Rego was
+//! read from ([`TextOrigin`]).
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
-use wasmtime::component::Component;
 
-use self::bindings::RegoRuntimePre;
-use self::snapshot::Instrumented;
-use crate::cache::{CacheMiss, Compiled, CompiledCache};
+use crate::cache::CompiledCache;
 use crate::component::{CompileOrigin, Digest};
 use crate::engine::Engine;
+use crate::evaluation::EvaluationError;
+use crate::interpreter::{Interpreter, InterpreterError, Snapshot};
 use crate::limits::Limits;
-use crate::store::{EvaluationState, GuestIo, new_store};
 
-/// The guest component (regorus for `wasm32-wasip2`), built by `host/build.rs`.
+/// The Rego guest (regorus for `wasm32-wasip1`), built by `host/build.rs`.
 pub static GUEST: &[u8] = include_bytes!(env!("PORTCULLIS_REGO_GUEST"));
 
 /// The digest of [`GUEST`]: part of every policy's digest, so a host with
@@ -50,10 +44,26 @@ pub fn guest_digest() -> Digest {
 /// One Rego file of a policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegoModule {
-    /// The name errors cite (e.g. `template.yaml: spec.targets[0].rego`).
+    /// Its name, unique in the policy (e.g. `template.yaml#rego`).
     pub name: String,
     /// The Rego text.
     pub text: String,
+    /// Where the text sits in the file it was read from, when known:
+    /// errors then cite that file's lines and columns instead.
+    pub origin: Option<TextOrigin>,
+}
+
+/// Where a text embedded in a file starts: its line `n` is the file's line
+/// `line + n - 1`, every line shifted right by `indent` columns (a YAML
+/// block scalar's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextOrigin {
+    /// The file (e.g. `template.yaml`).
+    pub file: String,
+    /// The file's line holding the text's first line, from 1.
+    pub line: u32,
+    /// Columns before each of the text's lines in the file.
+    pub indent: u32,
 }
 
 /// What a Rego policy is made of: its modules and the rule it evaluates.
@@ -71,9 +81,10 @@ pub struct RegoSource {
 }
 
 impl RegoSource {
-    /// The policy's identity: what its snapshot and compiled form are
-    /// cached under. Covers the guest, the syntax, the rule and every
-    /// module's name and text (names too: errors cite them).
+    /// The policy's identity: what its snapshot is cached under. Covers the
+    /// guest, the syntax, the rule and every module's name and text (names
+    /// too: errors cite them); not where the texts were read from, which
+    /// only errors use, outside the snapshot.
     pub fn digest(&self) -> Digest {
         let mut hasher = Sha256::new();
         hasher.update(b"portcullis-rego-snapshot\0");
@@ -87,12 +98,54 @@ impl RegoSource {
         }
         Digest::of(&hasher.finalize())
     }
+
+    /// `init`'s request.
+    fn init_request(&self) -> Vec<u8> {
+        let modules: Vec<_> = self
+            .modules
+            .iter()
+            .map(|module| serde_json::json!({"name": module.name, "text": module.text}))
+            .collect();
+        serde_json::json!({"modules": modules, "rule": self.rule, "rego_v0": self.rego_v0})
+            .to_string()
+            .into_bytes()
+    }
+
+    /// Where the modules came from, for mapping errors.
+    fn origins(&self) -> Origins {
+        Origins(
+            self.modules
+                .iter()
+                .filter_map(|module| Some((module.name.clone(), module.origin.clone()?)))
+                .collect(),
+        )
+    }
+}
+
+/// Each module's origin, by name.
+#[derive(Debug, Clone, Default)]
+struct Origins(Vec<(String, TextOrigin)>);
+
+impl Origins {
+    /// `diagnostic` with its place moved into the file its module came from.
+    fn map(&self, mut diagnostic: RegoDiagnostic) -> RegoDiagnostic {
+        let Some(at) = &mut diagnostic.location else {
+            return diagnostic;
+        };
+        if let Some((_, origin)) = self.0.iter().find(|(name, _)| *name == at.file) {
+            at.file.clone_from(&origin.file);
+            at.line += origin.line.saturating_sub(1);
+            at.column += origin.indent;
+        }
+        diagnostic
+    }
 }
 
 /// Where in a Rego module something is, 1-based.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct RegoLocation {
-    /// The module's name ([`RegoModule::name`]).
+    /// The module's name ([`RegoModule::name`]), or the file it was read
+    /// from ([`TextOrigin::file`]).
     pub file: String,
     /// Line, from 1.
     pub line: u32,
@@ -102,26 +155,35 @@ pub struct RegoLocation {
 
 /// The interpreter's error about a policy: a syntax error, an unknown rule,
 /// an error raised while evaluating.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct RegoDiagnostic {
     /// What is wrong, one line.
     pub message: String,
     /// Where, when known.
     pub location: Option<RegoLocation>,
-    /// The interpreter's full report: location, the line with a caret, message.
+    /// The interpreter's full report: location (in the module), the line
+    /// with a caret, message.
     pub report: String,
 }
 
-impl From<bindings::Error> for RegoDiagnostic {
-    fn from(error: bindings::Error) -> Self {
+impl RegoDiagnostic {
+    /// Reads the guest's error payload; a payload that is not one is an
+    /// error of its own.
+    fn from_payload(payload: &[u8]) -> Self {
+        serde_json::from_slice(payload).unwrap_or_else(|e| {
+            Self::plain(format!(
+                "unreadable error from the Rego guest ({e}): {}",
+                String::from_utf8_lossy(payload)
+            ))
+        })
+    }
+
+    /// A diagnostic with no place.
+    fn plain(message: String) -> Self {
         Self {
-            message: error.message,
-            location: error.location.map(|at| RegoLocation {
-                file: at.file,
-                line: at.line,
-                column: at.column,
-            }),
-            report: error.report,
+            report: message.clone(),
+            message,
+            location: None,
         }
     }
 }
@@ -144,7 +206,7 @@ pub enum RegoError {
     /// Running `init` or taking the snapshot failed (a trap, a limit).
     #[error("cannot pre-initialise the Rego guest: {0}")]
     Snapshot(String),
-    /// wasmtime refused to compile the snapshot.
+    /// The guest or the snapshot cannot be compiled.
     #[error("cannot compile the Rego guest: {0}")]
     Compile(String),
 }
@@ -152,35 +214,27 @@ pub enum RegoError {
 /// Why one evaluation produced no value.
 #[derive(Debug, thiserror::Error)]
 pub enum RegoEvalError {
-    /// The interpreter raised an error (a builtin's, a conflict).
+    /// The interpreter raised an error (a conflict, an unreadable input).
     #[error("{0}")]
     Policy(RegoDiagnostic),
-    /// Instantiating or calling the guest failed (a trap, a limit).
+    /// The sandbox ended the evaluation (a limit, a trap), as it ends any
+    /// policy's.
     #[error("{0}")]
-    Guest(String),
+    Guest(#[from] EvaluationError),
 }
 
-/// The Rego runtime of one engine: the instrumented guest, made once on
+/// The Rego runtime of one engine: the Rego guest, its code compiled on
 /// first use and shared by every policy it prepares.
+#[derive(Debug)]
 pub struct RegoRuntime {
-    engine: Engine,
-    instrumented: OnceLock<Arc<Instrumented>>,
-}
-
-impl fmt::Debug for RegoRuntime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RegoRuntime")
-            .field("instrumented", &self.instrumented.get().is_some())
-            .finish_non_exhaustive()
-    }
+    interpreter: Interpreter,
 }
 
 impl RegoRuntime {
     /// The Rego runtime of `engine`.
     pub fn new(engine: &Engine) -> Self {
         Self {
-            engine: engine.clone(),
-            instrumented: OnceLock::new(),
+            interpreter: Interpreter::new(engine, GUEST),
         }
     }
 
@@ -191,82 +245,56 @@ impl RegoRuntime {
         source: &RegoSource,
         cache: Option<&CompiledCache>,
     ) -> Result<Arc<PreparedRego>, RegoError> {
-        let started = Instant::now();
         let digest = source.digest();
-        let engine = self.engine.wasmtime();
-        let cached = cache.and_then(|cache| match cache.load(engine, &digest) {
-            Ok(Compiled::Component(component)) => Some(component),
-            Ok(Compiled::Module(_)) | Err(CacheMiss::Absent) => None,
-            Err(miss) => {
-                tracing::warn!(%digest, "compiled cache: {miss}; snapshotting again");
-                None
-            }
-        });
-        let (component, origin, snapshot_bytes) = match cached {
-            Some(component) => (component, CompileOrigin::Cache, None),
-            None => {
-                let snapshot = self.snapshot(source, &digest).await?;
-                let component = Component::new(engine, &snapshot)
-                    .map_err(|e| RegoError::Compile(format!("{e:#}")))?;
-                if let Some(cache) = cache
-                    && let Err(e) =
-                        cache.store(engine, &digest, &Compiled::Component(component.clone()))
-                {
-                    tracing::warn!(%digest, dir = %cache.dir().display(), "compiled cache: cannot store: {e:#}");
+        let origins = source.origins();
+        let snapshot = self
+            .interpreter
+            .prepare(&digest, &source.init_request(), cache)
+            .await
+            .map_err(|error| match error {
+                InterpreterError::Refused(payload) => {
+                    RegoError::Policy(origins.map(RegoDiagnostic::from_payload(&payload)))
                 }
-                (component, CompileOrigin::Compiled, Some(snapshot.len()))
-            }
-        };
-        let pre = self
-            .engine
-            .linker()
-            .instantiate_pre(&component)
-            .and_then(RegoRuntimePre::new)
-            .map_err(|e| RegoError::Compile(format!("linking the snapshot: {e:#}")))?;
+                InterpreterError::Init(message) => RegoError::Snapshot(message),
+                error @ (InterpreterError::Guest(_) | InterpreterError::Compile(_)) => {
+                    RegoError::Compile(error.to_string())
+                }
+            })?;
         Ok(Arc::new(PreparedRego {
             digest,
-            origin,
-            snapshot_bytes,
-            prepare_time: started.elapsed(),
-            pre,
+            origins,
+            snapshot,
         }))
     }
 
-    /// The snapshot of `source` (whose digest is `digest`): the same bytes
+    /// The snapshot of `source` (its data module's wasm): the same bytes
     /// every time, on every host with this guest.
-    async fn snapshot(&self, source: &RegoSource, digest: &Digest) -> Result<Vec<u8>, RegoError> {
-        // `init`'s randomness (hash-map keys) is derived from the digest.
-        let seed: [u8; 32] = Sha256::digest(digest.hex()).into();
-        self.instrumented()?
-            .snapshot(source, seed, self.engine.limits().memory_bytes)
+    pub async fn snapshot(&self, source: &RegoSource) -> Result<Vec<u8>, RegoError> {
+        match self
+            .interpreter
+            .snapshot_wasm(&source.digest(), &source.init_request())
             .await
-    }
-
-    fn instrumented(&self) -> Result<&Instrumented, RegoError> {
-        if let Some(instrumented) = self.instrumented.get() {
-            return Ok(instrumented);
+        {
+            Ok(Ok(wasm)) => Ok(wasm),
+            Ok(Err(payload)) => Err(RegoError::Policy(RegoDiagnostic::from_payload(&payload))),
+            Err(error) => Err(RegoError::Snapshot(error.to_string())),
         }
-        let made = Arc::new(Instrumented::new(&self.engine, GUEST)?);
-        // Two first uses at once both instrument; one result is kept.
-        Ok(self.instrumented.get_or_init(|| made))
     }
 }
 
-/// A Rego policy snapshotted, compiled and pre-linked: every evaluation
-/// instantiates it afresh.
+/// A Rego policy snapshotted and compiled: every evaluation instantiates
+/// it afresh.
 pub struct PreparedRego {
     digest: Digest,
-    origin: CompileOrigin,
-    snapshot_bytes: Option<usize>,
-    prepare_time: Duration,
-    pre: RegoRuntimePre<EvaluationState>,
+    origins: Origins,
+    snapshot: Arc<Snapshot>,
 }
 
 impl fmt::Debug for PreparedRego {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PreparedRego")
             .field("digest", &self.digest)
-            .field("origin", &self.origin)
+            .field("snapshot", &self.snapshot)
             .finish_non_exhaustive()
     }
 }
@@ -279,22 +307,22 @@ impl PreparedRego {
 
     /// Whether it was snapshotted and compiled here or loaded from the cache.
     pub fn origin(&self) -> CompileOrigin {
-        self.origin
+        self.snapshot.origin()
     }
 
-    /// The snapshot's size in bytes, when it was taken here.
+    /// The bytes of memory its snapshot holds, when it was taken here.
     pub fn snapshot_bytes(&self) -> Option<usize> {
-        self.snapshot_bytes
+        self.snapshot.image_bytes()
     }
 
     /// How long preparing took (snapshot and compile, or the cache load).
     pub fn prepare_time(&self) -> Duration {
-        self.prepare_time
+        self.snapshot.prepare_time()
     }
 
-    /// The compiled snapshot.
-    pub fn component(&self) -> &Component {
-        self.pre.instance_pre().component()
+    /// The snapshot: its compiled data module, and the interpreter's code.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
     }
 
     /// Evaluates the policy's rule in a fresh instance under `limits` (the
@@ -303,25 +331,45 @@ impl PreparedRego {
     /// the rule's value as JSON, `None` when undefined.
     pub async fn evaluate(
         &self,
-        engine: &Engine,
         limits: &Limits,
         input: &str,
         data: Option<&str>,
     ) -> Result<Option<String>, RegoEvalError> {
-        let deadline = Instant::now() + limits.timeout;
-        let mut store = new_store(engine, limits, deadline, GuestIo::Log);
-        let guest = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| RegoEvalError::Guest(format!("{e:#}")))?;
-        guest
-            .portcullis_rego_runtime_evaluator()
-            .call_evaluate(&mut store, input, data)
-            .await
-            .map_err(|e| RegoEvalError::Guest(format!("{e:#}")))?
-            .map_err(|e| RegoEvalError::Policy(e.into()))
+        let request = evaluate_request(input, data);
+        let reply = self.snapshot.evaluate(limits, request.as_bytes()).await?;
+        self.read_reply(reply)
     }
+
+    /// The rule's value (or the interpreter's error) from the guest's reply.
+    fn read_reply(
+        &self,
+        reply: crate::interpreter::Reply,
+    ) -> Result<Option<String>, RegoEvalError> {
+        match reply {
+            Ok(value) if value.is_empty() => Ok(None),
+            Ok(value) => String::from_utf8(value).map(Some).map_err(|e| {
+                RegoEvalError::Policy(RegoDiagnostic::plain(format!(
+                    "the Rego guest's value is not UTF-8: {e}"
+                )))
+            }),
+            Err(payload) => Err(RegoEvalError::Policy(
+                self.origins.map(RegoDiagnostic::from_payload(&payload)),
+            )),
+        }
+    }
+}
+
+/// `evaluate`'s request: the input and data documents, as given (the guest
+/// parses the whole once).
+fn evaluate_request(input: &str, data: Option<&str>) -> String {
+    let data = data.unwrap_or("null");
+    let mut request = String::with_capacity(input.len() + data.len() + 20);
+    request.push_str("{\"input\":");
+    request.push_str(input);
+    request.push_str(",\"data\":");
+    request.push_str(data);
+    request.push('}');
+    request
 }
 
 #[cfg(test)]

@@ -2,12 +2,12 @@
 //! Gatekeeper template's Rego and its libraries) parsed and prepared once,
 //! then evaluated against one input at a time.
 //!
-//! Built for `wasm32-wasip2` this crate is the component the host embeds
-//! (world `portcullis:rego-runtime`, `wit/rego.wit`): the host calls `init`
-//! once and snapshots the instance, so every evaluation starts from a fresh
-//! instance with the policy already parsed. Built natively it is the same
-//! code as a library ([`Policy`]), which the host's bench runs beside the
-//! component.
+//! Built for `wasm32-wasip1` this crate is the interpreter guest the host
+//! embeds (`portcullis-interpreter-guest`'s ABI, [`guest`]): the host calls
+//! `init` once and snapshots the instance's memory, so every evaluation
+//! starts from a fresh instance with the policy already parsed. Built
+//! natively it is the same code as a library ([`Policy`]), which the host's
+//! bench runs beside the guest.
 
 #![deny(missing_docs)]
 
@@ -117,6 +117,10 @@ impl Policy {
         }
         let mut engine = Engine::new();
         engine.set_rego_v0(rego_v0);
+        // As OPA evaluates for Gatekeeper (`rego.New` without
+        // `StrictBuiltinErrors`): a builtin's error makes its expression
+        // undefined; other errors (conflicts) are still errors.
+        engine.set_strict_builtin_errors(false);
         let entry = modules[0].name.clone();
         let mut package = None;
         for module in modules {
@@ -152,28 +156,38 @@ impl Policy {
 
     /// Evaluates the rule with `input` (JSON) and, when given, `data` (a
     /// JSON object merged into the data document). Returns the rule's value
-    /// as JSON, or `None` when it is undefined for this input.
+    /// as JSON, or `None` when it is undefined for this input. The policy
+    /// stays as it was, ready for the next evaluation.
     pub fn evaluate(&mut self, input: &str, data: Option<&str>) -> Result<Option<String>, Error> {
         let input = Value::from_json_str(input).map_err(|e| Error::plain(format!("input: {e}")))?;
-        let value = match data {
+        let data = data
+            .map(|data| Value::from_json_str(data).map_err(|e| Error::plain(format!("data: {e}"))))
+            .transpose()?;
+        match data {
             // Data changes the engine's preparation: do that on a copy, so the
             // prepared policy stays as it was for the next evaluation.
-            Some(data) => {
-                let data =
-                    Value::from_json_str(data).map_err(|e| Error::plain(format!("data: {e}")))?;
-                let mut engine = self.engine.clone();
-                engine
-                    .add_data(data)
-                    .map_err(|e| Error::plain(format!("data: {e}")))?;
-                engine.set_input(input);
-                engine.eval_rule(self.rule.clone())
-            }
-            None => {
-                self.engine.set_input(input);
-                self.engine.eval_rule(self.rule.clone())
-            }
+            Some(data) => self.clone().evaluate_once(input, Some(data)),
+            None => self.evaluate_once(input, None),
         }
-        .map_err(|e| Error::from_report(&e))?;
+    }
+
+    /// Evaluates the rule once with `input` and `data` (merged into the data
+    /// document for good): what a throwaway instance does.
+    pub fn evaluate_once(
+        &mut self,
+        input: Value,
+        data: Option<Value>,
+    ) -> Result<Option<String>, Error> {
+        if let Some(data) = data {
+            self.engine
+                .add_data(data)
+                .map_err(|e| Error::plain(format!("data: {e}")))?;
+        }
+        self.engine.set_input(input);
+        let value = self
+            .engine
+            .eval_rule(self.rule.clone())
+            .map_err(|e| Error::from_report(&e))?;
         if value == Value::Undefined {
             return Ok(None);
         }
@@ -183,75 +197,80 @@ impl Policy {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-mod component {
-    //! The component's exports: `init` keeps the policy in the instance,
-    //! `evaluate` runs it.
+pub mod guest {
+    //! The interpreter guest: [`Policy`] behind the interpreter ABI.
+    //!
+    //! - `init`'s request: `{"modules": [{"name": .., "text": ..}], "rule":
+    //!   .., "rego_v0": bool}`; its reply: empty.
+    //! - `evaluate`'s request: `{"input": .., "data": ..}` (`data`
+    //!   optional); its reply: the rule's value as JSON, empty when the rule
+    //!   is undefined.
+    //! - An error's payload: `{"message": .., "location": {"file": ..,
+    //!   "line": .., "column": ..} | null, "report": ..}`.
 
-    use std::cell::RefCell;
+    use portcullis_interpreter_guest::Interpreter;
+    use regorus::Value;
+    use serde_json::json;
 
-    use crate::Policy;
+    use crate::{Error, Module, Policy};
 
-    wit_bindgen::generate!({ path: "wit", world: "rego-runtime" });
+    /// The Rego interpreter holding one [`Policy`].
+    pub struct RegoGuest(Policy);
 
-    use exports::portcullis::rego_runtime::evaluator::{self as wit, Guest};
-
-    thread_local! {
-        /// The policy `init` prepared: part of the snapshot the host takes.
-        static POLICY: RefCell<Option<Policy>> = const { RefCell::new(None) };
-    }
-
-    struct Component;
-
-    impl Guest for Component {
-        fn init(
-            modules: Vec<wit::Module>,
-            rule: String,
-            rego_v0: bool,
-        ) -> Result<String, wit::Error> {
-            POLICY.with_borrow_mut(|slot| {
-                if slot.is_some() {
-                    return Err(crate::Error::plain("the policy is already initialised").into());
-                }
-                let modules = modules
-                    .into_iter()
-                    .map(|m| crate::Module {
-                        name: m.name,
-                        text: m.text,
-                    })
-                    .collect();
-                let policy = Policy::new(modules, &rule, rego_v0)?;
-                let rule = policy.rule().to_owned();
-                *slot = Some(policy);
-                Ok(rule)
-            })
+    impl Interpreter for RegoGuest {
+        fn init(request: &[u8]) -> Result<Self, Vec<u8>> {
+            let request: serde_json::Value = serde_json::from_slice(request)
+                .map_err(|e| Error::plain(format!("the init request: {e}")).to_json())?;
+            let modules = request["modules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|module| Module {
+                    name: module["name"].as_str().unwrap_or_default().to_owned(),
+                    text: module["text"].as_str().unwrap_or_default().to_owned(),
+                })
+                .collect();
+            let rule = request["rule"].as_str().unwrap_or_default();
+            let rego_v0 = request["rego_v0"].as_bool().unwrap_or(false);
+            Policy::new(modules, rule, rego_v0)
+                .map(Self)
+                .map_err(|e| e.to_json())
         }
 
-        fn evaluate(input: String, data: Option<String>) -> Result<Option<String>, wit::Error> {
-            POLICY.with_borrow_mut(|slot| {
-                let policy = slot
-                    .as_mut()
-                    .ok_or_else(|| crate::Error::plain("no policy: `init` was not called"))?;
-                Ok(policy.evaluate(&input, data.as_deref())?)
-            })
-        }
-    }
-
-    impl From<crate::Error> for wit::Error {
-        fn from(error: crate::Error) -> Self {
-            Self {
-                message: error.message,
-                location: error.location.map(|at| wit::Location {
-                    file: at.file,
-                    line: at.line,
-                    column: at.column,
-                }),
-                report: error.report,
+        fn evaluate(&mut self, request: &[u8]) -> Result<Vec<u8>, Vec<u8>> {
+            let request = std::str::from_utf8(request)
+                .map_err(|e| e.to_string())
+                .and_then(|text| Value::from_json_str(text).map_err(|e| e.to_string()))
+                .map_err(|e| Error::plain(format!("the request: {e}")).to_json())?;
+            let input = request["input"].clone();
+            let data = match &request["data"] {
+                Value::Undefined | Value::Null => None,
+                data => Some(data.clone()),
+            };
+            match self.0.evaluate_once(input, data) {
+                Ok(value) => Ok(value.map(String::into_bytes).unwrap_or_default()),
+                Err(error) => Err(error.to_json()),
             }
         }
     }
 
-    export!(Component);
+    impl Error {
+        fn to_json(&self) -> Vec<u8> {
+            json!({
+                "message": self.message,
+                "location": self.location.as_ref().map(|at| json!({
+                    "file": at.file,
+                    "line": at.line,
+                    "column": at.column,
+                })),
+                "report": self.report,
+            })
+            .to_string()
+            .into_bytes()
+        }
+    }
+
+    portcullis_interpreter_guest::export_interpreter!(RegoGuest);
 }
 
 #[cfg(test)]
@@ -332,15 +351,31 @@ mod tests {
 
     #[test]
     fn an_error_raised_while_evaluating_carries_its_place() {
-        let mut failing =
-            policy("package demo\nviolation[x] {\n  x := 1 / input.zero\n}\n").unwrap();
-        let error = failing.evaluate(r#"{"zero": 0}"#, None).unwrap_err();
+        let mut failing = policy(
+            "package demo\nchoice = input.a\nchoice = input.b\nviolation[x] {\n  x := choice\n}\n",
+        )
+        .unwrap();
         assert_eq!(
-            error.location.as_ref().map(|at| at.line),
-            Some(3),
-            "{}",
-            error.report
+            failing
+                .evaluate(r#"{"a": 1, "b": 1}"#, None)
+                .unwrap()
+                .as_deref(),
+            Some("[1]")
         );
+        let error = failing.evaluate(r#"{"a": 1, "b": 2}"#, None).unwrap_err();
+        assert!(error.location.is_some(), "{}", error.report);
+    }
+
+    #[test]
+    fn a_builtin_error_is_undefined_as_in_gatekeeper() {
+        let mut lenient = policy(
+            "package demo\nviolation[x] {\n  x := to_number(input.n)\n}\nviolation[\"zero\"] {\n  1 / input.d\n}\n",
+        )
+        .unwrap();
+        let found = lenient.evaluate(r#"{"n": "seven", "d": 0}"#, None).unwrap();
+        assert_eq!(found.as_deref(), Some("[]"));
+        let found = lenient.evaluate(r#"{"n": "7", "d": 1}"#, None).unwrap();
+        assert_eq!(found.as_deref(), Some(r#"[7,"zero"]"#));
     }
 
     #[test]
