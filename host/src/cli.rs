@@ -72,6 +72,8 @@ pub enum Command {
     WebhookConfig(crate::commands::webhook_config::WebhookConfigArgs),
     /// Evaluate the objects already in the cluster; write the results as PolicyReports.
     Audit(crate::commands::audit::AuditArgs),
+    /// Run Gatekeeper's `gator verify` suites (templates, constraints, cases) with the Rego runtime.
+    Verify(crate::commands::verify::VerifyArgs),
 }
 
 impl Command {
@@ -86,7 +88,8 @@ impl Command {
             | Command::Pull(_)
             | Command::Push(_)
             | Command::Digest(_)
-            | Command::Annotate(_) => "warn",
+            | Command::Annotate(_)
+            | Command::Verify(_) => "warn",
             Command::WebhookConfig(_) | Command::Audit(_) => "warn",
         }
     }

@@ -11,6 +11,7 @@ pub mod registry;
 mod reload;
 pub mod run;
 pub mod serve;
+pub mod verify;
 pub mod webhook_config;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +45,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Digest(args) => runtime(None)?.block_on(registry::digest(args)),
         Command::Annotate(args) => annotate::annotate(args),
         Command::Audit(args) => runtime(None)?.block_on(audit::audit(args)),
+        Command::Verify(args) => runtime(None)?.block_on(verify::verify(args)),
         Command::WebhookConfig(args) => {
             runtime(None)?.block_on(webhook_config::webhook_config(args))
         }

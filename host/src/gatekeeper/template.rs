@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::Document;
 
-use crate::rego::{RegoModule, RegoSource};
+use crate::rego::{RegoModule, RegoSource, TextOrigin};
 
 /// The one target Gatekeeper's templates are written for.
 pub const TARGET: &str = "admission.k8s.gatekeeper.sh";
@@ -140,10 +140,22 @@ impl ConstraintTemplate {
     /// template was read from) so errors say `origin#rego:LINE:COLUMN` or
     /// `origin#libs[N]:LINE:COLUMN`.
     pub fn rego_source(&self, origin: &str) -> RegoSource {
+        self.source(origin, None)
+    }
+
+    /// [`rego_source`](Self::rego_source), for a template read from
+    /// `file_text` (the file `origin`): errors cite the file's own lines
+    /// and columns where each module's text is found in it.
+    pub fn rego_source_in(&self, origin: &str, file_text: &str) -> RegoSource {
+        self.source(origin, Some(file_text))
+    }
+
+    fn source(&self, origin: &str, file_text: Option<&str>) -> RegoSource {
+        let place = |text: &str| file_text.and_then(|file| locate(origin, file, text));
         let entry = RegoModule {
             name: format!("{origin}#rego"),
             text: self.rego.clone(),
-            origin: None,
+            origin: place(&self.rego),
         };
         let libs = self
             .libs
@@ -152,7 +164,7 @@ impl ConstraintTemplate {
             .map(|(index, text)| RegoModule {
                 name: format!("{origin}#libs[{index}]"),
                 text: text.clone(),
-                origin: None,
+                origin: place(text),
             });
         RegoSource {
             modules: std::iter::once(entry).chain(libs).collect(),
@@ -168,6 +180,33 @@ impl ConstraintTemplate {
             .chain(&self.libs)
             .any(|module| module.contains("data.inventory"))
     }
+}
+
+/// Where `text` (a YAML block scalar's value) sits in `file`: the line
+/// of its first line and the indentation every line has there. `None`
+/// when it is not found line by line (e.g. a quoted or folded scalar).
+fn locate(origin: &str, file: &str, text: &str) -> Option<TextOrigin> {
+    let lines: Vec<&str> = text.lines().collect();
+    let first = lines.iter().position(|line| !line.trim().is_empty())?;
+    let file_lines: Vec<&str> = file.lines().collect();
+    (0..file_lines.len()).find_map(|at| {
+        let candidate = file_lines[at];
+        let indent = candidate.strip_suffix(lines[first])?.len();
+        if candidate[..indent].chars().any(|c| c != ' ') {
+            return None;
+        }
+        let start = at.checked_sub(first)?;
+        let fits = lines.iter().enumerate().all(|(n, line)| {
+            let in_file = file_lines.get(start + n).copied().unwrap_or("");
+            line.is_empty() && in_file.trim().is_empty()
+                || in_file.get(indent..) == Some(line) && in_file[..indent].trim().is_empty()
+        });
+        fits.then(|| TextOrigin {
+            file: origin.to_owned(),
+            line: start as u32 + 1,
+            indent: indent as u32,
+        })
+    })
 }
 
 /// The Rego of a target: its `code` entry for the `Rego` engine, else its
@@ -213,6 +252,32 @@ mod tests {
                 "targets": targets,
             },
         })
+    }
+
+    #[test]
+    fn modules_read_from_a_file_cite_its_lines_and_columns() {
+        let file = "spec:\n  targets:\n  - rego: |\n      package demo\n\n      violation[x] { x := 1 }\n    libs:\n    - |\n      package lib.demo\n";
+        let parsed = ConstraintTemplate::from_value(template(json!([{
+            "target": TARGET,
+            "rego": "package demo\n\nviolation[x] { x := 1 }\n",
+            "libs": ["package lib.demo\n"],
+        }])))
+        .unwrap();
+        let source = parsed.rego_source_in("t.yaml", file);
+        let place = |n: usize| source.modules[n].origin.clone().unwrap();
+        assert_eq!(
+            (place(0).file.as_str(), place(0).line, place(0).indent),
+            ("t.yaml", 4, 6)
+        );
+        assert_eq!((place(1).line, place(1).indent), (9, 6));
+        // Text that is not in the file line by line has no place.
+        assert_eq!(
+            parsed
+                .rego_source_in("t.yaml", "rego: \"package demo\"")
+                .modules[0]
+                .origin,
+            None
+        );
     }
 
     #[test]
