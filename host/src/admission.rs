@@ -535,6 +535,142 @@ fn json_patch_between(original: Option<&str>, mutated: &str) -> Result<String, M
     Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
+/// Appends `request` to `out` as Kubernetes' AdmissionRequest JSON, absent
+/// fields left out (as Kubewarden sends it: its SDKs read absent strings as
+/// empty, but not `null` ones; Gatekeeper's templates read it as `input.review`).
+///
+/// The documents — object, old object, options — are JSON the host already
+/// parsed on the way in (the API server's bytes): they are spliced in as
+/// they are, not scanned again.
+pub fn write_request_json(request: &AdmissionRequest, out: &mut String) {
+    let head = serde_json::to_string(&RequestJson::from(request))
+        .expect("a request of strings serializes");
+    // The head is an object with at least a uid: drop its `}` and go on.
+    out.push_str(&head[..head.len() - 1]);
+    for (name, document) in [
+        ("object", request.object.as_deref()),
+        ("oldObject", request.old_object.as_deref()),
+        ("options", request.options.as_deref()),
+    ] {
+        if let Some(document) = document {
+            out.push_str(",\"");
+            out.push_str(name);
+            out.push_str("\":");
+            out.push_str(document);
+        }
+    }
+    out.push('}');
+}
+
+/// About how many bytes [`write_request_json`] writes for `request`.
+pub fn request_json_capacity(request: &AdmissionRequest) -> usize {
+    [&request.object, &request.old_object, &request.options]
+        .into_iter()
+        .flatten()
+        .map(String::len)
+        .sum::<usize>()
+        + 512
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestJson<'a> {
+    uid: &'a str,
+    kind: GvkJson<'a>,
+    resource: GvrJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub_resource: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_kind: Option<GvkJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_resource: Option<GvrJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_sub_resource: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
+    operation: &'static str,
+    user_info: UserInfoJson<'a>,
+    dry_run: bool,
+}
+
+#[derive(Serialize)]
+struct GvkJson<'a> {
+    group: &'a str,
+    version: &'a str,
+    kind: &'a str,
+}
+
+#[derive(Serialize)]
+struct GvrJson<'a> {
+    group: &'a str,
+    version: &'a str,
+    resource: &'a str,
+}
+
+#[derive(Serialize)]
+struct UserInfoJson<'a> {
+    username: &'a str,
+    uid: &'a str,
+    groups: &'a [String],
+    extra: BTreeMap<&'a str, &'a [String]>,
+}
+
+impl<'a> From<&'a GroupVersionKind> for GvkJson<'a> {
+    fn from(g: &'a GroupVersionKind) -> Self {
+        Self {
+            group: &g.group,
+            version: &g.version,
+            kind: &g.kind,
+        }
+    }
+}
+
+impl<'a> From<&'a GroupVersionResource> for GvrJson<'a> {
+    fn from(g: &'a GroupVersionResource) -> Self {
+        Self {
+            group: &g.group,
+            version: &g.version,
+            resource: &g.resource,
+        }
+    }
+}
+
+impl<'a> From<&'a AdmissionRequest> for RequestJson<'a> {
+    fn from(r: &'a AdmissionRequest) -> Self {
+        Self {
+            uid: &r.uid,
+            kind: (&r.kind).into(),
+            resource: (&r.resource).into(),
+            sub_resource: r.sub_resource.as_deref(),
+            request_kind: r.request_kind.as_ref().map(Into::into),
+            request_resource: r.request_resource.as_ref().map(Into::into),
+            request_sub_resource: r.request_sub_resource.as_deref(),
+            name: r.name.as_deref(),
+            namespace: r.namespace.as_deref(),
+            operation: match r.operation {
+                Operation::Create => "CREATE",
+                Operation::Update => "UPDATE",
+                Operation::Delete => "DELETE",
+                Operation::Connect => "CONNECT",
+            },
+            user_info: UserInfoJson {
+                username: &r.user_info.username,
+                uid: &r.user_info.uid,
+                groups: &r.user_info.groups,
+                extra: r
+                    .user_info
+                    .extra
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_slice()))
+                    .collect(),
+            },
+            dry_run: r.dry_run,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

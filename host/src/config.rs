@@ -13,6 +13,10 @@
 //!   contextAwareResources:          # what it may read from the cluster
 //!     - { apiVersion: v1, kind: Namespace }
 //!   backgroundAudit: true           # whether `portcullis audit` evaluates it
+//!
+//! required-labels:                  # a Gatekeeper ConstraintTemplate
+//!   module: template.yaml
+//!   constraints: [owner.yaml, team.yaml]   # files; one may hold several
 //! ```
 
 use std::fmt;
@@ -77,6 +81,10 @@ struct Entry {
     /// Whether `portcullis audit` evaluates existing objects with it.
     #[serde(default = "yes")]
     background_audit: bool,
+    /// Gatekeeper constraints of the template `module` names: files (each
+    /// may hold several documents), read into the policy's settings.
+    #[serde(default)]
+    constraints: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -132,6 +140,7 @@ impl From<MemberEntry> for Entry {
             host_capabilities: member.host_capabilities,
             // The group's own key decides.
             background_audit: true,
+            constraints: Vec::new(),
         }
     }
 }
@@ -259,9 +268,15 @@ fn policy_spec(id: String, entry: Entry, base_dir: &Path) -> Result<PolicySpec, 
         module,
         source: Some(source),
         fetch: None,
-        settings: match entry.settings {
-            None | Some(serde_json::Value::Null) => serde_json::json!({}),
-            Some(settings) => settings,
+        settings: match (entry.settings, entry.constraints.is_empty()) {
+            (Some(_), false) => {
+                return Err(
+                    "give `constraints` (a Gatekeeper template's) or `settings`, not both".into(),
+                );
+            }
+            (None, false) => constraint_settings(&entry.constraints, base_dir)?,
+            (None | Some(serde_json::Value::Null), true) => serde_json::json!({}),
+            (Some(settings), true) => settings,
         },
         mode: entry.policy_mode,
         allowed_to_mutate: entry.allowed_to_mutate,
@@ -281,6 +296,47 @@ fn policy_spec(id: String, entry: Entry, base_dir: &Path) -> Result<PolicySpec, 
             context_aware_resources: entry.context_aware_resources,
         },
     })
+}
+
+/// The settings of a Gatekeeper template's policy: `{"constraints": [..]}`,
+/// every document of every file in `files` (relative to `base_dir`), each
+/// with the file it came from as `portcullis.dev/file` (errors about a
+/// constraint name it). A file that cannot be read or parsed is named, with
+/// the line and column for YAML errors.
+fn constraint_settings(files: &[String], base_dir: &Path) -> Result<serde_json::Value, String> {
+    let mut constraints = Vec::new();
+    for file in files {
+        let path = base_dir.join(file);
+        let fail = |e: String| format!("key `constraints`: {e}");
+        let documents = crate::rego::gatekeeper::read_documents(&path).map_err(fail)?;
+        if documents.is_empty() {
+            return Err(fail(format!("{}: holds no constraint", path.display())));
+        }
+        for mut document in documents {
+            if let Some(annotations) = document
+                .as_object_mut()
+                .map(|object| {
+                    object
+                        .entry("metadata")
+                        .or_insert_with(|| serde_json::json!({}))
+                })
+                .and_then(serde_json::Value::as_object_mut)
+                .map(|metadata| {
+                    metadata
+                        .entry("annotations")
+                        .or_insert_with(|| serde_json::json!({}))
+                })
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                annotations.insert(
+                    crate::rego::gatekeeper::policy::CONSTRAINT_FILE.into(),
+                    serde_json::Value::from(path.display().to_string()),
+                );
+            }
+            constraints.push(document);
+        }
+    }
+    Ok(serde_json::json!({ "constraints": constraints }))
 }
 
 /// Reads and parses the file at `path`; relative modules resolve against its
@@ -361,6 +417,52 @@ mod tests {
         assert_eq!(b.mode, PolicyMode::Protect);
         assert!(!b.allowed_to_mutate);
         assert_eq!(b.settings, serde_json::json!({}));
+    }
+
+    #[test]
+    fn constraints_are_read_into_the_settings_with_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("two.yaml"),
+            "apiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K\nmetadata:\n  name: a\n---\n\
+             apiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K\nmetadata:\n  name: b\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("bad.yaml"),
+            "metadata:\n  name: [unclosed\n",
+        )
+        .unwrap();
+        let parse_in = |text: &str| parse(text, dir.path(), "policies.yml");
+        let specs = parse_in("t:\n  module: template.yaml\n  constraints: [two.yaml]\n")
+            .unwrap()
+            .policies;
+        let constraints = specs[0].settings["constraints"].as_array().unwrap();
+        assert_eq!(constraints.len(), 2);
+        assert_eq!(constraints[1]["metadata"]["name"], "b");
+        assert_eq!(
+            constraints[0]["metadata"]["annotations"]["portcullis.dev/file"],
+            dir.path().join("two.yaml").display().to_string()
+        );
+        let error = parse_in("t:\n  module: template.yaml\n  constraints: [bad.yaml]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("policies.yml: policy `t`: key `constraints`: "),
+            "{error}"
+        );
+        assert!(error.contains("bad.yaml"), "{error}");
+        assert!(error.contains("line 2"), "{error}");
+        let error = parse_in("t:\n  module: template.yaml\n  constraints: [missing.yaml]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("missing.yaml"), "{error}");
+        let error = parse_in(
+            "t:\n  module: template.yaml\n  constraints: [two.yaml]\n  settings: {a: 1}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("not both"), "{error}");
     }
 
     #[test]

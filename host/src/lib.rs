@@ -52,7 +52,6 @@ pub mod enforcement;
 pub mod engine;
 pub mod environment;
 pub mod evaluation;
-pub mod gatekeeper;
 pub mod group;
 pub mod limits;
 pub mod logging;

@@ -4,12 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::bindings::{
-    AdmissionRequest, GroupVersionKind, GroupVersionResource, Operation, ValidationResponse,
-};
+use crate::admission::{request_json_capacity, write_request_json};
+use crate::bindings::{AdmissionRequest, ValidationResponse};
 
 /// Kubewarden's answer to a mutation of a request without an object
 /// (a DELETE): refused, in its words.
@@ -24,31 +23,10 @@ pub(super) const NULL_OBJECT_MUTATION: &str = "Incoming object is null, which ha
 /// host already parsed on the way in (the API server's bytes, the
 /// operator's settings): they are spliced in as they are, not scanned again.
 pub(super) fn validation_request(request: &AdmissionRequest, settings: &str) -> String {
-    let head = serde_json::to_string(&KubeRequest::from(request))
-        .expect("a request of strings serializes");
-    let documents = [
-        ("object", request.object.as_deref()),
-        ("oldObject", request.old_object.as_deref()),
-        ("options", request.options.as_deref()),
-    ];
-    let size = documents
-        .iter()
-        .flat_map(|(_, d)| d)
-        .map(|d| d.len())
-        .sum::<usize>();
-    let mut out = String::with_capacity(head.len() + size + settings.len() + 64);
+    let mut out = String::with_capacity(request_json_capacity(request) + settings.len() + 32);
     out.push_str(r#"{"request":"#);
-    // The head is an object with at least a uid: drop its `}` and go on.
-    out.push_str(&head[..head.len() - 1]);
-    for (name, document) in documents {
-        if let Some(document) = document {
-            out.push_str(",\"");
-            out.push_str(name);
-            out.push_str("\":");
-            out.push_str(document);
-        }
-    }
-    out.push_str(r#"},"settings":"#);
+    write_request_json(request, &mut out);
+    out.push_str(r#","settings":"#);
     out.push_str(settings);
     out.push('}');
     out
@@ -73,105 +51,6 @@ fn envelope_content(document: &str) -> Option<&RawValue> {
     serde_json::from_str::<Envelope<'_>>(document)
         .ok()
         .map(|e| e.request)
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct KubeRequest<'a> {
-    uid: &'a str,
-    kind: Gvk<'a>,
-    resource: Gvr<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sub_resource: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_kind: Option<Gvk<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_resource: Option<Gvr<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_sub_resource: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    namespace: Option<&'a str>,
-    operation: &'static str,
-    user_info: UserInfo<'a>,
-    dry_run: bool,
-}
-
-#[derive(Serialize)]
-struct Gvk<'a> {
-    group: &'a str,
-    version: &'a str,
-    kind: &'a str,
-}
-
-#[derive(Serialize)]
-struct Gvr<'a> {
-    group: &'a str,
-    version: &'a str,
-    resource: &'a str,
-}
-
-#[derive(Serialize)]
-struct UserInfo<'a> {
-    username: &'a str,
-    uid: &'a str,
-    groups: &'a [String],
-    extra: BTreeMap<&'a str, &'a [String]>,
-}
-
-impl<'a> From<&'a GroupVersionKind> for Gvk<'a> {
-    fn from(g: &'a GroupVersionKind) -> Self {
-        Self {
-            group: &g.group,
-            version: &g.version,
-            kind: &g.kind,
-        }
-    }
-}
-
-impl<'a> From<&'a GroupVersionResource> for Gvr<'a> {
-    fn from(g: &'a GroupVersionResource) -> Self {
-        Self {
-            group: &g.group,
-            version: &g.version,
-            resource: &g.resource,
-        }
-    }
-}
-
-impl<'a> From<&'a AdmissionRequest> for KubeRequest<'a> {
-    fn from(r: &'a AdmissionRequest) -> Self {
-        Self {
-            uid: &r.uid,
-            kind: (&r.kind).into(),
-            resource: (&r.resource).into(),
-            sub_resource: r.sub_resource.as_deref(),
-            request_kind: r.request_kind.as_ref().map(Into::into),
-            request_resource: r.request_resource.as_ref().map(Into::into),
-            request_sub_resource: r.request_sub_resource.as_deref(),
-            name: r.name.as_deref(),
-            namespace: r.namespace.as_deref(),
-            operation: match r.operation {
-                Operation::Create => "CREATE",
-                Operation::Update => "UPDATE",
-                Operation::Delete => "DELETE",
-                Operation::Connect => "CONNECT",
-            },
-            user_info: UserInfo {
-                username: &r.user_info.username,
-                uid: &r.user_info.uid,
-                groups: &r.user_info.groups,
-                extra: r
-                    .user_info
-                    .extra
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_slice()))
-                    .collect(),
-            },
-            dry_run: r.dry_run,
-        }
-    }
 }
 
 /// A policy's verdict, in Kubewarden's JSON.

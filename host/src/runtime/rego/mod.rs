@@ -17,6 +17,8 @@
 //! [`RegoDiagnostic`]s, their places mapped back to the files the Rego was
 //! read from ([`TextOrigin`]).
 
+pub mod gatekeeper;
+
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
