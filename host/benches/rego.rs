@@ -94,7 +94,7 @@ fn main() -> anyhow::Result<()> {
 
     // Preparing: the first template compiles the interpreter's code; the
     // next ones only snapshot. Then both again from the cache.
-    let rego = RegoRuntime::new(&engine);
+    let rego = RegoRuntime::new(&engine.sandbox());
     let started = Instant::now();
     let first = runtime.block_on(rego.prepare(&variant(0), Some(&cache)))?;
     let first_cold = started.elapsed();
@@ -104,7 +104,7 @@ fn main() -> anyhow::Result<()> {
         runtime.block_on(rego.prepare(&variant(n), Some(&cache)))?;
         others_cold.push(started.elapsed().as_secs_f64());
     }
-    let warm_rego = RegoRuntime::new(&engine);
+    let warm_rego = RegoRuntime::new(&engine.sandbox());
     let started = Instant::now();
     let warm = runtime.block_on(warm_rego.prepare(&variant(0), Some(&cache)))?;
     let first_warm = started.elapsed();
@@ -209,7 +209,7 @@ fn memory_child(cache: &Path) -> anyhow::Result<()> {
     let engine = Engine::new(Limits::default())?;
     let limits = engine.limits().clone();
     let input = input(CASES[1].1)?;
-    let rego = RegoRuntime::new(&engine);
+    let rego = RegoRuntime::new(&engine.sandbox());
     let mut loaded: Vec<Arc<PreparedRego>> = Vec::new();
     let mut load = |n: usize| -> anyhow::Result<()> {
         let prepared = runtime.block_on(rego.prepare(&variant(n), Some(&cache)))?;
@@ -347,7 +347,8 @@ fn evaluations(
         rule: "violation".into(),
         rego_v0: true,
     };
-    let prepared = runtime.block_on(RegoRuntime::new(engine).prepare(&source, Some(cache)))?;
+    let prepared =
+        runtime.block_on(RegoRuntime::new(&engine.sandbox()).prepare(&source, Some(cache)))?;
     let limits = engine.limits().clone();
     println!(
         "\nPer evaluation: {RUNS} runs of ~{RUN_SECONDS} s after a warm-up, one thread, medians (µs of CPU)\n"

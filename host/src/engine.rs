@@ -124,6 +124,14 @@ impl Engine {
         }
     }
 
+    /// Where interpreter guests (the Rego runtime's) run in this engine.
+    pub fn sandbox(&self) -> crate::interpreter::Sandbox {
+        crate::interpreter::Sandbox {
+            engine: self.wasmtime().clone(),
+            linker: self.module_linker().clone(),
+        }
+    }
+
     /// The host capabilities policies may call (as their grants allow).
     pub fn capabilities(&self) -> &Arc<Capabilities> {
         &self.inner.capabilities

@@ -158,14 +158,14 @@ pub(crate) fn new_store(
     deadline: Instant,
     io: GuestIo,
 ) -> Store<EvaluationState> {
-    new_store_with(engine, limits, deadline, io, |_| {})
+    new_store_with(engine.wasmtime(), limits, deadline, io, |_| {})
 }
 
 /// [`new_store`], with `configure` given the WASI context's builder last: an
 /// interpreter's `init` gets deterministic randomness and stopped clocks
 /// there, so the snapshot taken after it is a function of its inputs.
 pub(crate) fn new_store_with(
-    engine: &Engine,
+    engine: &wasmtime::Engine,
     limits: &Limits,
     deadline: Instant,
     io: GuestIo,

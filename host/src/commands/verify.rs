@@ -32,7 +32,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         suites.extend(suite_files(path)?);
     }
     let engine = Engine::new(Limits::default())?;
-    let rego = RegoRuntime::new(&engine);
+    let rego = RegoRuntime::new(&engine.sandbox());
     let cache = super::cache(&args.cache);
     let verifier = Verifier::new(&rego, engine.limits(), cache.as_ref());
     let mut failed = false;

@@ -7,10 +7,11 @@ use wasmtime::{Extern, Func, Instance, Memory, Module, ModuleExport, Store};
 
 use std::time::Instant;
 
+use super::Sandbox;
 use super::split::{MEMORY_EXPORT, MEMORY_IMPORT};
-use crate::engine::Engine;
+use crate::limits::Limits;
 use crate::runtime::{Failure, GuestFault};
-use crate::store::{EvaluationState, GuestIo, new_store};
+use crate::store::{EvaluationState, GuestIo, new_store_with};
 
 /// The reply's first byte when the call succeeded (else it failed).
 const OK: u8 = 0;
@@ -49,9 +50,15 @@ impl Code {
     /// Resolves `module`'s imports against `engine`'s module linker
     /// (everything but the memory must be there: WASI preview 1) and finds
     /// the ABI's exports.
-    pub(super) fn new(engine: &Engine, module: Module) -> Result<Self, String> {
+    pub(super) fn new(engine: &Sandbox, module: Module) -> Result<Self, String> {
         // Linker items exist per store: this one only checks they are there.
-        let mut scratch = new_store(engine, engine.limits(), Instant::now(), GuestIo::Log);
+        let mut scratch = new_store_with(
+            &engine.engine,
+            &Limits::default(),
+            Instant::now(),
+            GuestIo::Log,
+            |_| {},
+        );
         let mut imports = Vec::new();
         for import in module.imports() {
             if (import.module(), import.name()) == MEMORY_IMPORT {
@@ -59,7 +66,7 @@ impl Code {
                 continue;
             }
             engine
-                .module_linker()
+                .linker
                 .get_by_import(&mut scratch, &import)
                 .ok_or_else(|| {
                     format!(

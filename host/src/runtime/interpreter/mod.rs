@@ -33,10 +33,11 @@
 //! Rust guest's only mutable global, `__stack_pointer`, is back at its
 //! start when `init` returns), which the snapshot checks.
 //!
-//! Limits are every policy's: the store is [`new_store`]'s (the same
-//! limiter, deadline and WASI context granting nothing), replies are held
-//! to the response limit, and failures are classified as every
-//! evaluation's ([`classify`]).
+//! Limits are every policy's: an evaluation runs in the evaluation's store
+//! ([`Snapshot::run`]: the same limiter, deadline and WASI context granting
+//! nothing), replies are held to the response limit. [`Snapshot::evaluate`]
+//! makes such a store of its own for callers outside an evaluation
+//! (`portcullis verify`, benches), its failures described in words.
 
 pub mod image;
 mod instance;
@@ -55,11 +56,9 @@ use self::instance::{Code, Entry};
 use self::split::Split;
 use crate::cache::{CacheMiss, Compiled, CompiledCache};
 use crate::component::{CompileOrigin, Digest};
-use crate::engine::Engine;
-use crate::evaluation::{EvaluationError, classify};
 use crate::limits::Limits;
-use crate::runtime::Failure;
-use crate::store::{EvaluationState, GuestIo, new_store};
+use crate::runtime::{Failure, GuestFault};
+use crate::store::{EvaluationState, GuestIo, new_store_with};
 
 pub use self::instance::Reply;
 pub use self::split::SplitError;
@@ -85,10 +84,21 @@ pub enum InterpreterError {
     Compile(String),
 }
 
+/// Where an interpreter's instances run: a wasmtime engine (with epoch
+/// interruption, ticked by its owner) and the core-module linker holding
+/// WASI preview 1 (granting nothing), which the guests' imports come from.
+#[derive(Clone)]
+pub struct Sandbox {
+    /// The engine.
+    pub engine: wasmtime::Engine,
+    /// The core-module linker.
+    pub linker: wasmtime::Linker<EvaluationState>,
+}
+
 /// One interpreter guest for one engine: its code compiled on first use
 /// and shared by every policy it prepares.
 pub struct Interpreter {
-    engine: Engine,
+    engine: Sandbox,
     wasm: &'static [u8],
     digest: Digest,
     code: OnceCell<Arc<Code>>,
@@ -112,9 +122,9 @@ impl fmt::Debug for Interpreter {
 }
 
 impl Interpreter {
-    /// The guest `wasm` (a core module speaking the interpreter ABI) for
+    /// The guest `wasm` (a core module speaking the interpreter ABI) in
     /// `engine`. Nothing is compiled until the first policy is prepared.
-    pub fn new(engine: &Engine, wasm: &'static [u8]) -> Self {
+    pub fn new(engine: &Sandbox, wasm: &'static [u8]) -> Self {
         Self {
             engine: engine.clone(),
             wasm,
@@ -143,7 +153,7 @@ impl Interpreter {
         let started = Instant::now();
         let code = self.code(cache).await?;
         let key = self.key("snapshot", policy);
-        let engine = self.engine.wasmtime();
+        let engine = &self.engine.engine;
         if let Some(Compiled::Module(data)) = load(cache, engine, &key) {
             return Ok(Arc::new(Snapshot {
                 engine: self.engine.clone(),
@@ -220,11 +230,10 @@ impl Interpreter {
             .get_or_try_init(|| async {
                 let split =
                     split::split(self.wasm).map_err(|e| InterpreterError::Guest(e.to_string()))?;
-                let memory =
-                    Module::new(self.engine.wasmtime(), image::data_module(&split.initial))
-                        .map_err(|e| {
-                            InterpreterError::Guest(format!("its initial memory: {e:#}"))
-                        })?;
+                let memory = Module::new(&self.engine.engine, image::data_module(&split.initial))
+                    .map_err(|e| {
+                    InterpreterError::Guest(format!("its initial memory: {e:#}"))
+                })?;
                 Ok(Initial { split, memory })
             })
             .await
@@ -236,7 +245,7 @@ impl Interpreter {
             .code
             .get_or_try_init(|| async {
                 let key = self.key("code", &self.digest);
-                let engine = self.engine.wasmtime();
+                let engine = &self.engine.engine;
                 let module = match load(cache, engine, &key) {
                     Some(Compiled::Module(module)) => module,
                     _ => {
@@ -288,7 +297,7 @@ fn load(
 /// A policy prepared by an [`Interpreter`]: its snapshot's data module
 /// compiled, and the interpreter's code to link to it.
 pub struct Snapshot {
-    engine: Engine,
+    engine: Sandbox,
     code: Arc<Code>,
     data: Module,
     digest: Digest,
@@ -344,7 +353,7 @@ impl Snapshot {
     ) -> Result<Reply, Failure> {
         let guest = self
             .code
-            .instantiate(store, self.engine.module_linker(), &self.data)
+            .instantiate(store, &self.engine.linker, &self.data)
             .await
             .map_err(Failure::Instantiate)?;
         guest
@@ -353,18 +362,34 @@ impl Snapshot {
     }
 
     /// Evaluates `request` in a fresh instance under `limits` (a store of
-    /// its own: limiter, deadline, output capture), failures classified as
-    /// every evaluation's.
-    pub async fn evaluate(
-        &self,
-        limits: &Limits,
-        request: &[u8],
-    ) -> Result<Reply, EvaluationError> {
+    /// its own: limiter, deadline, output capture); a failure is described
+    /// as the evaluation describes it (timeout, out of memory, trap, ...).
+    pub async fn evaluate(&self, limits: &Limits, request: &[u8]) -> Result<Reply, String> {
         let deadline = Instant::now() + limits.timeout;
-        let mut store = new_store(&self.engine, limits, deadline, GuestIo::Log);
+        let mut store = new_store_with(&self.engine.engine, limits, deadline, GuestIo::Log, |_| {});
         let outcome = self.run(&mut store, request, limits.response_bytes).await;
-        outcome.map_err(|failure| classify(failure, store.data(), limits))
+        outcome.map_err(|failure| describe(failure, store.data(), limits))
     }
+}
+
+/// What `failure` was, in words, for a store that ended in `state`: a
+/// timeout, running out of memory, a reply too large, a trap.
+pub(crate) fn describe(failure: Failure, state: &EvaluationState, limits: &Limits) -> String {
+    let error = match failure {
+        Failure::Instantiate(error) | Failure::Call(error) => error,
+        Failure::Policy(message) | Failure::Protocol(message) => return message,
+        Failure::Fault(fault) => return fault.to_string(),
+    };
+    if let Some(fault) = error.downcast_ref::<GuestFault>() {
+        return fault.to_string();
+    }
+    if error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+        return format!("timed out after {:?}", limits.timeout);
+    }
+    if state.memory_refused() {
+        return format!("out of memory (limit: {} bytes)", limits.memory_bytes);
+    }
+    format!("{error:#}")
 }
 
 #[cfg(test)]

@@ -20,8 +20,7 @@ use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtxBui
 use super::image::capture;
 use super::instance::{Code, Entry, Guest, Reply};
 use super::split::{GLOBAL_EXPORT, MemoryImage, Split};
-use super::{InterpreterError, classify};
-use crate::engine::Engine;
+use super::{InterpreterError, Sandbox, describe};
 use crate::limits::Limits;
 use crate::runtime::Failure;
 use crate::store::{EvaluationState, GuestIo, new_store_with};
@@ -38,7 +37,7 @@ pub(super) type Taken = Result<MemoryImage, Vec<u8>>;
 /// `split`'s initial memory (`initial`, its data module) and captures the
 /// memory it leaves.
 pub(super) async fn take(
-    engine: &Engine,
+    engine: &Sandbox,
     code: &Code,
     split: &Split,
     initial: &wasmtime::Module,
@@ -47,17 +46,15 @@ pub(super) async fn take(
 ) -> Result<Taken, InterpreterError> {
     let limits = Limits {
         timeout: INIT_BUDGET,
-        ..engine.limits().clone()
+        ..Limits::default()
     };
     let deadline = Instant::now() + limits.timeout;
-    let mut store = new_store_with(engine, &limits, deadline, GuestIo::Log, |wasi| {
+    let mut store = new_store_with(&engine.engine, &limits, deadline, GuestIo::Log, |wasi| {
         deterministic(wasi, seed)
     });
     let reply = run_init(&mut store, engine, code, initial, request, &limits)
         .await
-        .map_err(|failure| {
-            InterpreterError::Init(classify(failure, store.data(), &limits).to_string())
-        })?;
+        .map_err(|failure| InterpreterError::Init(describe(failure, store.data(), &limits)))?;
     let (guest, reply) = reply;
     if let Err(refused) = reply {
         return Ok(Err(refused));
@@ -100,14 +97,14 @@ pub(super) async fn take(
 
 async fn run_init(
     store: &mut Store<EvaluationState>,
-    engine: &Engine,
+    engine: &Sandbox,
     code: &Code,
     initial: &wasmtime::Module,
     request: &[u8],
     limits: &Limits,
 ) -> Result<(Guest, Reply), Failure> {
     let guest = code
-        .instantiate(store, engine.module_linker(), initial)
+        .instantiate(store, &engine.linker, initial)
         .await
         .map_err(Failure::Instantiate)?;
     guest.initialize(store, code).await?;

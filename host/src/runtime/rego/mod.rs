@@ -28,9 +28,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::cache::CompiledCache;
 use crate::component::{CompileOrigin, Digest};
-use crate::engine::Engine;
-use crate::evaluation::EvaluationError;
-use crate::interpreter::{Interpreter, InterpreterError, Snapshot};
+use crate::interpreter::{Interpreter, InterpreterError, Sandbox, Snapshot};
 use crate::limits::Limits;
 
 /// The Rego guest (regorus for `wasm32-wasip1`), built by `host/build.rs`.
@@ -222,7 +220,7 @@ pub enum RegoEvalError {
     /// The sandbox ended the evaluation (a limit, a trap), as it ends any
     /// policy's.
     #[error("{0}")]
-    Guest(#[from] EvaluationError),
+    Guest(String),
 }
 
 /// The Rego runtime of one engine: the Rego guest, its code compiled on
@@ -233,8 +231,8 @@ pub struct RegoRuntime {
 }
 
 impl RegoRuntime {
-    /// The Rego runtime of `engine`.
-    pub fn new(engine: &Engine) -> Self {
+    /// The Rego runtime in `engine` (`Engine::sandbox`).
+    pub fn new(engine: &Sandbox) -> Self {
         Self {
             interpreter: Interpreter::new(engine, GUEST),
         }
@@ -338,7 +336,11 @@ impl PreparedRego {
         data: Option<&str>,
     ) -> Result<Option<String>, RegoEvalError> {
         let request = evaluate_request(input, data);
-        let reply = self.snapshot.evaluate(limits, request.as_bytes()).await?;
+        let reply = self
+            .snapshot
+            .evaluate(limits, request.as_bytes())
+            .await
+            .map_err(RegoEvalError::Guest)?;
         self.read_reply(reply)
     }
 

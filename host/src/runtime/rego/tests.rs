@@ -1,4 +1,5 @@
 use super::*;
+use crate::engine::Engine;
 
 /// A template of our own in the shape of Gatekeeper's required-labels:
 /// parameters name the labels, each missing one is a violation.
@@ -46,7 +47,7 @@ fn violations(json: Option<String>) -> serde_json::Value {
 #[tokio::test]
 async fn a_snapshot_evaluates_its_policy_in_fresh_instances() {
     let engine = engine();
-    let runtime = RegoRuntime::new(&engine);
+    let runtime = RegoRuntime::new(&engine.sandbox());
     let prepared = runtime
         .prepare(&source(REQUIRED_LABELS), None)
         .await
@@ -78,7 +79,7 @@ async fn a_snapshot_evaluates_its_policy_in_fresh_instances() {
 #[tokio::test]
 async fn rego_errors_name_the_module_line_and_column_and_nothing_is_cached() {
     let engine = engine();
-    let runtime = RegoRuntime::new(&engine);
+    let runtime = RegoRuntime::new(&engine.sandbox());
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = CompiledCache::new(cache_dir.path());
     let broken =
@@ -113,8 +114,8 @@ async fn rego_errors_name_the_module_line_and_column_and_nothing_is_cached() {
 #[tokio::test]
 async fn a_snapshot_is_a_function_of_its_source_and_is_cached_by_its_digest() {
     let engine = engine();
-    let first = RegoRuntime::new(&engine);
-    let second = RegoRuntime::new(&engine);
+    let first = RegoRuntime::new(&engine.sandbox());
+    let second = RegoRuntime::new(&engine.sandbox());
     let labels = source(REQUIRED_LABELS);
     let digest = labels.digest();
     let one = first.snapshot(&labels).await.unwrap();
@@ -129,7 +130,7 @@ async fn a_snapshot_is_a_function_of_its_source_and_is_cached_by_its_digest() {
     let cache = CompiledCache::new(cache_dir.path());
     let compiled = first.prepare(&labels, Some(&cache)).await.unwrap();
     assert_eq!(compiled.origin(), CompileOrigin::Compiled);
-    let loaded = RegoRuntime::new(&engine)
+    let loaded = RegoRuntime::new(&engine.sandbox())
         .prepare(&labels, Some(&cache))
         .await
         .unwrap();
@@ -145,7 +146,7 @@ async fn a_snapshot_is_a_function_of_its_source_and_is_cached_by_its_digest() {
 #[tokio::test]
 async fn inventory_data_reaches_one_evaluation_and_limits_hold() {
     let engine = engine();
-    let runtime = RegoRuntime::new(&engine);
+    let runtime = RegoRuntime::new(&engine.sandbox());
     let unique_host = source(
         r#"package portcullistest.uniquehost
 
