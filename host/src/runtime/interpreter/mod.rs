@@ -187,6 +187,46 @@ impl Interpreter {
         }))
     }
 
+    /// The compiled data module of the policy `policy` after `init` with
+    /// `request` (the interpreter's code from `cache` when it holds it):
+    /// what a kind of policy hands the compiled cache as its own entry.
+    pub async fn snapshot_module(
+        &self,
+        policy: &Digest,
+        request: &[u8],
+        cache: Option<&CompiledCache>,
+    ) -> Result<Result<Module, Vec<u8>>, InterpreterError> {
+        self.code(cache).await?;
+        let key = self.key("snapshot", policy);
+        match self.take(&key, request).await? {
+            Ok(image) => Module::new(&self.engine.engine, image::data_module(&image))
+                .map(Ok)
+                .map_err(|e| InterpreterError::Compile(format!("{e:#}"))),
+            Err(refused) => Ok(Err(refused)),
+        }
+    }
+
+    /// The snapshot whose compiled data module is `data` (from
+    /// [`snapshot_module`](Self::snapshot_module), or the compiled cache),
+    /// linked to the interpreter's code (from `cache` when it holds it).
+    pub async fn snapshot_from(
+        &self,
+        data: Module,
+        cache: Option<&CompiledCache>,
+    ) -> Result<Arc<Snapshot>, InterpreterError> {
+        let started = Instant::now();
+        let code = self.code(cache).await?;
+        Ok(Arc::new(Snapshot {
+            engine: self.engine.clone(),
+            code,
+            digest: Digest::of(&[]),
+            data,
+            origin: CompileOrigin::Cache,
+            image_bytes: None,
+            prepare_time: started.elapsed(),
+        }))
+    }
+
     /// The data module of the policy `policy` after `init` with `request`
     /// (its wasm), or the guest's refusal: the same bytes every time, on
     /// every host with this guest.

@@ -203,12 +203,31 @@ pub enum RegoError {
     /// The Rego itself is wrong (the interpreter's diagnostic).
     #[error("{0}")]
     Policy(RegoDiagnostic),
+    /// The ConstraintTemplate holding it cannot be read.
+    #[error("{0}")]
+    Template(String),
     /// Running `init` or taking the snapshot failed (a trap, a limit).
     #[error("cannot pre-initialise the Rego guest: {0}")]
     Snapshot(String),
     /// The guest or the snapshot cannot be compiled.
     #[error("cannot compile the Rego guest: {0}")]
     Compile(String),
+}
+
+impl RegoError {
+    /// The interpreter's `error` about the policy whose modules came from
+    /// `origins`.
+    fn from_interpreter(error: InterpreterError, origins: &Origins) -> Self {
+        match error {
+            InterpreterError::Refused(payload) => {
+                RegoError::Policy(origins.map(RegoDiagnostic::from_payload(&payload)))
+            }
+            InterpreterError::Init(message) => RegoError::Snapshot(message),
+            error @ (InterpreterError::Guest(_) | InterpreterError::Compile(_)) => {
+                RegoError::Compile(error.to_string())
+            }
+        }
+    }
 }
 
 /// Why one evaluation produced no value.
@@ -251,15 +270,7 @@ impl RegoRuntime {
             .interpreter
             .prepare(&digest, &source.init_request(), cache)
             .await
-            .map_err(|error| match error {
-                InterpreterError::Refused(payload) => {
-                    RegoError::Policy(origins.map(RegoDiagnostic::from_payload(&payload)))
-                }
-                InterpreterError::Init(message) => RegoError::Snapshot(message),
-                error @ (InterpreterError::Guest(_) | InterpreterError::Compile(_)) => {
-                    RegoError::Compile(error.to_string())
-                }
-            })?;
+            .map_err(|error| RegoError::from_interpreter(error, &origins))?;
         Ok(Arc::new(PreparedRego {
             digest,
             origins,

@@ -33,7 +33,7 @@ use serde_json::Value;
 pub use self::constraint::{Constraint, EnforcementAction};
 pub use self::inventory::Inventory;
 pub use self::matching::{Candidate, Match, MatchError};
-pub use self::policy::{LoadError, PreparedTemplate};
+pub use self::policy::{LoadError, PreparedTemplate, constraints_from_settings};
 pub use self::review::{Review, ReviewError};
 pub use self::suite::{Assertion, Case, Suite, Test};
 pub use self::template::ConstraintTemplate;

@@ -98,45 +98,6 @@ impl PreparedTemplate {
             .map_err(|e| format!("{file}: {e}"))
     }
 
-    /// The constraints of a policy's settings (`{"constraints": [..]}`, as
-    /// `policies.yml`'s `constraints` key writes them), each checked
-    /// against this template; an error names the constraint and the file
-    /// it came from. Constraint names are unique, as in a cluster.
-    pub fn constraints_from_settings(&self, settings: &Value) -> Result<Vec<Constraint>, String> {
-        let Some(documents) = settings.get("constraints").and_then(Value::as_array) else {
-            return Err(format!(
-                "template `{}` needs its constraints (`constraints:` in policies.yml)",
-                self.template.name
-            ));
-        };
-        let mut constraints: Vec<Constraint> = Vec::with_capacity(documents.len());
-        for document in documents {
-            let file = document
-                .pointer("/metadata/annotations")
-                .and_then(|annotations| annotations.get(CONSTRAINT_FILE))
-                .and_then(Value::as_str)
-                .map(|file| format!("{file}: "))
-                .unwrap_or_default();
-            let constraint = Constraint::from_value(document.clone())
-                .and_then(|constraint| {
-                    constraint.check_against(&self.template)?;
-                    Ok(constraint)
-                })
-                .map_err(|e| format!("{file}{e}"))?;
-            if constraints
-                .iter()
-                .any(|other| other.name == constraint.name)
-            {
-                return Err(format!(
-                    "{file}constraint `{}` is given twice",
-                    constraint.name
-                ));
-            }
-            constraints.push(constraint);
-        }
-        Ok(constraints)
-    }
-
     /// Reviews `review` against each of `constraints` that matches it (the
     /// Namespace for `namespaceSelector` and the templates' `data.inventory`
     /// from `inventory`), in a fresh instance each, under `limits`.
@@ -177,4 +138,46 @@ impl PreparedTemplate {
         }
         Ok(violations)
     }
+}
+
+/// The constraints of a policy's settings (`{"constraints": [..]}`, as
+/// `policies.yml`'s `constraints` key writes them), each checked
+/// against `template`; an error names the constraint and the file
+/// it came from. Constraint names are unique, as in a cluster.
+pub fn constraints_from_settings(
+    template: &ConstraintTemplate,
+    settings: &Value,
+) -> Result<Vec<Constraint>, String> {
+    let Some(documents) = settings.get("constraints").and_then(Value::as_array) else {
+        return Err(format!(
+            "template `{}` needs its constraints (`constraints:` in policies.yml)",
+            template.name
+        ));
+    };
+    let mut constraints: Vec<Constraint> = Vec::with_capacity(documents.len());
+    for document in documents {
+        let file = document
+            .pointer("/metadata/annotations")
+            .and_then(|annotations| annotations.get(CONSTRAINT_FILE))
+            .and_then(Value::as_str)
+            .map(|file| format!("{file}: "))
+            .unwrap_or_default();
+        let constraint = Constraint::from_value(document.clone())
+            .and_then(|constraint| {
+                constraint.check_against(template)?;
+                Ok(constraint)
+            })
+            .map_err(|e| format!("{file}{e}"))?;
+        if constraints
+            .iter()
+            .any(|other| other.name == constraint.name)
+        {
+            return Err(format!(
+                "{file}constraint `{}` is given twice",
+                constraint.name
+            ));
+        }
+        constraints.push(constraint);
+    }
+    Ok(constraints)
 }
