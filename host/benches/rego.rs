@@ -20,7 +20,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use portcullis::cache::CompiledCache;
-use portcullis::rego::{GUEST, PreparedRego, RegoModule, RegoRuntime, RegoSource};
+use portcullis::runtime::rego::{GUEST, PreparedRego, RegoModule, RegoRuntime, RegoSource};
 use portcullis::{Engine, Limits};
 use portcullis_rego_guest::{Module, Policy};
 

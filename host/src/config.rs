@@ -308,7 +308,7 @@ fn constraint_settings(files: &[String], base_dir: &Path) -> Result<serde_json::
     for file in files {
         let path = base_dir.join(file);
         let fail = |e: String| format!("key `constraints`: {e}");
-        let documents = crate::rego::gatekeeper::read_documents(&path).map_err(fail)?;
+        let documents = crate::runtime::rego::gatekeeper::read_documents(&path).map_err(fail)?;
         if documents.is_empty() {
             return Err(fail(format!("{}: holds no constraint", path.display())));
         }
@@ -329,7 +329,7 @@ fn constraint_settings(files: &[String], base_dir: &Path) -> Result<serde_json::
                 .and_then(serde_json::Value::as_object_mut)
             {
                 annotations.insert(
-                    crate::rego::gatekeeper::policy::CONSTRAINT_FILE.into(),
+                    crate::runtime::rego::gatekeeper::policy::CONSTRAINT_FILE.into(),
                     serde_json::Value::from(path.display().to_string()),
                 );
             }

@@ -101,7 +101,7 @@ impl Engine {
         cache: Option<&CompiledCache>,
     ) -> Result<PolicyCode, CodeError> {
         let file = PolicyFile::new(path, digest);
-        runtime::prepare(self.compiler(), file, size, cache).await
+        runtime::prepare(self.compiler(cache), file, size, cache).await
     }
 
     /// Prepares the policy in `bytes`, read from `path`, as
@@ -114,21 +114,22 @@ impl Engine {
         cache: Option<&CompiledCache>,
     ) -> Result<PolicyCode, CodeError> {
         let file = PolicyFile::read_into(path, digest, bytes);
-        runtime::prepare(self.compiler(), file, bytes.len(), cache).await
+        runtime::prepare(self.compiler(cache), file, bytes.len(), cache).await
     }
 
-    fn compiler(&self) -> Compiler<'_> {
+    fn compiler<'a>(&'a self, cache: Option<&'a CompiledCache>) -> Compiler<'a> {
         Compiler {
             runtimes: &self.inner.runtimes,
             linkers: &self.inner.linkers,
+            cache,
         }
     }
 
     /// Where interpreter guests (the Rego runtime's) run in this engine.
-    pub fn sandbox(&self) -> crate::interpreter::Sandbox {
-        crate::interpreter::Sandbox {
+    pub fn sandbox(&self) -> crate::runtime::interpreter::Sandbox {
+        crate::runtime::interpreter::Sandbox {
             engine: self.wasmtime().clone(),
-            linker: self.module_linker().clone(),
+            linker: self.linkers().modules.clone(),
         }
     }
 

@@ -57,12 +57,6 @@ pub mod limits;
 pub mod logging;
 pub mod policy;
 pub mod runtime;
-// The interpreter mechanism and the Rego runtime live in runtime/ and join
-// `runtime` when the runtime seam lands; until then they are mounted here.
-#[path = "runtime/interpreter/mod.rs"]
-pub mod interpreter;
-#[path = "runtime/rego/mod.rs"]
-pub mod rego;
 pub mod server;
 pub mod source;
 pub mod store;

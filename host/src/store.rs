@@ -158,7 +158,7 @@ pub(crate) fn new_store(
     deadline: Instant,
     io: GuestIo,
 ) -> Store<EvaluationState> {
-    new_store_with(engine.wasmtime(), limits, deadline, io, |_| {})
+    new_store_with(engine, limits, deadline, io, |_| {})
 }
 
 /// [`new_store`], with `configure` given the WASI context's builder last: an

@@ -315,7 +315,8 @@ fn row_of(module: &str) -> Option<usize> {
     LAYERS.iter().position(|row| row.contains(&module))
 }
 
-/// Every `.rs` file under `dir`.
+/// Every `.rs` file under `dir`, but for crates of their own nested there
+/// (an interpreter's guest, `runtime/rego/guest`: its `crate::` is its own).
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -324,7 +325,9 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     for entry in entries {
         let path = entry.unwrap().path();
         if path.is_dir() {
-            files.extend(rust_files(&path));
+            if !path.join("Cargo.toml").exists() {
+                files.extend(rust_files(&path));
+            }
         } else if path.extension().is_some_and(|e| e == "rs") {
             files.push(path);
         }

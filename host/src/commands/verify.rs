@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
-use portcullis::rego::RegoRuntime;
-use portcullis::rego::gatekeeper::verify::{SuiteResult, TestResult, Verifier};
+use portcullis::runtime::rego::RegoRuntime;
+use portcullis::runtime::rego::gatekeeper::verify::{SuiteResult, TestResult, Verifier};
 use portcullis::{Engine, Limits};
 
 use crate::cli::CacheArgs;

@@ -110,6 +110,9 @@ pub enum CodeError {
 pub(crate) struct Compiler<'a> {
     pub(crate) runtimes: &'a Runtimes,
     pub(crate) linkers: &'a Linkers,
+    /// The compiled cache, for what a kind compiles once per engine beside
+    /// its policies (an interpreter's code).
+    pub(crate) cache: Option<&'a CompiledCache>,
 }
 
 impl Compiler<'_> {

@@ -22,7 +22,9 @@
 pub mod call;
 mod code;
 pub mod component;
+pub mod interpreter;
 pub mod kubewarden;
+pub mod rego;
 
 use std::any::Any;
 use std::time::{Duration, Instant};
@@ -162,6 +164,7 @@ impl Runtimes {
             kinds: vec![
                 Box::new(component::ComponentKind),
                 Box::new(kubewarden::KubewardenKind),
+                Box::new(rego::RegoKind::new()),
             ],
         }
     }
@@ -180,6 +183,8 @@ impl Runtimes {
             // A core module: Kubewarden's, which refuses one without its
             // metadata, naming what is missing.
             _ if is_core_module(bytes) => self.kind::<kubewarden::KubewardenKind>(),
+            // A Gatekeeper ConstraintTemplate (YAML or JSON text).
+            _ if rego::is_constraint_template(bytes) => self.kind::<rego::RegoKind>(),
             // A component, or not wasm at all: the component runtime says which.
             _ => self.kind::<component::ComponentKind>(),
         }

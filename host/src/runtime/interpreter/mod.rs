@@ -55,8 +55,9 @@ use wasmtime::{Module, Store};
 use self::instance::{Code, Entry};
 use self::split::Split;
 use crate::cache::{CacheMiss, Compiled, CompiledCache};
-use crate::component::{CompileOrigin, Digest};
+use crate::digest::Digest;
 use crate::limits::Limits;
+use crate::runtime::CompileOrigin;
 use crate::runtime::{Failure, GuestFault};
 use crate::store::{EvaluationState, GuestIo, new_store_with};
 
@@ -66,6 +67,10 @@ pub use self::split::SplitError;
 /// Mixed into every cache key this module makes: changing how guests are
 /// split or snapshots written changes it, so no older entry is taken.
 const FORMAT: &str = "portcullis-interpreter-snapshot/1";
+
+/// The tag of the compiled cache's entries this module makes (no policy's
+/// kind: they are read back by their own keys only).
+const CACHE_TAG: &str = "interpreter";
 
 /// Why an interpreter cannot prepare a policy.
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +177,7 @@ impl Interpreter {
         let data = Module::new(engine, image::data_module(&image))
             .map_err(|e| InterpreterError::Compile(format!("{e:#}")))?;
         if let Some(cache) = cache
-            && let Err(e) = cache.store(engine, &key, &Compiled::Module(data.clone()))
+            && let Err(e) = cache.store(engine, &key, CACHE_TAG, &Compiled::Module(data.clone()))
         {
             tracing::warn!(digest = %key, dir = %cache.dir().display(), "compiled cache: cannot store: {e:#}");
         }
@@ -209,13 +214,13 @@ impl Interpreter {
     /// The snapshot whose compiled data module is `data` (from
     /// [`snapshot_module`](Self::snapshot_module), or the compiled cache),
     /// linked to the interpreter's code (from `cache` when it holds it).
-    pub async fn snapshot_from(
+    pub fn snapshot_from(
         &self,
         data: Module,
         cache: Option<&CompiledCache>,
     ) -> Result<Arc<Snapshot>, InterpreterError> {
         let started = Instant::now();
-        let code = self.code(cache).await?;
+        let code = self.code_now(cache)?;
         Ok(Arc::new(Snapshot {
             engine: self.engine.clone(),
             code,
@@ -283,28 +288,45 @@ impl Interpreter {
     async fn code(&self, cache: Option<&CompiledCache>) -> Result<Arc<Code>, InterpreterError> {
         let code = self
             .code
-            .get_or_try_init(|| async {
-                let key = self.key("code", &self.digest);
-                let engine = &self.engine.engine;
-                let module = match load(cache, engine, &key) {
-                    Some(Compiled::Module(module)) => module,
-                    _ => {
-                        let module = Module::new(engine, &self.initial().await?.split.code)
-                            .map_err(|e| InterpreterError::Guest(format!("compiling its code: {e:#}")))?;
-                        if let Some(cache) = cache
-                            && let Err(e) = cache.store(engine, &key, &Compiled::Module(module.clone()))
-                        {
-                            tracing::warn!(digest = %key, dir = %cache.dir().display(), "compiled cache: cannot store: {e:#}");
-                        }
-                        module
-                    }
-                };
-                Code::new(&self.engine, module)
-                    .map(Arc::new)
-                    .map_err(|e| InterpreterError::Guest(format!("linking its code: {e}")))
-            })
+            .get_or_try_init(|| async { self.compile_code(cache).map(Arc::new) })
             .await?;
         Ok(code.clone())
+    }
+
+    /// [`code`](Self::code) for callers that cannot wait (a kind's
+    /// `prepare`): compiled here if no one has yet.
+    fn code_now(&self, cache: Option<&CompiledCache>) -> Result<Arc<Code>, InterpreterError> {
+        if let Some(code) = self.code.get() {
+            return Ok(code.clone());
+        }
+        let code = Arc::new(self.compile_code(cache)?);
+        // Another caller may have won the race: theirs is as good.
+        let _ = self.code.set(code.clone());
+        Ok(self.code.get().cloned().unwrap_or(code))
+    }
+
+    /// Compiles the guest's code (or loads it from `cache`) and resolves it.
+    fn compile_code(&self, cache: Option<&CompiledCache>) -> Result<Code, InterpreterError> {
+        let key = self.key("code", &self.digest);
+        let engine = &self.engine.engine;
+        let module = match load(cache, engine, &key) {
+            Some(Compiled::Module(module)) => module,
+            _ => {
+                let split =
+                    split::split(self.wasm).map_err(|e| InterpreterError::Guest(e.to_string()))?;
+                let module = Module::new(engine, &split.code)
+                    .map_err(|e| InterpreterError::Guest(format!("compiling its code: {e:#}")))?;
+                if let Some(cache) = cache
+                    && let Err(e) =
+                        cache.store(engine, &key, CACHE_TAG, &Compiled::Module(module.clone()))
+                {
+                    tracing::warn!(digest = %key, dir = %cache.dir().display(), "compiled cache: cannot store: {e:#}");
+                }
+                module
+            }
+        };
+        Code::new(&self.engine, module)
+            .map_err(|e| InterpreterError::Guest(format!("linking its code: {e}")))
     }
 
     /// A cache key for `what` of this guest and `digest`.
@@ -325,7 +347,8 @@ fn load(
     key: &Digest,
 ) -> Option<Compiled> {
     match cache?.load(engine, key) {
-        Ok(compiled) => Some(compiled),
+        Ok(entry) if entry.tag == CACHE_TAG => Some(entry.compiled),
+        Ok(_) => None,
         Err(CacheMiss::Absent) => None,
         Err(miss) => {
             tracing::warn!(digest = %key, "compiled cache: {miss}; preparing again");
@@ -430,6 +453,54 @@ pub(crate) fn describe(failure: Failure, state: &EvaluationState, limits: &Limit
         return format!("out of memory (limit: {} bytes)", limits.memory_bytes);
     }
     format!("{error:#}")
+}
+
+/// A sandbox for the runtime's own tests, which may not use the engine
+/// (a higher layer): epoch interruption ticked by a thread of its own,
+/// copy-on-write memory images, the store's linkers.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Sandbox;
+    use crate::limits::Limits;
+    use crate::store::Linkers;
+
+    /// A sandbox with its limits.
+    pub(crate) struct TestEngine {
+        sandbox: Sandbox,
+        limits: Limits,
+    }
+
+    impl TestEngine {
+        /// A fresh engine with the default limits.
+        pub(crate) fn new() -> Self {
+            let mut config = wasmtime::Config::new();
+            config.memory_init_cow(true).epoch_interruption(true);
+            let engine = wasmtime::Engine::new(&config).expect("a test engine");
+            let weak = engine.weak();
+            std::thread::spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            });
+            let linker = Linkers::new(&engine).expect("the linkers").modules;
+            Self {
+                sandbox: Sandbox { engine, linker },
+                limits: Limits::default(),
+            }
+        }
+
+        /// Its sandbox.
+        pub(crate) fn sandbox(&self) -> Sandbox {
+            self.sandbox.clone()
+        }
+
+        /// Its limits.
+        pub(crate) fn limits(&self) -> &Limits {
+            &self.limits
+        }
+    }
 }
 
 #[cfg(test)]

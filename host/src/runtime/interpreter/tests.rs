@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::cache::CompiledCache;
-use crate::engine::Engine;
+use crate::runtime::interpreter::testing::TestEngine;
 
 /// The test guest; `{init}` is spliced into `portcullis_init`.
 const GUEST: &str = r#"
@@ -61,8 +61,8 @@ fn guest() -> &'static [u8] {
     Box::leak(wat::parse_str(GUEST).unwrap().into_boxed_slice())
 }
 
-fn engine() -> Engine {
-    Engine::new(Limits::default()).unwrap()
+fn engine() -> TestEngine {
+    TestEngine::new()
 }
 
 fn policy(text: &str) -> Digest {

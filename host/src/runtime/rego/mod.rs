@@ -3,7 +3,7 @@
 //! fresh instance per evaluation like every other policy.
 //!
 //! The interpreter is a guest of the [interpreter
-//! mechanism](crate::interpreter) (`guest/`: regorus behind the interpreter
+//! mechanism](crate::runtime::interpreter) (`guest/`: regorus behind the interpreter
 //! ABI), which `host/build.rs` builds for `wasm32-wasip1` and the host
 //! embeds ([`GUEST`]): nothing to install beside the binary. A policy's
 //! Rego never becomes code; it becomes a *snapshot*: regorus's memory after
@@ -18,6 +18,10 @@
 //! read from ([`TextOrigin`]).
 
 pub mod gatekeeper;
+mod kind;
+
+pub(crate) use self::kind::RegoKind;
+pub use self::kind::{RegoPolicy, is_constraint_template};
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -27,9 +31,10 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::cache::CompiledCache;
-use crate::component::{CompileOrigin, Digest};
-use crate::interpreter::{Interpreter, InterpreterError, Sandbox, Snapshot};
+use crate::digest::Digest;
 use crate::limits::Limits;
+use crate::runtime::CompileOrigin;
+use crate::runtime::interpreter::{Interpreter, InterpreterError, Sandbox, Snapshot};
 
 /// The Rego guest (regorus for `wasm32-wasip1`), built by `host/build.rs`.
 pub static GUEST: &[u8] = include_bytes!(env!("PORTCULLIS_REGO_GUEST"));
@@ -358,7 +363,7 @@ impl PreparedRego {
     /// The rule's value (or the interpreter's error) from the guest's reply.
     fn read_reply(
         &self,
-        reply: crate::interpreter::Reply,
+        reply: crate::runtime::interpreter::Reply,
     ) -> Result<Option<String>, RegoEvalError> {
         match reply {
             Ok(value) if value.is_empty() => Ok(None),

@@ -1,5 +1,5 @@
 use super::*;
-use crate::engine::Engine;
+use crate::runtime::interpreter::testing::TestEngine;
 
 /// A template of our own in the shape of Gatekeeper's required-labels:
 /// parameters name the labels, each missing one is a violation.
@@ -28,8 +28,8 @@ fn source(text: &str) -> RegoSource {
     }
 }
 
-fn engine() -> Engine {
-    Engine::new(Limits::default()).unwrap()
+fn engine() -> TestEngine {
+    TestEngine::new()
 }
 
 fn input(labels: serde_json::Value) -> String {

@@ -4,8 +4,8 @@
 //! and the admission decision made of them — and `gator verify`'s suites.
 //!
 //! This module is the language-independent half: it reads documents and
-//! decides; the Rego runs in the [Rego runtime](crate::rego), where a
-//! template's [`RegoSource`](crate::rego::RegoSource) becomes a snapshot.
+//! decides; the Rego runs in the [Rego runtime](crate::runtime::rego), where a
+//! template's [`RegoSource`](crate::runtime::rego::RegoSource) becomes a snapshot.
 //!
 //! A review, in Gatekeeper's order: each constraint's `match`
 //! ([`Match::matches`]) decides whether its template runs; the template is

@@ -13,7 +13,7 @@ use super::template::ConstraintTemplate;
 use super::violation::{ConstraintViolation, parse_violations};
 use crate::cache::CompiledCache;
 use crate::limits::Limits;
-use crate::rego::{PreparedRego, RegoRuntime};
+use crate::runtime::rego::{PreparedRego, RegoRuntime};
 
 /// The annotation `policies.yml`'s loader gives each constraint it reads:
 /// the file it came from, which errors about the constraint name.

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::Document;
 
-use crate::rego::{RegoModule, RegoSource, TextOrigin};
+use crate::runtime::rego::{RegoModule, RegoSource, TextOrigin};
 
 /// The one target Gatekeeper's templates are written for.
 pub const TARGET: &str = "admission.k8s.gatekeeper.sh";

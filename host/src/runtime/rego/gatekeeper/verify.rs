@@ -11,7 +11,7 @@ use super::review::Review;
 use super::suite::{Case, Suite, Test};
 use crate::cache::CompiledCache;
 use crate::limits::Limits;
-use crate::rego::RegoRuntime;
+use crate::runtime::rego::RegoRuntime;
 
 /// What running one suite file came to.
 #[derive(Debug)]
