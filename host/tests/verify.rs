@@ -192,7 +192,7 @@ spec:
     // The Rego error cites the template file's own line and column (the
     // unclosed string is on line 16, indented by 8 in the file).
     let broken = dir.path().join("broken-template.yaml");
-    assert!(out.contains(&format!("--- FAIL: syntax-error\t(")), "{out}");
+    assert!(out.contains("--- FAIL: syntax-error\t("), "{out}");
     assert!(
         out.contains(&format!("  {}:16:", broken.display())),
         "{out}"

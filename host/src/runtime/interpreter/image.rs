@@ -32,7 +32,8 @@ pub(super) fn capture(
     let mut run: Option<Range<usize>> = None;
     for (index, page) in memory.chunks(PAGE).enumerate() {
         let at = index * PAGE;
-        let live = !(dead.start <= at && at + page.len() <= dead.end) && !is_zero(page);
+        let in_dead = dead.start <= at && at + page.len() <= dead.end;
+        let live = !in_dead && !is_zero(page);
         match (&mut run, live) {
             (Some(range), true) => range.end = at + page.len(),
             (None, true) => run = Some(at..at + page.len()),

@@ -54,6 +54,12 @@ pub mod __private {
         reply: Vec<u8>,
     }
 
+    impl<T: Interpreter> Default for State<T> {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
     impl<T: Interpreter> State<T> {
         /// No interpreter yet.
         pub const fn new() -> Self {
