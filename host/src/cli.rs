@@ -12,6 +12,7 @@ use crate::commands::new::NewArgs;
 use crate::commands::registry::{DigestArgs, PullArgs, PushArgs};
 use crate::commands::run::RunArgs;
 use crate::commands::serve::ServeArgs;
+use crate::commands::sign::{SignArgs, VerifySignatureArgs};
 
 /// Kubernetes admission policies as WebAssembly components (and Kubewarden's policies, unchanged).
 #[derive(Debug, Parser)]
@@ -66,6 +67,10 @@ pub enum Command {
     Push(PushArgs),
     /// Print the immutable `registry://…@sha256:…` reference a registry reference resolves to now.
     Digest(DigestArgs),
+    /// Sign a policy in a registry with a P-256 key and push the signature as cosign does (`sha256-<hex>.sig`).
+    Sign(SignArgs),
+    /// Check a registry policy's signatures against keys or a verification config (like `kwctl verify`).
+    VerifySignature(VerifySignatureArgs),
     /// Write Kubewarden's metadata.yml into a core module (like `kwctl annotate`).
     Annotate(AnnotateArgs),
     /// Print the Validating- and MutatingWebhookConfiguration for a policies file.
@@ -88,6 +93,8 @@ impl Command {
             | Command::Pull(_)
             | Command::Push(_)
             | Command::Digest(_)
+            | Command::Sign(_)
+            | Command::VerifySignature(_)
             | Command::Annotate(_)
             | Command::Verify(_) => "warn",
             Command::WebhookConfig(_) | Command::Audit(_) => "warn",
@@ -147,6 +154,13 @@ pub struct FetchArgs {
     /// cut off, and the fetch fails naming the policy and the URI.
     #[arg(long, env = "PORTCULLIS_FETCH_TIMEOUT", default_value_t = portcullis::source::DEFAULT_DEADLINE.as_secs())]
     pub fetch_timeout: u64,
+    /// Kubewarden's verification config (`apiVersion: v1`, `allOf` / `anyOf`
+    /// of `pubKey` signatures): every registry module must carry cosign
+    /// signatures that satisfy it before it is used, and `https://` modules
+    /// are refused. Read at start and at each reload; a malformed file is
+    /// refused naming its line.
+    #[arg(long, env = "PORTCULLIS_VERIFICATION_PATH")]
+    pub verification_path: Option<PathBuf>,
 }
 
 /// A policy's settings, from a file or inline.

@@ -11,6 +11,7 @@ pub mod registry;
 mod reload;
 pub mod run;
 pub mod serve;
+pub mod sign;
 pub mod verify;
 pub mod webhook_config;
 
@@ -27,7 +28,9 @@ use portcullis::capabilities::kubernetes::offline::ResourcesFile;
 use portcullis::capabilities::{
     Capabilities, ContextAwareResource, Grants, HostCapabilities, Kubernetes,
 };
-use portcullis::source::{Credentials, DownloadStore, Fetch, Fetcher, Location, Source, Sources};
+use portcullis::source::{
+    Credentials, DownloadStore, Fetch, Fetcher, Location, Source, Sources, VerificationConfig,
+};
 use portcullis::{CompiledCache, Configuration, Engine, Environment, Limits, PolicySpec, config};
 
 use crate::cli::{CacheArgs, ClusterArgs, Command, FetchArgs, PolicySource, SettingsArgs};
@@ -43,6 +46,8 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Pull(args) => runtime(None)?.block_on(registry::pull(args)),
         Command::Push(args) => runtime(None)?.block_on(registry::push(args)),
         Command::Digest(args) => runtime(None)?.block_on(registry::digest(args)),
+        Command::Sign(args) => runtime(None)?.block_on(sign::sign(args)),
+        Command::VerifySignature(args) => runtime(None)?.block_on(sign::verify_signature(args)),
         Command::Annotate(args) => annotate::annotate(args),
         Command::Audit(args) => runtime(None)?.block_on(audit::audit(args)),
         Command::Verify(args) => runtime(None)?.block_on(verify::verify(args)),
@@ -73,8 +78,8 @@ fn cache(args: &CacheArgs) -> Option<CompiledCache> {
 }
 
 /// The fetcher the user asked for: the download store (given, or under
-/// `cache_dir`, or under the default cache directory), `sources.yml` and the
-/// Docker credentials.
+/// `cache_dir`, or under the default cache directory), `sources.yml`, the
+/// Docker credentials and the verification config.
 fn fetcher(args: &FetchArgs, cache_dir: Option<&Path>) -> anyhow::Result<Fetcher> {
     let dir = match &args.policies_download_dir {
         Some(dir) => dir.clone(),
@@ -93,8 +98,12 @@ fn fetcher(args: &FetchArgs, cache_dir: Option<&Path>) -> anyhow::Result<Fetcher
         None => Sources::default(),
     };
     let credentials = Credentials::new(args.docker_config_json_path.clone());
-    Ok(Fetcher::new(DownloadStore::new(dir), sources, credentials)
-        .with_deadline(Duration::from_secs(args.fetch_timeout)))
+    let fetcher = Fetcher::new(DownloadStore::new(dir), sources, credentials)
+        .with_deadline(Duration::from_secs(args.fetch_timeout));
+    Ok(match &args.verification_path {
+        Some(path) => fetcher.with_verification(VerificationConfig::load_supported(path)?),
+        None => fetcher,
+    })
 }
 
 /// Parses a module location given on the command line (a path, or a
@@ -144,6 +153,11 @@ async fn fetch_remote(
     source: &PolicySource,
     cache: &CacheArgs,
 ) -> anyhow::Result<Configuration> {
+    // Read even when no module is remote: a malformed file is refused at
+    // start, not when a registry policy is first added.
+    if let Some(path) = &source.fetch.verification_path {
+        VerificationConfig::load_supported(path)?;
+    }
     if !configuration
         .specs()
         .any(|spec| spec.source.as_ref().is_some_and(Source::is_remote))

@@ -139,7 +139,7 @@ pub async fn digest(args: DigestArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The registry reference `uri` names, or an error saying it is not one.
-fn registry_reference(uri: &str) -> anyhow::Result<oci_client::Reference> {
+pub(super) fn registry_reference(uri: &str) -> anyhow::Result<oci_client::Reference> {
     match super::source_arg(uri)?.location() {
         Location::Registry(reference) => Ok(reference.clone()),
         _ => bail!("`{uri}` is not a registry reference (registry://HOST/REPO:TAG)"),
@@ -147,7 +147,7 @@ fn registry_reference(uri: &str) -> anyhow::Result<oci_client::Reference> {
 }
 
 /// `registry://HOST/REPO@DIGEST`.
-fn pinned(reference: &oci_client::Reference, digest: &str) -> String {
+pub(super) fn pinned(reference: &oci_client::Reference, digest: &str) -> String {
     registry::canonical(&oci_client::Reference::with_digest(
         reference.registry().to_owned(),
         reference.repository().to_owned(),

@@ -46,10 +46,15 @@ pub struct Triggers {
 
 impl Triggers {
     /// Installs the SIGHUP handler and, if `watch`, the watches on the
-    /// directories of the policies file and `sources.yml`.
+    /// directories of the policies file, `sources.yml` and the verification
+    /// config.
     pub fn new(source: &PolicySource, watch: bool) -> anyhow::Result<Self> {
         let hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-        let files: Vec<PathBuf> = [&source.policies, &source.fetch.sources_path]
+        let files: Vec<PathBuf> = [
+            &source.policies,
+            &source.fetch.sources_path,
+            &source.fetch.verification_path,
+        ]
             .into_iter()
             .flatten()
             .cloned()

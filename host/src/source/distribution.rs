@@ -164,6 +164,38 @@ impl<'a> Repository<'a> {
         Ok(blob)
     }
 
+    /// A small blob (a signature payload) read into memory, at most
+    /// `limit` bytes, and checked against the descriptor's digest.
+    pub(super) async fn small_blob(
+        &mut self,
+        descriptor: &OciDescriptor,
+        limit: usize,
+        what: &'static str,
+    ) -> Result<Vec<u8>, FetchError> {
+        let path = format!("blobs/{}", descriptor.digest);
+        let mut response = self.send(Method::GET, &path, None).await?;
+        if response.status() != StatusCode::OK {
+            return Err(self.refused(response).await);
+        }
+        let body = download::read_capped(&mut response, limit, self.progress)
+            .await
+            .map_err(|error| match error {
+                BodyError::TooLarge => {
+                    FetchError::Protocol(format!("the {what} is larger than {limit} bytes"))
+                }
+                BodyError::Transport(error) => self.fail(OciDistributionError::RequestError(error)),
+            })?;
+        let actual = digest_like(&descriptor.digest, &body).map_err(|e| self.fail(e.into()))?;
+        if actual != descriptor.digest {
+            return Err(FetchError::DigestMismatch {
+                what,
+                expected: descriptor.digest.clone(),
+                actual,
+            });
+        }
+        Ok(body)
+    }
+
     fn manifest_path(&self) -> String {
         let reference = match self.reference.digest() {
             Some(digest) => digest,

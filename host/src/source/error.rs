@@ -118,6 +118,26 @@ pub enum FetchError {
         /// The limit.
         limit: u64,
     },
+    /// The manifest's signatures do not satisfy the verification config.
+    #[error("signature verification failed for manifest {digest} against {config}: {reason}")]
+    Unverified {
+        /// The manifest digest the reference resolved to.
+        digest: String,
+        /// The verification config (its file).
+        config: String,
+        /// Each requirement that failed, and why.
+        reason: String,
+    },
+    /// A verification config is in force and the module is not from a
+    /// registry, so it carries no signature.
+    #[error(
+        "a verification config ({config}) is in force, and only registry modules carry \
+         signatures: push the module to a registry and sign it, or use a local file"
+    )]
+    NotVerifiable {
+        /// The verification config (its file).
+        config: String,
+    },
     /// Any other answer from the server.
     #[error("{0}")]
     Protocol(String),

@@ -20,6 +20,8 @@
 //! - [`store`]: the download directory, keyed by digest;
 //! - [`sources`]: `sources.yml` (extra CAs, insecure hosts);
 //! - [`credentials`]: Docker's `config.json`.
+//! - [`verify`]: signatures checked before a registry module is used
+//!   (`--verification-path`), and `sign`.
 
 pub mod artifact;
 mod batch;
@@ -33,6 +35,7 @@ pub mod registry;
 pub mod sources;
 pub mod store;
 pub mod uri;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -50,6 +53,7 @@ pub use self::error::{FetchError, FetchErrors, PolicyFetchError};
 pub use self::sources::Sources;
 pub use self::store::DownloadStore;
 pub use self::uri::{Location, Source, UriError};
+pub use self::verify::VerificationConfig;
 use crate::digest::Digest;
 
 /// Largest module accepted from a registry or URL (a componentize-py policy
@@ -146,6 +150,8 @@ impl Fetch {
 pub struct Fetcher {
     inner: Arc<Inner>,
     deadline: Duration,
+    /// Signatures every registry module must carry, if any.
+    verification: Option<Arc<VerificationConfig>>,
 }
 
 struct Inner {
@@ -179,7 +185,20 @@ impl Fetcher {
                 locks: Mutex::default(),
             }),
             deadline: DEFAULT_DEADLINE,
+            verification: None,
         }
+    }
+
+    /// The same fetcher, loading a registry module only if its signatures
+    /// satisfy `config` (and refusing `https://` modules, which carry none).
+    pub fn with_verification(mut self, config: VerificationConfig) -> Self {
+        self.verification = Some(Arc::new(config));
+        self
+    }
+
+    /// The verification config in force, if any.
+    pub fn verification(&self) -> Option<&VerificationConfig> {
+        self.verification.as_deref()
     }
 
     /// The same fetcher with another deadline for each fetch (at least 1 s).
@@ -272,7 +291,12 @@ impl Fetcher {
                 ))
             }
             Location::Registry(reference) => registry::pull(self, reference, progress).await,
-            Location::Http(url) => http::get(self, url, progress).await,
+            Location::Http(url) => match self.verification() {
+                Some(config) => Err(FetchError::NotVerifiable {
+                    config: config.origin.clone(),
+                }),
+                None => http::get(self, url, progress).await,
+            },
         }
     }
 

@@ -16,6 +16,7 @@ use super::distribution::Repository;
 use super::download::Progress;
 use super::error::{self, FetchError};
 use super::store::{DownloadStore, ResolvedRef};
+use super::verify::{Signature, signatures};
 use super::{Fetch, FetchOrigin, Fetcher, MAX_MODULE_BYTES};
 use crate::digest::Digest;
 
@@ -38,6 +39,24 @@ pub(super) async fn pull(
             .on_store(move |store| from_store(store, &uri, pinned.as_deref()))
             .await
     };
+    let stored = match (stored, fetcher.verification()) {
+        (Some(found), Some(config)) => {
+            let manifest = found.0.manifest.clone().unwrap_or_default();
+            let recorded = fetcher
+                .on_store({
+                    let manifest = manifest.clone();
+                    move |store| store.signatures(&manifest)
+                })
+                .await;
+            // Checked again, not trusted: a stale record (the config
+            // changed, a signature was added) goes to the registry.
+            let verified = recorded
+                .and_then(|bytes| serde_json::from_slice::<Vec<Signature>>(&bytes).ok())
+                .is_some_and(|signatures| config.check(&manifest, &signatures).is_ok());
+            verified.then_some(found)
+        }
+        (stored, _) => stored,
+    };
     if let Some((resolved, path, size)) = stored {
         return Ok(Fetch::new(
             path,
@@ -53,6 +72,24 @@ pub(super) async fn pull(
     let login = fetcher.credentials().login(reference.resolve_registry());
     let mut repository = Repository::new(fetcher, reference, &login, progress)?;
     let (manifest_bytes, manifest_digest) = repository.manifest().await?;
+    if let Some(config) = fetcher.verification() {
+        // These manifest bytes (hashed to this digest) are what is verified
+        // and then downloaded: a tag moved meanwhile changes nothing.
+        let signatures = signatures::pull(fetcher, reference, &manifest_digest, progress).await?;
+        config
+            .check(&manifest_digest, &signatures)
+            .map_err(|reason| FetchError::Unverified {
+                digest: manifest_digest.clone(),
+                config: config.origin.clone(),
+                reason,
+            })?;
+        tracing::info!(uri = %uri, manifest = %manifest_digest, signatures = signatures.len(), "signatures verified");
+        let record = serde_json::to_vec(&signatures).expect("signatures serialize");
+        fetcher
+            .store()
+            .put_signatures(&manifest_digest, &record)
+            .map_err(|e| fetcher.store_error(e))?;
+    }
     let manifest: OciManifest = serde_json::from_slice(&manifest_bytes)
         .map_err(|e| FetchError::Protocol(format!("the manifest is not valid JSON: {e}")))?;
     let layer = artifact::wasm_layer(&manifest)?;
@@ -173,7 +210,7 @@ pub(super) async fn push(
 /// Runs `call` with each client in turn until one reaches the registry (for
 /// an insecure source: HTTPS without verification, then HTTP); returns that
 /// client and its answer, or the last client's transport error.
-async fn answering<T, F, Fut>(
+pub(super) async fn answering<T, F, Fut>(
     clients: Vec<oci_client::Client>,
     mut call: F,
 ) -> (oci_client::Client, Result<T, OciDistributionError>)

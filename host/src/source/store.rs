@@ -6,6 +6,8 @@
 //! <dir>/blobs/sha256/<hex>.wasm        module bytes, named by their sha256
 //! <dir>/manifests/<alg>/<hex>.json     OCI manifests as pulled, named by their digest
 //! <dir>/refs/<sha256 of the URI>.json  what a URI resolved to: {uri, manifest?, digest}
+//! <dir>/signatures/<alg>/<hex>.json    the cosign signatures found for a manifest
+//!                                      (verified again each time they are used)
 //! <dir>/tmp/                           downloads being written
 //! ```
 //!
@@ -135,6 +137,23 @@ impl DownloadStore {
         self.write(&path, bytes)
     }
 
+    /// The signatures recorded for the manifest `digest` (as
+    /// [`put_signatures`](Self::put_signatures) wrote them), if any. Not
+    /// trusted: whoever uses them verifies them again.
+    pub fn signatures(&self, digest: &str) -> Option<Vec<u8>> {
+        fs::read(self.signatures_path(digest)?).ok()
+    }
+
+    /// Records the signatures found for the manifest `digest`.
+    pub fn put_signatures(&self, digest: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let Some(path) = self.signatures_path(digest) else {
+            return Err(std::io::Error::other(format!(
+                "unsupported digest `{digest}`"
+            )));
+        };
+        self.write(&path, bytes)
+    }
+
     /// What `uri` (canonical) resolved to last time, if recorded.
     pub fn resolved(&self, uri: &str) -> Option<ResolvedRef> {
         let text = fs::read(self.ref_path(uri)).ok()?;
@@ -177,13 +196,22 @@ impl DownloadStore {
     }
 
     fn manifest_path(&self, digest: &str) -> Option<PathBuf> {
+        self.by_digest("manifests", digest)
+    }
+
+    fn signatures_path(&self, digest: &str) -> Option<PathBuf> {
+        self.by_digest("signatures", digest)
+    }
+
+    /// `<dir>/<kind>/<alg>/<hex>.json` for a sha256 or sha512 `digest`.
+    fn by_digest(&self, kind: &str, digest: &str) -> Option<PathBuf> {
         let (algorithm, hex) = digest.split_once(':')?;
         let valid = matches!(algorithm, "sha256" | "sha512")
             && !hex.is_empty()
             && hex.bytes().all(|b| b.is_ascii_hexdigit());
         valid.then(|| {
             self.dir
-                .join("manifests")
+                .join(kind)
                 .join(algorithm)
                 .join(format!("{hex}.json"))
         })
