@@ -55,10 +55,10 @@ impl Triggers {
             &source.fetch.sources_path,
             &source.fetch.verification_path,
         ]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect();
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
         let loaded = read(&files);
         let watch = if watch {
             if files.is_empty() {

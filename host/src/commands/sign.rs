@@ -36,7 +36,11 @@ pub struct VerifySignatureArgs {
     pub uri: String,
     /// A public key (PEM) that must have signed it (repeatable: every one
     /// must); instead of --verification-path.
-    #[arg(long, conflicts_with = "verification_path", required_unless_present = "verification_path")]
+    #[arg(
+        long,
+        conflicts_with = "verification_path",
+        required_unless_present = "verification_path"
+    )]
     pub key: Vec<PathBuf>,
     /// An annotation each --key signature must carry (`KEY=VALUE`, repeatable).
     #[arg(long = "annotation", short = 'a', value_parser = key_value, requires = "key")]
@@ -57,8 +61,8 @@ pub async fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
     let reference = registry_reference(&args.uri)?;
     let text = std::fs::read_to_string(&args.key)
         .with_context(|| format!("cannot read the key {}", args.key.display()))?;
-    let key = SigningKey::from_pem(&text)
-        .with_context(|| format!("the key {}", args.key.display()))?;
+    let key =
+        SigningKey::from_pem(&text).with_context(|| format!("the key {}", args.key.display()))?;
     let annotations: BTreeMap<String, String> = args.annotations.into_iter().collect();
     // Signing needs no store; the default one is never written.
     let signed = super::fetcher(&args.fetch, None)?

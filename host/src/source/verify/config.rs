@@ -268,10 +268,7 @@ impl VerificationConfig {
             .into_iter()
             .map(|(owner, key)| Requirement {
                 at: format!("--key {owner}"),
-                kind: RequirementKind::PubKey {
-                    owner: None,
-                    key,
-                },
+                kind: RequirementKind::PubKey { owner: None, key },
                 annotations: annotations.clone(),
             })
             .collect();
@@ -309,7 +306,10 @@ fn requirements(
                     issuer,
                     subject,
                     annotations,
-                } => (RequirementKind::GenericIssuer { issuer, subject }, annotations),
+                } => (
+                    RequirementKind::GenericIssuer { issuer, subject },
+                    annotations,
+                ),
                 RawRequirement::GithubAction {
                     owner,
                     repo,
@@ -359,7 +359,11 @@ mod tests {
         assert_eq!(any_of.minimum_matches, 2);
         assert_eq!(any_of.signatures.len(), 3);
         assert_eq!(any_of.signatures[0].annotations["env"], "prod");
-        assert!(any_of.signatures[0].to_string().starts_with("anyOf.signatures[0] (pubKey sha256:"));
+        assert!(
+            any_of.signatures[0]
+                .to_string()
+                .starts_with("anyOf.signatures[0] (pubKey sha256:")
+        );
         assert!(any_of.signatures[0].to_string().ends_with(" of `alice`)"));
         assert!(matches!(
             &any_of.signatures[2].kind,
@@ -399,11 +403,7 @@ mod tests {
                 "line 3",
                 "minimumMatches is 3",
             ),
-            (
-                "apiVersion: v1\nallOff: []\n".into(),
-                "line 2",
-                "allOff",
-            ),
+            ("apiVersion: v1\nallOff: []\n".into(), "line 2", "allOff"),
         ];
         for (text, line, what) in cases {
             let error = parse(&text).expect_err(&text);

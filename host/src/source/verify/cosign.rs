@@ -75,7 +75,9 @@ pub enum KeyError {
         detail: String,
     },
     /// A key, but not ECDSA P-256 (cosign's default and the only kind verified).
-    #[error("not an ECDSA P-256 key (cosign's key type; RSA, Ed25519 and other curves are not supported)")]
+    #[error(
+        "not an ECDSA P-256 key (cosign's key type; RSA, Ed25519 and other curves are not supported)"
+    )]
     NotP256,
     /// A cosign-encrypted private key.
     #[error(
@@ -90,12 +92,13 @@ impl PublicKey {
     /// Reads a PEM `PUBLIC KEY` (what `cosign generate-key-pair` writes to
     /// `cosign.pub`, and `openssl pkey -pubout`).
     pub fn from_pem(text: &str) -> Result<Self, KeyError> {
-        let der = SubjectPublicKeyInfoDer::from_pem_slice(unindented(text).as_bytes()).map_err(|e| {
-            KeyError::NotPem {
-                label: "PUBLIC KEY",
-                detail: e.to_string(),
-            }
-        })?;
+        let der =
+            SubjectPublicKeyInfoDer::from_pem_slice(unindented(text).as_bytes()).map_err(|e| {
+                KeyError::NotPem {
+                    label: "PUBLIC KEY",
+                    detail: e.to_string(),
+                }
+            })?;
         let der: &[u8] = der.as_ref();
         match der.strip_prefix(&P256_SPKI_PREFIX[..]) {
             Some(point) if point.len() == 65 && point[0] == 0x04 => Ok(Self {
@@ -348,7 +351,11 @@ Thqcpl2RBgOSdLJfZmBiYprwxiyaXzNF
         let other = BTreeMap::from([("env".to_owned(), "dev".to_owned())]);
         assert!(!parsed.has_annotations(&other));
         let unannotated = Payload::new("host/repo", "sha256:00", &BTreeMap::new());
-        assert!(String::from_utf8(unannotated.to_bytes()).unwrap().ends_with(r#""optional":null}"#));
+        assert!(
+            String::from_utf8(unannotated.to_bytes())
+                .unwrap()
+                .ends_with(r#""optional":null}"#)
+        );
         assert!(Payload::parse(br#"{"critical":{"identity":{"docker-reference":"r"},"image":{"docker-manifest-digest":"d"},"type":"atomic"},"optional":null}"#).is_err());
     }
 

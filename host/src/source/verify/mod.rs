@@ -153,7 +153,15 @@ impl Fetcher {
             signature: key.sign(&payload),
             payload,
         };
-        let signatures = self.within_deadline(signatures::push(self, reference, &digest, &signature)).await?;
+        let signatures = self
+            .within_deadline(signatures::push(
+                self,
+                reference,
+                &digest,
+                &signature,
+                &key.public_key(),
+            ))
+            .await?;
         Ok(Signed { digest, signatures })
     }
 
@@ -257,7 +265,10 @@ impl Requirement {
 }
 
 fn annotations_text(annotations: &BTreeMap<String, String>) -> String {
-    let pairs: Vec<String> = annotations.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let pairs: Vec<String> = annotations
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     pairs.join(",")
 }
 
@@ -319,20 +330,37 @@ oVfRwOe+p0dNvGFMihpWp3VJyjdvGi3IH89iYNTvEmZRXeNf3j0SwK3W
         let mut tampered = good.clone();
         tampered.payload[10] ^= 1;
         let broken = all_a.check(DIGEST, &[tampered]).unwrap_err();
-        assert!(broken.contains("none of the 1 signatures verifies with this key"), "{broken}");
+        assert!(
+            broken.contains("none of the 1 signatures verifies with this key"),
+            "{broken}"
+        );
 
         let all_b = config(&format!("apiVersion: v1\nallOf:\n{}", pub_key(PUB_B, "")));
-        assert!(all_b.check(DIGEST, &[good.clone()]).unwrap_err().contains("none of the 1"));
+        assert!(
+            all_b
+                .check(DIGEST, &[good.clone()])
+                .unwrap_err()
+                .contains("none of the 1")
+        );
 
         let wants_env = config(&format!(
             "apiVersion: v1\nallOf:\n{}",
             pub_key(PUB_A, "    annotations:\n      env: prod\n      team: a\n")
         ));
         let lacks = wants_env.check(DIGEST, &[good.clone()]).unwrap_err();
-        assert!(lacks.contains("lacks the annotations env=prod,team=a"), "{lacks}");
+        assert!(
+            lacks.contains("lacks the annotations env=prod,team=a"),
+            "{lacks}"
+        );
         assert!(lacks.contains(r#"(it carries {"env":"prod"})"#), "{lacks}");
         wants_env
-            .check(DIGEST, &[good.clone(), signed(DIGEST, &[("env", "prod"), ("team", "a")])])
+            .check(
+                DIGEST,
+                &[
+                    good.clone(),
+                    signed(DIGEST, &[("env", "prod"), ("team", "a")]),
+                ],
+            )
             .unwrap();
 
         let one_of_two = format!(
@@ -340,7 +368,9 @@ oVfRwOe+p0dNvGFMihpWp3VJyjdvGi3IH89iYNTvEmZRXeNf3j0SwK3W
             pub_key(PUB_A, ""),
             pub_key(PUB_B, "")
         );
-        config(&one_of_two.replace("{}", "1")).check(DIGEST, &[good.clone()]).unwrap();
+        config(&one_of_two.replace("{}", "1"))
+            .check(DIGEST, &[good.clone()])
+            .unwrap();
         let both = config(&one_of_two.replace("{}", "2"))
             .check(DIGEST, &[good])
             .unwrap_err();

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::{Reference, RegistryOperation};
 
-use super::cosign::{self, MAX_PAYLOAD_BYTES, PAYLOAD_MEDIA_TYPE, SIGNATURE_ANNOTATION, Signature};
+use super::cosign::{
+    self, MAX_PAYLOAD_BYTES, PAYLOAD_MEDIA_TYPE, PublicKey, SIGNATURE_ANNOTATION, Signature,
+};
 use crate::source::distribution::Repository;
 use crate::source::download::Progress;
 use crate::source::error::FetchError;
@@ -85,19 +87,24 @@ async fn manifest_of(
         Err(FetchError::NotFound { .. }) => return Ok(None),
         Err(error) => return Err(error),
     };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| FetchError::Protocol(format!("the signature manifest is not an OCI image manifest: {e}")))
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        FetchError::Protocol(format!(
+            "the signature manifest is not an OCI image manifest: {e}"
+        ))
+    })
 }
 
 /// Adds `signature` to the signature manifest of `digest` in `reference`'s
-/// repository (made if there is none; a signature already there is not
-/// added twice); returns the signature manifest's reference.
+/// repository (made if there is none); returns the signature manifest's
+/// reference. A payload `signer` signed already is not added again (ECDSA
+/// signatures differ each time, so the layers are compared by what they
+/// prove, not their bytes).
 pub(in crate::source) async fn push(
     fetcher: &Fetcher,
     reference: &Reference,
     digest: &str,
     signature: &Signature,
+    signer: &PublicKey,
 ) -> Result<Reference, FetchError> {
     let signatures_ref = signature_reference(reference, digest)?;
     let login = fetcher.credentials().login(reference.resolve_registry());
@@ -118,10 +125,16 @@ pub(in crate::source) async fn push(
         )])),
     };
     let mut layers = existing.map(|m| m.layers).unwrap_or_default();
-    let same = |other: &OciDescriptor| {
-        other.digest == layer.digest && other.annotations == layer.annotations
+    let already = |other: &OciDescriptor| {
+        other.digest == layer.digest
+            && other
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(SIGNATURE_ANNOTATION))
+                .and_then(|value| Signature::decode_annotation(value).ok())
+                .is_some_and(|existing| signer.verifies(&signature.payload, &existing))
     };
-    if layers.iter().any(same) {
+    if layers.iter().any(already) {
         return Ok(signatures_ref);
     }
     layers.push(layer);
@@ -167,7 +180,11 @@ pub(in crate::source) async fn push(
     .await;
     authenticated.map_err(fail)?;
     client
-        .push_blob(&signatures_ref, signature.payload.clone(), &manifest.layers.last().expect("just pushed").digest)
+        .push_blob(
+            &signatures_ref,
+            signature.payload.clone(),
+            &manifest.layers.last().expect("just pushed").digest,
+        )
         .await
         .map_err(fail)?;
     client
