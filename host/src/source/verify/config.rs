@@ -376,7 +376,7 @@ mod tests {
         let key_block = format!("    key: |\n      {KEY}\n");
         let cases = [
             (
-                format!("apiVersion: v1\nallOf:\n  - kind: pubKey\n    kye: x\n"),
+                "apiVersion: v1\nallOf:\n  - kind: pubKey\n    kye: x\n".to_owned(),
                 "line 3",
                 "kye",
             ),

@@ -317,7 +317,7 @@ oVfRwOe+p0dNvGFMihpWp3VJyjdvGi3IH89iYNTvEmZRXeNf3j0SwK3W
     fn all_of_any_of_and_annotations_decide() {
         let good = signed(DIGEST, &[("env", "prod")]);
         let all_a = config(&format!("apiVersion: v1\nallOf:\n{}", pub_key(PUB_A, "")));
-        all_a.check(DIGEST, &[good.clone()]).unwrap();
+        all_a.check(DIGEST, std::slice::from_ref(&good)).unwrap();
 
         let unsigned = all_a.check(DIGEST, &[]).unwrap_err();
         assert!(unsigned.contains("not signed"), "{unsigned}");
@@ -338,7 +338,7 @@ oVfRwOe+p0dNvGFMihpWp3VJyjdvGi3IH89iYNTvEmZRXeNf3j0SwK3W
         let all_b = config(&format!("apiVersion: v1\nallOf:\n{}", pub_key(PUB_B, "")));
         assert!(
             all_b
-                .check(DIGEST, &[good.clone()])
+                .check(DIGEST, std::slice::from_ref(&good))
                 .unwrap_err()
                 .contains("none of the 1")
         );
@@ -347,7 +347,9 @@ oVfRwOe+p0dNvGFMihpWp3VJyjdvGi3IH89iYNTvEmZRXeNf3j0SwK3W
             "apiVersion: v1\nallOf:\n{}",
             pub_key(PUB_A, "    annotations:\n      env: prod\n      team: a\n")
         ));
-        let lacks = wants_env.check(DIGEST, &[good.clone()]).unwrap_err();
+        let lacks = wants_env
+            .check(DIGEST, std::slice::from_ref(&good))
+            .unwrap_err();
         assert!(
             lacks.contains("lacks the annotations env=prod,team=a"),
             "{lacks}"
@@ -369,7 +371,7 @@ oVfRwOe+p0dNvGFMihpWp3VJyjdvGi3IH89iYNTvEmZRXeNf3j0SwK3W
             pub_key(PUB_B, "")
         );
         config(&one_of_two.replace("{}", "1"))
-            .check(DIGEST, &[good.clone()])
+            .check(DIGEST, std::slice::from_ref(&good))
             .unwrap();
         let both = config(&one_of_two.replace("{}", "2"))
             .check(DIGEST, &[good])
