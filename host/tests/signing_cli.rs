@@ -9,7 +9,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -637,29 +637,17 @@ fn a_malformed_config_is_refused_at_start_with_its_line() {
     );
 
     // serve refuses it even when every policy is a local file.
-    let output = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--readiness-probe-port",
-            "0",
-        ])
-        .arg("--components-dir")
-        .arg(common::components_dir())
+    let output = common::served::serve_command()
         .arg("--verification-path")
         .arg(&bad)
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     let refused = stderr_of_failure(&output);
     assert!(refused.contains("line 9"), "{refused}");
 }
 
-/// `serve` with `policies` and the verification config; the child and its log lines.
-fn serve(setup: &Setup, policies: &Path, config: &Path) -> common::served::Served {
+/// `serve` of `policies` under the verification config `config`.
+fn serve_command(setup: &Setup, policies: &Path, config: &Path) -> Command {
     let mut command = common::served::portcullis();
     command
         .arg("--policies")
@@ -671,7 +659,7 @@ fn serve(setup: &Setup, policies: &Path, config: &Path) -> common::served::Serve
         .arg("--verification-path")
         .arg(config)
         .env("DOCKER_CONFIG", setup.path("no-docker"));
-    common::served::serve(command)
+    command
 }
 
 #[test]
@@ -696,18 +684,7 @@ fn serve_does_not_start_with_an_unsigned_policy_and_a_reload_is_refused() {
     // Not ready: serve exits naming the policy, the reference and the failure.
     let policies = setup.path("policies.yml");
     std::fs::write(&policies, format!("{signed}{unsigned}")).unwrap();
-    let output = common::served::portcullis()
-        .arg("--policies")
-        .arg(&policies)
-        .arg("--sources-path")
-        .arg(&setup.sources)
-        .arg("--policies-download-dir")
-        .arg(setup.path("serve-downloads"))
-        .arg("--verification-path")
-        .arg(&config)
-        .env("DOCKER_CONFIG", setup.path("no-docker"))
-        .output()
-        .unwrap();
+    let output = serve_command(&setup, &policies, &config).output().unwrap();
     let refused = stderr_of_failure(&output);
     assert!(
         refused.contains(&format!(
@@ -720,7 +697,7 @@ fn serve_does_not_start_with_an_unsigned_policy_and_a_reload_is_refused() {
 
     // Signed only: ready; then a reload that adds the unsigned one is refused.
     std::fs::write(&policies, &signed).unwrap();
-    let served = serve(&setup, &policies, &config);
+    let served = common::served::serve(serve_command(&setup, &policies, &config));
     assert_eq!(
         common::served::http(served.probes, "GET", "/readiness", "").0,
         200

@@ -301,19 +301,19 @@ mod base64_bytes {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A key made with `openssl genpkey -algorithm EC -pkeyopt
     /// ec_paramgen_curve:P-256` (test only).
-    const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
+    pub(in crate::source::verify) const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
 MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgVBBqwtCO/ul+4Ovw
 prp1wgFyYshTEm5SLy2E3TR4AcehRANCAAR7yOvtJefITMEjSscpGT+XCBk3dRv0
 oVfRwOe+p0dNvGFMihpWp3VJyjdvGi3IH89iYNTvEmZRXeNf3j0SwK3W
 -----END PRIVATE KEY-----";
 
     /// Its public half, from `openssl pkey -pubout`.
-    const PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+    pub(in crate::source::verify) const PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
 MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEe8jr7SXnyEzBI0rHKRk/lwgZN3Ub
 9KFX0cDnvqdHTbxhTIoaVqd1Sco3bxotyB/PYmDU7xJmUV3jX949EsCt1g==
 -----END PUBLIC KEY-----";

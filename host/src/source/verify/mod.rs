@@ -276,22 +276,13 @@ fn annotations_text(annotations: &BTreeMap<String, String>) -> String {
 mod tests {
     use super::*;
 
-    const KEY_A: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgVBBqwtCO/ul+4Ovw
-prp1wgFyYshTEm5SLy2E3TR4AcehRANCAAR7yOvtJefITMEjSscpGT+XCBk3dRv0
-oVfRwOe+p0dNvGFMihpWp3VJyjdvGi3IH89iYNTvEmZRXeNf3j0SwK3W
------END PRIVATE KEY-----";
-
-    const PUB_A: &str = "-----BEGIN PUBLIC KEY-----
-        MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEe8jr7SXnyEzBI0rHKRk/lwgZN3Ub
-        9KFX0cDnvqdHTbxhTIoaVqd1Sco3bxotyB/PYmDU7xJmUV3jX949EsCt1g==
-        -----END PUBLIC KEY-----";
+    use super::cosign::tests::{PRIVATE as KEY_A, PUBLIC as PUB_A};
 
     /// Another P-256 key.
     const PUB_B: &str = "-----BEGIN PUBLIC KEY-----
-        MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEPNU8J+YckZMtqYY7d/MhJhDb91eM
-        FksOPNDDA3Z54o8+A7nxrArfH17IfM4ueQHVLI96Epct3S7h/85sdYkQkQ==
-        -----END PUBLIC KEY-----";
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEPNU8J+YckZMtqYY7d/MhJhDb91eM
+FksOPNDDA3Z54o8+A7nxrArfH17IfM4ueQHVLI96Epct3S7h/85sdYkQkQ==
+-----END PUBLIC KEY-----";
 
     const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
@@ -310,7 +301,8 @@ oVfRwOe+p0dNvGFMihpWp3VJyjdvGi3IH89iYNTvEmZRXeNf3j0SwK3W
     }
 
     fn pub_key(key: &str, extra: &str) -> String {
-        format!("  - kind: pubKey\n    key: |\n      {key}\n{extra}")
+        let indented: String = key.lines().map(|l| format!("      {l}\n")).collect();
+        format!("  - kind: pubKey\n    key: |\n{indented}{extra}")
     }
 
     #[test]
