@@ -212,7 +212,7 @@ fn registry_http(
 }
 
 fn sha256(bytes: &[u8]) -> String {
-    portcullis::component::Digest::of(bytes).to_string()
+    portcullis::digest::Digest::of(bytes).to_string()
 }
 
 /// Uploads `bytes` as a blob of `repository`: a POST for an upload URL,

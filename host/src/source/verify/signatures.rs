@@ -205,5 +205,5 @@ pub(in crate::source) async fn push(
 }
 
 fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", crate::component::Digest::of(bytes).hex())
+    format!("sha256:{}", crate::digest::Digest::of(bytes).hex())
 }
